@@ -1,0 +1,53 @@
+# vinted-tagger: `make demo` runs the whole job on synthetic data, `make test` runs the tests.
+PYTHON ?= python3.11
+# PyTorch is only needed to export encoders to ONNX (once). These pins install from local files on our
+# build machines; elsewhere override, e.g. TORCH="torch torchvision --index-url https://download.pytorch.org/whl/cpu".
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+DEMO_DATA := demo-data
+DEMO_OUT := demo-out
+CLOTHING := ../shared/data/clothing
+
+.PHONY: setup test demo bench bench-embed bench-heads bench-service notebook serve model clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check $(TORCH)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[all]'
+	$(BIN)/embed --export-only
+	touch $(STAMP)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+demo: setup
+	$(BIN)/python -m embed.demo_data $(DEMO_DATA)
+	$(BIN)/embed $(DEMO_DATA)/data.zip --out $(DEMO_OUT)/cache --quiet
+	$(BIN)/classify train --data $(DEMO_DATA)/data.parquet --cache $(DEMO_OUT)/cache --out $(DEMO_OUT)/model
+	$(BIN)/classify predict --model $(DEMO_OUT)/model --cache $(DEMO_OUT)/cache --ids $(DEMO_DATA)/test.parquet --out $(DEMO_OUT)/predictions.parquet
+	$(BIN)/classify evaluate --predictions $(DEMO_OUT)/predictions.parquet --labels $(DEMO_DATA)/test_labels.parquet
+	@echo "demo: predictions for $(DEMO_DATA)/test.parquet are in $(DEMO_OUT)/predictions.parquet"
+
+bench: bench-embed bench-heads bench-service
+
+bench-embed: setup
+	$(BIN)/python bench/embed_bench.py
+
+bench-heads: setup
+	$(BIN)/python bench/heads_bench.py
+
+bench-service: setup
+	$(BIN)/python bench/service_bench.py
+
+notebook: setup
+	$(BIN)/python -m jupyter nbconvert --to notebook --execute --inplace notebook/vinted_tagger.ipynb
+
+serve: setup
+	$(BIN)/classify serve
+
+clean:
+	rm -rf $(DEMO_DATA) $(DEMO_OUT) .pytest_cache

@@ -1,0 +1,82 @@
+"""``embed``: build or extend an embedding cache from image sources.
+
+    embed SOURCE... --out CACHE [--encoder NAME] [--ids IDS.parquet] [--batch-size N]
+    embed --list-encoders
+    embed --export-only [--encoder NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import pandas as pd
+
+from embed.encoders import get_encoder, table_text
+from embed.pipeline import MISSING_REASON, embed_sources
+from embed.runtime import Encoder, encoder_dir
+
+SHOWN_FAILURES = 20
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="embed", description="Embed images into a Parquet cache (ONNX Runtime).")
+    p.add_argument("sources", nargs="*", help="zip archives, folders or image files; the uuid is the file stem")
+    p.add_argument("--out", help="cache folder (created or resumed)")
+    p.add_argument("--encoder", default="efficientnet-lite2", help="encoder name (see --list-encoders)")
+    p.add_argument("--ids", help="Parquet file with a uuid column: embed only these uuids")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: all cores)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--list-encoders", action="store_true", help="print the encoder table and exit")
+    p.add_argument("--export-only", action="store_true", help="build the encoder's ONNX file and exit")
+    return p
+
+
+def read_ids(path: str) -> list[str]:
+    frame = pd.read_parquet(path, columns=["uuid"])
+    return frame["uuid"].astype(str).tolist()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.list_encoders:
+        print(table_text())
+        return 0
+    try:
+        if args.export_only:
+            Encoder.load(get_encoder(args.encoder))
+            print(f"embed: encoder {args.encoder} ready in {encoder_dir(get_encoder(args.encoder))}")
+            return 0
+        if not args.sources or not args.out:
+            parser().error("SOURCE and --out are required")
+        if args.batch_size < 1:
+            parser().error("--batch-size must be at least 1")
+        ids = read_ids(args.ids) if args.ids else None
+        summary = embed_sources(
+            args.sources, args.out, args.encoder, ids, args.batch_size, not args.quiet, args.threads
+        )
+    except KeyboardInterrupt:
+        print("embed: interrupted; the cache keeps every finished part, run again to resume", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
+        print(f"embed: error: {error}", file=sys.stderr)
+        return 2
+    report(summary)
+    nothing_done = summary.encoded == 0 and summary.skipped == 0
+    return 1 if nothing_done else 0
+
+
+def report(summary) -> None:
+    for uuid, origin, reason in summary.failures[:SHOWN_FAILURES]:
+        where = f" ({origin})" if origin else ""
+        print(f"embed: {'missing' if reason == MISSING_REASON else 'failed'}: {uuid}{where}: {reason}", file=sys.stderr)
+    if len(summary.failures) > SHOWN_FAILURES:
+        print(f"embed: ... {len(summary.failures) - SHOWN_FAILURES} more", file=sys.stderr)
+    if summary.failures:
+        print(f"embed: all failures are listed in {summary.cache}/_failures.csv", file=sys.stderr)
+    print(summary.line())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

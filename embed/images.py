@@ -1,0 +1,83 @@
+"""Decode and preprocess one image: bytes in, a uint8 HxWx3 array of the encoder's input size out.
+
+Normalisation (mean/std) happens inside the ONNX graph, so this step stays cheap and exact in uint8.
+Anything that cannot become a sane RGB image raises ImageError with a reason a person can read.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Largest image we agree to decode. Phone photos are ~12-50 MP; anything bigger is a decompression bomb.
+MAX_PIXELS = 80_000_000
+# Pillow refuses (DecompressionBombError) at 2x its own limit and warns at 1x; ours is enforced explicitly.
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+
+class ImageError(ValueError):
+    """An input that is not a usable image; the message says why."""
+
+
+def decode(data: bytes, draft_size: int | None = None) -> Image.Image:
+    """Bytes -> RGB PIL image with EXIF orientation applied."""
+    if not data:
+        raise ImageError("empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            pixels = image.width * image.height
+            if pixels > MAX_PIXELS:
+                raise ImageError(f"image too large: {image.width}x{image.height} pixels > {MAX_PIXELS:,}")
+            if draft_size and image.format == "JPEG":
+                # JPEG draft mode decodes at 1/2, 1/4 or 1/8 scale straight from the DCT: big photos get cheap.
+                image.draft("RGB", (draft_size, draft_size))
+            image.load()
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageError(f"decompression bomb: {error}") from None
+    except UnidentifiedImageError:
+        raise ImageError("not an image (unrecognised format)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise ImageError(f"corrupt or truncated image: {error}") from None
+    return to_rgb(ImageOps.exif_transpose(image))
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any mode (CMYK, palette, 16-bit, alpha, greyscale) -> 8-bit RGB; transparency over white."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit greyscale: scale to 8 bits instead of letting Pillow clip at 255.
+        array = np.asarray(image, dtype=np.float64)
+        peak = max(float(array.max()), 1.0)
+        return Image.fromarray((array * (255.0 / peak)).astype(np.uint8)).convert("RGB")
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+def resize_shorter_crop(image: Image.Image, size: int) -> np.ndarray:
+    """Shorter side to ``size`` (bicubic), centre crop to size x size; returns uint8 HxWx3."""
+    width, height = image.size
+    scale = size / min(width, height)
+    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    # resize with box= crops and resizes in one pass, skipping the pixels that would be cut off.
+    box = (left / scale, top / scale, (left + size) / scale, (top + size) / scale)
+    out = image.resize((size, size), Image.BICUBIC, box=box, reducing_gap=3.0)
+    return np.asarray(out, dtype=np.uint8)
+
+
+def load_pixels(data: bytes, size: int) -> np.ndarray:
+    """Bytes -> encoder input (uint8 size x size x 3)."""
+    return resize_shorter_crop(decode(data, draft_size=size), size)

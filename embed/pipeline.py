@@ -1,0 +1,136 @@
+"""The reader -> mapper -> writer loop that fills an embedding cache.
+
+Reader threads read and decode images (Pillow and zlib release the GIL), the main thread runs ONNX Runtime
+on whole batches, and the cache writer appends atomic Parquet parts. Uuids already in the cache are skipped
+before anything is read, so an interrupted run resumes where the last whole part ended.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from embed.cache import CacheWriter, write_failures
+from embed.images import ImageError, load_pixels
+from embed.runtime import Encoder, versions
+from embed.sources import ImageRef, iter_sources
+
+READER_THREADS = 2
+MISSING_REASON = "no image with this uuid in the sources"
+
+
+@dataclass
+class EmbedSummary:
+    encoded: int = 0
+    skipped: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    failures: list[tuple[str, str, str]] = field(default_factory=list)  # (uuid, origin, reason)
+    missing: list[str] = field(default_factory=list)  # uuids asked for with --ids that have no image
+    cache: str = ""
+
+    @property
+    def images_per_s(self) -> float:
+        return self.encoded / self.seconds if self.seconds > 0 else 0.0
+
+    def line(self) -> str:
+        return (
+            f"embed: {self.encoded} encoded, {self.skipped} skipped (already cached), {self.failed} failed, "
+            f"{len(self.missing)} missing, {self.seconds:.1f} s, {self.images_per_s:.1f} img/s -> {self.cache}"
+        )
+
+
+def select(refs: list[ImageRef], ids: Iterable[str] | None) -> tuple[list[ImageRef], list[str]]:
+    """Restrict to ``ids`` (kept in their order); also return the ids that have no image."""
+    if ids is None:
+        return refs, []
+    by_uuid = {ref.uuid: ref for ref in refs}
+    wanted = list(dict.fromkeys(str(i) for i in ids))
+    return [by_uuid[u] for u in wanted if u in by_uuid], [u for u in wanted if u not in by_uuid]
+
+
+def _read(ref: ImageRef, size: int) -> np.ndarray | str:
+    try:
+        return load_pixels(ref.read(), size)
+    except ImageError as error:
+        return str(error)
+    except OSError as error:  # unreadable file or zip member
+        return f"cannot read: {error}"
+
+
+def decoded(refs: list[ImageRef], size: int, workers: int, ahead: int) -> Iterator[tuple[ImageRef, object]]:
+    """(ref, pixels or error string), in order, decoding up to ``ahead`` images in advance."""
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+        queue: deque[tuple[ImageRef, Future]] = deque()
+        items = iter(refs)
+        for ref in items:
+            queue.append((ref, pool.submit(_read, ref, size)))
+            if len(queue) >= ahead:
+                break
+        while queue:
+            ref, future = queue.popleft()
+            next_ref = next(items, None)
+            if next_ref is not None:
+                queue.append((next_ref, pool.submit(_read, next_ref, size)))
+            yield ref, future.result()
+
+
+def embed_sources(
+    sources: list[str | Path],
+    out: str | Path,
+    encoder: str = "efficientnet-lite2",
+    ids: Iterable[str] | None = None,
+    batch_size: int = 32,
+    progress: bool = True,
+    threads: int | None = None,
+) -> EmbedSummary:
+    """Embed every image of ``sources`` (restricted to ``ids``) that ``out`` does not hold yet."""
+    start = time.perf_counter()
+    model = Encoder.load(encoder, threads=threads)
+    writer = CacheWriter(out, model.spec, versions())
+    refs, missing = select(iter_sources(sources), ids)
+    todo = [ref for ref in refs if ref.uuid not in writer.known]
+    summary = EmbedSummary(skipped=len(refs) - len(todo), missing=missing, cache=str(out))
+    summary.failures = [(u, "", MISSING_REASON) for u in missing]
+    bar = tqdm(total=len(todo), unit="img", desc="embed", disable=not progress, file=sys.stderr)
+    try:
+        _run(model, todo, writer, summary, bar, batch_size)
+    finally:  # also on Ctrl-C: keep every whole batch encoded so far
+        bar.close()
+        writer.flush()
+        writer.compact()
+        write_failures(Path(out), summary.failures)
+        summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def _run(model: Encoder, todo, writer: CacheWriter, summary: EmbedSummary, bar, batch_size: int) -> None:
+    uuids: list[str] = []
+    pixels: list[np.ndarray] = []
+    for ref, result in decoded(todo, model.spec.input_size, READER_THREADS, ahead=4 * batch_size):
+        if isinstance(result, str):
+            summary.failed += 1
+            summary.failures.append((ref.uuid, ref.origin, result))
+            bar.update(1)
+        else:
+            uuids.append(ref.uuid)
+            pixels.append(result)
+        if len(pixels) >= batch_size:
+            _encode(model, writer, summary, bar, uuids, pixels)
+            uuids, pixels = [], []
+    if pixels:
+        _encode(model, writer, summary, bar, uuids, pixels)
+
+
+def _encode(model: Encoder, writer: CacheWriter, summary: EmbedSummary, bar, uuids, pixels) -> None:
+    writer.add(uuids, model.encode(np.stack(pixels)))
+    summary.encoded += len(uuids)
+    bar.update(len(uuids))
