@@ -9,6 +9,8 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_DATA := demo-data
 DEMO_OUT := demo-out
 CLOTHING := ../shared/data/clothing
+# Embedding cache of the stand-in images (outside the repo; resumable).
+CLOTHING_CACHE ?= $(HOME)/.cache/vinted-tagger/caches/clothing-efficientnet-lite2
 
 .PHONY: setup test demo bench bench-embed bench-heads bench-service notebook serve model clean
 
@@ -45,6 +47,11 @@ bench-service: setup
 
 notebook: setup
 	$(BIN)/python -m jupyter nbconvert --to notebook --execute --inplace notebook/vinted_tagger.ipynb
+
+# Re-train the committed default model (artifacts/model) on the stand-in train split.
+model: setup
+	$(BIN)/embed $(CLOTHING)/images.zip --out $(CLOTHING_CACHE) --quiet
+	$(BIN)/classify train --data $(CLOTHING)/data.parquet --cache $(CLOTHING_CACHE) --out artifacts/model
 
 serve: setup
 	$(BIN)/classify serve

@@ -89,11 +89,11 @@ def part_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("part-*.parquet"))
 
 
-def read_table(folder: Path) -> pa.Table:
+def read_table(folder: Path, columns: list[str] | None = None) -> pa.Table:
     parts = part_files(folder)
     if not parts:
-        return embedding_table([], np.zeros((0, 1), np.float32))
-    table = pa.concat_tables([pq.read_table(p) for p in parts])
+        return embedding_table([], np.zeros((0, 1), np.float32)).select(columns or ["uuid", "embedding"])
+    table = pa.concat_tables([pq.read_table(p, columns=columns) for p in parts])
     # A run killed between writing a compacted part and deleting its sources leaves duplicates: keep the first.
     uuids = table.column("uuid").to_numpy(zero_copy_only=False)
     _, first = np.unique(uuids, return_index=True)
@@ -129,7 +129,7 @@ class CacheWriter:
         self.pending_uuids: list[str] = []
         self.pending: list[np.ndarray] = []
         self.manifest = self._open_manifest(spec, versions)
-        self.known = set(read_table(self.folder).column("uuid").to_pylist())
+        self.known = set(read_table(self.folder, columns=["uuid"]).column("uuid").to_pylist())
 
     def _open_manifest(self, spec: EncoderSpec, versions: dict) -> dict:
         encoder = spec.to_dict()

@@ -45,7 +45,11 @@ def decode(data: bytes, draft_size: int | None = None) -> Image.Image:
         raise ImageError("not an image (unrecognised format)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise ImageError(f"corrupt or truncated image: {error}") from None
-    return to_rgb(ImageOps.exif_transpose(image))
+    try:
+        ImageOps.exif_transpose(image, in_place=True)  # in place: no copy for the usual, unrotated photo
+    except Exception as error:  # Pillow rewrites the EXIF block here and can choke on malformed tags
+        raise ImageError(f"corrupt EXIF metadata: {error}") from None
+    return to_rgb(image)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import sys
 import time
+import zipfile
+import zlib
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -62,7 +64,7 @@ def _read(ref: ImageRef, size: int) -> np.ndarray | str:
         return load_pixels(ref.read(), size)
     except ImageError as error:
         return str(error)
-    except OSError as error:  # unreadable file or zip member
+    except (OSError, zipfile.BadZipFile, zlib.error) as error:  # unreadable file or damaged zip member
         return f"cannot read: {error}"
 
 

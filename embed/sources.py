@@ -40,7 +40,9 @@ def _refs_of(path: Path) -> Iterable[ImageRef]:
     if not path.exists():
         raise FileNotFoundError(f"image source not found: {path}")
     if path.is_dir():
-        return [_file_ref(p) for p in sorted(path.rglob("*")) if p.is_file() and is_image_name(p.name)]
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        # Judge the path inside the folder, so that images under hidden or __MACOSX folders are skipped too.
+        return [_file_ref(p) for p in files if is_image_name(p.relative_to(path).as_posix())]
     if zipfile.is_zipfile(path):
         return _zip_refs(path)
     return [_file_ref(path)]

@@ -1,0 +1,117 @@
+"""Benchmark the `embed` step: ONNX Runtime pipeline vs an eager-PyTorch pipeline, resume cost, memory.
+
+    python bench/embed_bench.py [--images ../shared/data/clothing/images.zip] [--eager-images 512]
+
+1. Runs the `embed` CLI in a subprocess over the whole archive into a fresh cache (end to end: start-up,
+   reading, decoding, encoding, writing), timed from outside; its peak RSS comes from the kernel.
+2. Runs it again on the finished cache (`rerun_s`: listing + skipping everything).
+3. Times an eager-PyTorch pipeline (same decode and preprocessing, same batch size, same threads) over the
+   first N images in this process.
+Writes bench/results/embed.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from embed.cache import read_manifest  # noqa: E402
+from embed.encoders import get_encoder  # noqa: E402
+from embed.images import load_pixels  # noqa: E402
+from embed.runtime import versions  # noqa: E402
+from embed.sources import iter_sources  # noqa: E402
+
+DEFAULT_IMAGES = ROOT.parent / "shared" / "data" / "clothing" / "images.zip"
+
+
+def run_cli(images: Path, cache: Path, encoder: str, batch_size: int) -> float:
+    command = [sys.executable, "-m", "embed.cli", str(images), "--out", str(cache), "--quiet"]
+    command += ["--encoder", encoder, "--batch-size", str(batch_size)]
+    start = time.perf_counter()
+    subprocess.run(command, check=True, cwd=ROOT)
+    return time.perf_counter() - start
+
+
+def eager_images_per_s(images: Path, encoder: str, count: int, batch_size: int) -> float:
+    import numpy as np
+    import torch
+
+    from embed.export import build_embedder
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    module, spec = build_embedder(get_encoder(encoder))
+    refs = iter_sources([images])[:count]
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for i in range(0, len(refs), batch_size):
+            batch = np.stack([load_pixels(ref.read(), spec.input_size) for ref in refs[i : i + batch_size]])
+            module(torch.from_numpy(batch))
+    return len(refs) / (time.perf_counter() - start)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
+    parser.add_argument("--encoder", default="efficientnet-lite2")
+    parser.add_argument("--eager-images", type=int, default=512)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "embed.json")
+    args = parser.parse_args()
+    if not args.images.exists():
+        print(f"embed_bench: {args.images} not found (needs ../shared/data)", file=sys.stderr)
+        return 1
+    load_at_start = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory() as temp:
+        cache = Path(temp) / "cache"
+        seconds = run_cli(args.images, cache, args.encoder, args.batch_size)
+        peak_rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        rerun_s = run_cli(args.images, cache, args.encoder, args.batch_size)
+        rows = read_manifest(cache)["rows"]
+    eager = eager_images_per_s(args.images, args.encoder, args.eager_images, args.batch_size)
+    result = {
+        "encoder": args.encoder,
+        "images": rows,
+        "seconds": round(seconds, 2),
+        "images_per_s": round(rows / seconds, 1),
+        "eager_images": args.eager_images,
+        "eager_images_per_s": round(eager, 2),
+        "speedup": round(rows / seconds / eager, 1),
+        "rerun_s": round(rerun_s, 2),
+        "peak_rss_mb": round(peak_rss_mb, 1),
+        "batch_size": args.batch_size,
+        "machine": {"cores": os.cpu_count(), "processor": platform.processor() or platform.machine()},
+        "load_avg_1min_at_start": load_at_start,
+        "versions": versions(),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print_table(result)
+    return 0
+
+
+def print_table(result: dict) -> None:
+    rows = [
+        ("images encoded", result["images"]),
+        ("end-to-end img/s (ONNX Runtime)", result["images_per_s"]),
+        ("eager PyTorch img/s", result["eager_images_per_s"]),
+        ("speedup", f"{result['speedup']}x"),
+        ("re-run on finished cache (s)", result["rerun_s"]),
+        ("peak RSS (MB)", result["peak_rss_mb"]),
+    ]
+    for name, value in rows:
+        print(f"| {name:<33} | {value:>10} |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

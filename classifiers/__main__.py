@@ -1,0 +1,4 @@
+from classifiers.cli import main
+import sys
+
+sys.exit(main())

@@ -1,0 +1,105 @@
+"""Scores of a predictions file against labels: top-1/top-2 category accuracy and per-tag precision/recall/F1.
+
+Each task is scored only on rows where its label is known: a NaN tag or a null category is "not labelled",
+so it counts neither as a miss nor as a hit. Labelled rows with no prediction (an image that failed to
+embed) are counted and reported, not scored.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from classifiers.labels import category_values, read_labels, tag_columns, tag_values
+
+PREDICTION_COLUMNS = ("uuid", "category1", "category2")
+
+
+def evaluate(predictions: pd.DataFrame, labels: pd.DataFrame) -> dict:
+    """Metrics of ``predictions`` (uuid, category1, category2, tag columns) against ``labels``."""
+    labels = read_labels(labels)
+    missing = [c for c in PREDICTION_COLUMNS if c not in predictions.columns]
+    if missing:
+        raise ValueError(f"predictions lack column(s) {', '.join(missing)}")
+    joined = labels.merge(predictions, on="uuid", how="inner", suffixes=("", "__predicted"))
+    result = {
+        "rows": {"predictions": len(predictions), "labels": len(labels), "matched": len(joined),
+                 "labels_without_prediction": int((~labels["uuid"].isin(predictions["uuid"])).sum())},
+        "category": category_metrics(joined),
+        "tags": {},
+    }
+    for tag in tag_columns(labels):
+        if tag in predictions.columns:
+            result["tags"][tag] = tag_metrics(tag_values(joined, tag), joined[f"{tag}__predicted"].to_numpy())
+    result["tags_macro"] = macro(result["tags"])
+    return result
+
+
+def category_metrics(joined: pd.DataFrame) -> dict:
+    truth = category_values(joined)
+    known = truth.notna().to_numpy()
+    truth = truth[known].to_numpy(dtype=object)
+    first = joined["category1"].astype(str).to_numpy(dtype=object)[known]
+    second = joined["category2"].astype(str).to_numpy(dtype=object)[known]
+    classes = sorted(set(truth) | set(first))
+    index = {name: i for i, name in enumerate(classes)}
+    confusion = np.zeros((len(classes), len(classes)), dtype=np.int64)  # rows: truth, columns: category1
+    np.add.at(confusion, ([index[t] for t in truth], [index[p] for p in first]), 1)
+    support = confusion.sum(axis=1)
+    return {
+        "rows": int(known.sum()),
+        "top1": _ratio(np.sum(first == truth), len(truth)),
+        "top2": _ratio(np.sum((first == truth) | (second == truth)), len(truth)),
+        "classes": classes,
+        "support": {name: int(support[i]) for i, name in enumerate(classes)},
+        "per_class_recall": {name: _ratio(confusion[i, i], support[i]) for i, name in enumerate(classes)
+                             if support[i]},
+        "confusion": confusion.tolist(),
+    }
+
+
+def tag_metrics(truth: np.ndarray, predicted: np.ndarray) -> dict:
+    """Precision, recall and F1 of one tag over the rows whose label is known (truth not NaN)."""
+    known = ~np.isnan(truth)
+    truth, predicted = truth[known].astype(bool), np.asarray(predicted, dtype=np.float64)[known] >= 0.5
+    tp, fp, fn = int(np.sum(truth & predicted)), int(np.sum(~truth & predicted)), int(np.sum(truth & ~predicted))
+    precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
+    f1 = _ratio(2 * tp, 2 * tp + fp + fn)  # = 2PR/(P+R), and 0 (not undefined) when nothing was found
+    return {"rows": int(known.sum()), "positives": int(truth.sum()), "predicted_positive": int(predicted.sum()),
+            "tp": tp, "fp": fp, "fn": fn, "precision": precision, "recall": recall, "f1": f1}
+
+
+def macro(per_tag: dict) -> dict:
+    """Unweighted mean over tags of precision, recall and F1 (a tag without a defined value is skipped)."""
+    out = {}
+    for key in ("precision", "recall", "f1"):
+        values = [m[key] for m in per_tag.values() if m[key] is not None]
+        out[key] = float(np.mean(values)) if values else None
+    return out
+
+
+def _ratio(numerator, denominator) -> float | None:
+    # Undefined (0/0) is None, not 0: "no positives predicted" is not "precision 0".
+    return float(numerator) / float(denominator) if denominator else None
+
+
+def format_report(result: dict) -> str:
+    """The metrics as plain text."""
+    lines = [f"rows: {result['rows']['matched']} predicted of {result['rows']['labels']} labelled "
+             f"({result['rows']['labels_without_prediction']} labelled rows without a prediction)"]
+    category = result["category"]
+    lines.append(f"category ({category['rows']} rows): top-1 {_fmt(category['top1'])}  top-2 {_fmt(category['top2'])}")
+    for name, recall in category["per_class_recall"].items():
+        lines.append(f"  {name:<24} recall {_fmt(recall)}  (n={category['support'][name]})")
+    for name, m in result["tags"].items():
+        lines.append(f"tag {name!r} ({m['rows']} rows, {m['positives']} positive): precision {_fmt(m['precision'])}  "
+                     f"recall {_fmt(m['recall'])}  F1 {_fmt(m['f1'])}")
+    if result["tags"]:
+        mean = result["tags_macro"]
+        lines.append(f"tags macro: precision {_fmt(mean['precision'])}  recall {_fmt(mean['recall'])}  "
+                     f"F1 {_fmt(mean['f1'])}")
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"

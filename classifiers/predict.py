@@ -1,0 +1,137 @@
+"""Prediction: category top-2 and pattern tags from embeddings, from a cache, or from images.
+
+    tagger = Tagger.load()                       # artifacts/model by default
+    tagger.predict_vectors(vectors)              # DataFrame: category1, category2, <tags...>
+    tagger.predict_images([jpeg_bytes, ...])     # list of dicts (or {"error": ...} for a failed image)
+    predict_cache(tagger, "CACHE", ids)          # (DataFrame with uuid first, uuids without embedding)
+
+Only numpy is needed for logistic heads (plus lightgbm for LightGBM heads, onnxruntime for images).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from classifiers.artifacts import DEFAULT_MODEL_DIR, load_model
+from classifiers.model import TaggerModel
+from embed.cache import check_same_encoder, read_cache
+
+
+class Tagger:
+    """A trained model ready to predict; the image encoder is loaded on first use of ``predict_images``."""
+
+    def __init__(self, model: TaggerModel):
+        self.model = model
+        self._encoder = None
+        self._encoder_lock = threading.Lock()
+
+    @classmethod
+    def load(cls, model_dir: str | Path = DEFAULT_MODEL_DIR) -> Tagger:
+        return cls(load_model(model_dir))
+
+    @property
+    def classes(self) -> list[str]:
+        return self.model.classes
+
+    @property
+    def tags(self) -> list[str]:
+        return self.model.tag_names
+
+    @property
+    def encoder_spec(self) -> dict:
+        return self.model.encoder
+
+    def scores(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(category probabilities (n, C) in ``classes`` order, tag probabilities (n, T) in ``tags`` order)."""
+        return self.model.scores(vectors)
+
+    def predict_vectors(self, vectors: np.ndarray) -> pd.DataFrame:
+        """The assignment's columns: category1, category2, then one 0/1 int64 column per tag."""
+        category, tags = self.scores(vectors)
+        return self.table(category, tags)
+
+    def table(self, category: np.ndarray, tags: np.ndarray) -> pd.DataFrame:
+        """Scores -> the assignment's columns (top-2 category names, 0/1 tags at their thresholds)."""
+        top = top_two(category)
+        classes = np.asarray(self.classes, dtype=object)
+        frame = pd.DataFrame({"category1": classes[top[:, 0]], "category2": classes[top[:, 1]]})
+        present = tags >= self.model.thresholds()
+        for j, name in enumerate(self.tags):
+            frame[name] = present[:, j].astype(np.int64)
+        return frame
+
+    def predict_images(self, images: Sequence[bytes | object]) -> list[dict]:
+        """One dict per image; an image that cannot be read gives {"error": reason}, never a guess."""
+        vectors, errors = self.encoder().embed_images(list(images))
+        ok = [i for i, error in enumerate(errors) if error is None and np.isfinite(vectors[i]).all()]
+        results: list[dict] = [{"error": errors[i] or "the encoder returned no embedding"} for i in range(len(images))]
+        if ok:
+            category, tags = self.scores(vectors[ok])
+            for row, i in enumerate(ok):
+                results[i] = self._describe(category[row], tags[row])
+        return results
+
+    def _describe(self, category: np.ndarray, tags: np.ndarray) -> dict:
+        order = np.argsort(-category, kind="stable")
+        thresholds = self.model.thresholds()
+        return {
+            "category1": self.classes[order[0]],
+            "category2": self.classes[order[1]],
+            "categories": {self.classes[j]: float(category[j]) for j in order},
+            "tags": {name: {"score": float(tags[j]), "threshold": float(thresholds[j]),
+                            "present": bool(tags[j] >= thresholds[j])} for j, name in enumerate(self.tags)},
+        }
+
+    def encoder(self):
+        """The model's own image encoder (embed.runtime.Encoder), loaded once."""
+        with self._encoder_lock:
+            if self._encoder is None:
+                from embed.runtime import Encoder  # onnxruntime: only image prediction pays for it
+
+                encoder = Encoder.load(self.encoder_spec)
+                check_same_encoder(self.encoder_spec, encoder.spec.to_dict(), "the image encoder")
+                self._encoder = encoder
+        return self._encoder
+
+
+def top_two(proba: np.ndarray) -> np.ndarray:
+    """Column indices of the two most likely classes per row (ties: the earlier class first)."""
+    return np.argsort(-proba, axis=1, kind="stable")[:, :2]
+
+
+def predict_cache(tagger: Tagger, cache_folder: str | Path, ids: Sequence[str] | None = None,
+                  with_scores: bool = False) -> tuple[pd.DataFrame, list[str]]:
+    """Predictions for ``ids`` (default: every uuid of the cache), in that order, with ``uuid`` first.
+
+    Returns (predictions, uuids without an embedding); those uuids are left out of the predictions.
+    A cache made by another encoder than the model's raises EncoderMismatch.
+    """
+    embeddings = read_cache(cache_folder)
+    check_same_encoder(tagger.encoder_spec, embeddings.encoder, f"cache {cache_folder}")
+    wanted = [str(u) for u in (embeddings.uuids if ids is None else ids)]
+    vectors, found = embeddings.take(wanted)
+    # NaN rows would be a failed embedding written by mistake: report them as missing, predict nothing.
+    finite = np.isfinite(vectors).all(axis=1)
+    found_rows = np.flatnonzero(found)
+    found[found_rows[~finite]] = False
+    vectors = vectors[finite]
+    uuids = [u for u, f in zip(wanted, found) if f]
+    missing = [u for u, f in zip(wanted, found) if not f]
+    category, tags = tagger.scores(vectors)
+    frame = tagger.table(category, tags)
+    frame.insert(0, "uuid", pd.Series(uuids, dtype=object))
+    if with_scores:
+        frame = pd.concat([frame, score_columns(tagger, category, tags)], axis=1)
+    return frame, missing
+
+
+def score_columns(tagger: Tagger, category: np.ndarray, tags: np.ndarray) -> pd.DataFrame:
+    """``p_<class>`` per class and ``score_<tag>`` per tag."""
+    columns = {f"p_{name}": category[:, j] for j, name in enumerate(tagger.classes)}
+    columns.update({f"score_{name}": tags[:, j] for j, name in enumerate(tagger.tags)})
+    return pd.DataFrame(columns)

@@ -1,0 +1,108 @@
+"""Train every head of a tagger from a label table and an embedding cache.
+
+    model = train("data.parquet", "CACHE", head="logreg")
+    save_model(model, "artifacts/model")
+
+Tasks come from the data: the categories are whatever strings ``cc3`` holds, the tags are the 0/1 columns.
+Each head trains only on the rows where its label is known. Rows whose uuid has no embedding are dropped
+with a warning.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from classifiers import heads as heads_module
+from classifiers.heads import check_head_kind, fit_category_head, fit_tag_head
+from classifiers.labels import category_values, fingerprint, groups_of, read_labels, tag_columns, tag_values
+from classifiers.model import FORMAT_VERSION, TaggerModel
+from classifiers.scorers import CategoryScorer, TagScorer
+from embed.cache import Embeddings, read_cache
+
+
+def train(data: pd.DataFrame | str | Path, cache: Embeddings | str | Path, head: str = "logreg",
+          seed: int = heads_module.SEED, n_jobs: int = 2) -> TaggerModel:
+    """Train the category head and one head per tag column; ``head`` is logreg, lightgbm or auto."""
+    check_head_kind(head)
+    started = time.perf_counter()
+    labels = read_labels(data)
+    embeddings = cache if isinstance(cache, Embeddings) else read_cache(cache)
+    labels, vectors = _join(labels, embeddings)
+    groups = groups_of(labels)
+    info: dict = {"format_version": FORMAT_VERSION, "head": head, "seed": seed, "group_aware_cv": groups is not None,
+                  "rows": {"labelled": len(labels)}, "versions": library_versions(), "tags": {}}
+    timing: dict = {}
+
+    head_started = time.perf_counter()
+    category, info["category"] = _train_category(labels, vectors, groups, head, seed, n_jobs)
+    timing["category_seconds"] = _seconds_since(head_started)
+    tags = {}
+    for name in tag_columns(labels):
+        head_started = time.perf_counter()
+        tags[name], info["tags"][name] = _train_tag(name, labels, vectors, groups, head, seed, n_jobs)
+        timing[f"tag_seconds/{name}"] = _seconds_since(head_started)
+    info["data_fingerprint"] = fingerprint(labels, list(tags))
+    timing["total_seconds"] = _seconds_since(started)
+    return TaggerModel(category, tags, dict(embeddings.encoder), info, timing)
+
+
+def _join(labels: pd.DataFrame, embeddings: Embeddings) -> tuple[pd.DataFrame, np.ndarray]:
+    """Label rows that have an embedding, and their vectors; the others are reported and dropped."""
+    vectors, found = embeddings.take(labels["uuid"].astype(str).tolist())
+    missing = int((~found).sum())
+    if missing:
+        examples = ", ".join(labels["uuid"][~found].astype(str).head(3))
+        warnings.warn(f"{missing} of {len(labels)} labelled rows have no embedding in the cache and are "
+                      f"left out of training (e.g. {examples})", stacklevel=3)
+    if not found.any():
+        raise ValueError("no labelled row has an embedding in the cache; was it built from these images?")
+    return labels[found].reset_index(drop=True), vectors
+
+
+def _train_category(labels, vectors, groups, head, seed, n_jobs) -> tuple[CategoryScorer, dict]:
+    category = category_values(labels)
+    known = category.notna().to_numpy()  # a null category is unknown: not a class of its own
+    fitted, choice = fit_category_head(head, vectors[known], category[known].to_numpy(),
+                                       None if groups is None else groups[known], seed, n_jobs)
+    counts = category[known].value_counts().sort_index()
+    record = {"rows": int(known.sum()), "classes": list(fitted.classes_),
+              "class_counts": {str(k): int(v) for k, v in counts.items()}, **_record(fitted, choice)}
+    return fitted.scorer_, record
+
+
+def _train_tag(name, labels, vectors, groups, head, seed, n_jobs) -> tuple[TagScorer, dict]:
+    y = tag_values(labels, name)
+    known = ~np.isnan(y)  # unknown is not absent: those rows are left out of this head
+    fitted, choice = fit_tag_head(head, name, vectors[known], y[known],
+                                  None if groups is None else groups[known], seed, n_jobs)
+    record = {"rows": int(known.sum()), "positives": int(y[known].sum()), "threshold": fitted.threshold_,
+              **_record(fitted, choice)}
+    return fitted.scorer_, record
+
+
+def _record(fitted, choice: dict) -> dict:
+    """CV scores, hyper-parameters and why this kind of head; folds are index arrays, so only their count."""
+    params = fitted.get_params()
+    if not isinstance(params.get("cv"), int):
+        params["cv"] = len(params["cv"])
+    if "Cs" in params:
+        params["Cs"] = list(params["Cs"])
+    return {"cv": fitted.cv_, "params": params, **choice}
+
+
+def _seconds_since(started: float) -> float:
+    return round(time.perf_counter() - started, 3)
+
+
+def library_versions() -> dict:
+    import lightgbm
+    import sklearn
+
+    return {"python": platform.python_version(), "numpy": np.__version__, "pandas": pd.__version__,
+            "scikit-learn": sklearn.__version__, "lightgbm": lightgbm.__version__}

@@ -1,0 +1,95 @@
+"""Image sources (embed/sources.py): zip, folder and single files; the uuid is the file stem."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from embed.sources import is_image_name, iter_sources
+
+
+def test_zip_like_the_assignment(tmp_path: Path, picture, image_bytes) -> None:
+    jpeg = image_bytes(picture(0))
+    archive = tmp_path / "data.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("data/", b"")  # folder entry
+        zf.writestr("data/00a1f_abc.jpg", jpeg)
+        zf.writestr("data/00b2e_DEF.JPG", jpeg)  # suffix case does not matter
+        zf.writestr("data/sub/00c3d_ghi.png", image_bytes(picture(1), "PNG"))
+        zf.writestr("data/notes.txt", b"not an image")
+        zf.writestr("data/.DS_Store", b"\0\0")
+        zf.writestr("data/.hidden.jpg", jpeg)
+        zf.writestr("__MACOSX/data/._00a1f_abc.jpg", b"resource fork")
+        zf.writestr("__MACOSX/data/00zzz_fork.jpg", b"resource fork")
+    refs = iter_sources([archive])
+    assert [ref.uuid for ref in refs] == ["00a1f_abc", "00b2e_DEF", "00c3d_ghi"]
+    assert refs[0].read() == jpeg  # the bytes of the member, not of another one
+    assert refs[0].origin == f"{archive}:data/00a1f_abc.jpg"
+
+
+def test_nested_folder(tmp_path: Path, write_image) -> None:
+    root = tmp_path / "images"
+    write_image(root / "top.jpg", seed=0)
+    write_image(root / "a" / "b" / "deep.png", seed=1)
+    write_image(root / "a" / "mid.jpeg", seed=2)
+    (root / "readme.txt").write_text("not an image")
+    (root / "a" / "data.parquet").write_bytes(b"PAR1")
+    (root / ".DS_Store").write_bytes(b"\0")
+    write_image(root / "a" / "._mid.jpeg", seed=3)  # AppleDouble file
+    write_image(root / "__MACOSX" / "a" / "fork.jpg", seed=4)  # unzipped macOS metadata folder
+    write_image(root / ".thumbnails" / "top.jpg", seed=5)  # hidden folder: must not shadow the real top.jpg
+    refs = iter_sources([root])
+    by_uuid = {ref.uuid: ref for ref in refs}
+    assert sorted(by_uuid) == ["deep", "mid", "top"]
+    assert by_uuid["top"].read() == (root / "top.jpg").read_bytes()
+
+
+def test_folder_inside_a_hidden_folder_still_works(tmp_path: Path, write_image) -> None:
+    # Only the path inside the source decides; the source itself may live under a dot-folder.
+    root = tmp_path / ".cache" / "images"
+    write_image(root / "x1.jpg")
+    assert [ref.uuid for ref in iter_sources([root])] == ["x1"]
+
+
+def test_single_files_and_first_source_wins(tmp_path: Path, write_image) -> None:
+    one = write_image(tmp_path / "one" / "aa11.jpg", seed=0)
+    two = write_image(tmp_path / "two" / "bb22.png", seed=1)
+    again = write_image(tmp_path / "three" / "aa11.jpg", seed=2)  # same uuid in a later source
+    refs = iter_sources([one, two, again])
+    assert [ref.uuid for ref in refs] == ["aa11", "bb22"]
+    assert refs[0].read() == one.read_bytes()
+    assert refs[0].origin == str(one)
+
+
+def test_mixed_sources(tmp_path: Path, write_image, image_bytes, picture) -> None:
+    archive = tmp_path / "data.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("data/z1.jpg", image_bytes(picture(0)))
+    folder = tmp_path / "folder"
+    write_image(folder / "f1.jpg")
+    single = write_image(tmp_path / "s1.png")
+    assert [ref.uuid for ref in iter_sources([archive, folder, single])] == ["z1", "f1", "s1"]
+
+
+def test_missing_source(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nope"):
+        iter_sources([tmp_path / "nope"])
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("data/x.jpg", True),
+        ("x.TIFF", True),
+        ("x.webp", True),
+        ("x.txt", False),
+        ("x", False),
+        ("data/.x.jpg", False),
+        ("__MACOSX/data/x.jpg", False),
+        (".git/x.png", False),
+    ],
+)
+def test_is_image_name(name: str, expected: bool) -> None:
+    assert is_image_name(name) is expected
