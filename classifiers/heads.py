@@ -103,8 +103,9 @@ def best_f1_threshold(y: np.ndarray, score: np.ndarray) -> dict:
 
 
 def category_key(cv: dict) -> tuple:
-    # Top-1 accuracy first (rounded: differences of a few rows are noise), then the lower log-loss.
-    return (round(cv["top1"], 3), -cv["logloss"])
+    # Sellers see a ranking (the top 2), not one answer: out-of-fold log-loss scores the whole ranking and is
+    # far less noisy than top-1 accuracy, whose differences between C values are a few rows. Higher is better.
+    return (-round(cv["logloss"], 4), round(cv["top2"], 3))
 
 
 def tag_key(cv: dict) -> tuple:
@@ -445,7 +446,7 @@ def fit_category_head(kind: str, X: np.ndarray, y: Sequence[str], groups: np.nda
     folds = make_folds(np.unique(y, return_inverse=True)[1], groups, N_SPLITS, seed)
     candidates = {"logreg": CategoryLogReg(cv=folds, seed=seed, n_jobs=n_jobs),
                   "lightgbm": CategoryLightGBM(cv=folds, seed=seed)}
-    return _choose(kind, candidates, X, y, groups, category_key, ("top1", "logloss"))
+    return _choose(kind, candidates, X, y, groups, category_key, ("logloss", "top2"))
 
 
 def fit_tag_head(kind: str, name: str, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None,
@@ -467,5 +468,5 @@ def _choose(kind: str, candidates: dict[str, _Head], X, y, groups, key, metrics:
     best = max(fitted, key=lambda name: key(fitted[name].cv_))
     scores = {name: {k: v for k, v in head.cv_.items() if k != "per_C"} for name, head in fitted.items()}
     versus = ", ".join(f"{name} {scores[name][metrics[0]]:.3f}/{scores[name][metrics[1]]:.3f}" for name in fitted)
-    reason = f"auto: best out-of-fold {metrics[0]} (ties: {metrics[1]}): {versus}"
+    reason = f"auto: best out-of-fold {metrics[0]} (then {metrics[1]}): {versus}"
     return fitted[best], {"kind": best, "reason": reason, "candidates": scores}
