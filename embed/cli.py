@@ -25,7 +25,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="cache folder (created or resumed)")
     p.add_argument("--encoder", default="efficientnet-lite2", help="encoder name (see --list-encoders)")
     p.add_argument("--ids", help="Parquet file with a uuid column: embed only these uuids")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=16, help="images per ONNX Runtime call (memory grows with it)")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--list-encoders", action="store_true", help="print the encoder table and exit")

@@ -90,7 +90,7 @@ def embed_sources(
     out: str | Path,
     encoder: str = "efficientnet-lite2",
     ids: Iterable[str] | None = None,
-    batch_size: int = 32,
+    batch_size: int = 16,
     progress: bool = True,
     threads: int | None = None,
 ) -> EmbedSummary:
