@@ -1,31 +1,16 @@
 """Classical heads on cached image embeddings: top-2 category and pattern tags.
 
-    from classifiers import train, save_model, Tagger
+    from classifiers.train import train
+    from classifiers.artifacts import save_model
+    from classifiers.predict import Tagger
+
     save_model(train("data.parquet", "CACHE"), "artifacts/model")
     Tagger.load("artifacts/model").predict_vectors(vectors)
 
-Names are imported on first use, so that prediction never imports scikit-learn (only training does).
+Prediction (``classifiers.predict``) needs numpy only; scikit-learn is imported by training alone.
+``Tagger`` is re-exported here because it is the one name most users need.
 """
 
-from __future__ import annotations
+from classifiers.predict import Tagger
 
-import importlib
-
-_EXPORTS = {
-    "train": "classifiers.train",
-    "TaggerModel": "classifiers.model",
-    "save_model": "classifiers.artifacts",
-    "load_model": "classifiers.artifacts",
-    "DEFAULT_MODEL_DIR": "classifiers.artifacts",
-    "Tagger": "classifiers.predict",
-    "predict_cache": "classifiers.predict",
-    "evaluate": "classifiers.evaluate",
-    "format_report": "classifiers.evaluate",
-}
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'classifiers' has no attribute {name!r}")
+__all__ = ["Tagger"]
