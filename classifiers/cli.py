@@ -4,6 +4,7 @@
     classify predict [--model MODEL_DIR] (--cache CACHE | --images SOURCE...) [--ids test.parquet]
                      --out predictions.parquet [--with-scores]
     classify evaluate --predictions predictions.parquet --labels labels.parquet [--json]
+    classify serve [--model MODEL_DIR] [--host 127.0.0.1] [--port 8000]
 
 Mistakes a user can make (a missing file, a cache from another encoder, an unknown head) print one line on
 stderr and exit with status 2. A new sub-command is one entry in ``COMMANDS``: (add its arguments, run it).
@@ -171,6 +172,24 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------------------------- serve
+
+
+def add_serve(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=str(DEFAULT_MODEL_DIR), help="model folder (default: %(default)s)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    try:
+        from service.app import run  # FastAPI and uvicorn: only serving needs them
+    except ImportError as error:
+        raise ValueError(f"serving needs the serve extra, pip install 'vinted-tagger[serve]' ({error})") from None
+    run(args.model, args.host, args.port)
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------ main
 
 # name -> (help, add arguments, run). A `serve` command plugs in here.
@@ -178,6 +197,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "train": ("train the heads on an embedding cache", add_train, run_train),
     "predict": ("predict categories and tags", add_predict, run_predict),
     "evaluate": ("score predictions against labels", add_evaluate, run_evaluate),
+    "serve": ("serve predictions over HTTP (REST; docs at /docs)", add_serve, run_serve),
 }
 
 

@@ -1,0 +1,462 @@
+"""Benchmark the REST service over loopback HTTP: single-image latency, throughput under load, a mixed soak.
+
+    python bench/service_bench.py [--model artifacts/model] [--images ../shared/data/clothing/images.zip]
+
+Starts `python -m service` as a subprocess on a free 127.0.0.1 port and drives it from this process (a
+separate process) with the standard library's http.client: one keep-alive connection per client thread and
+request bodies built in advance, so the load generator steals as little CPU as possible from the server on
+a small machine. Every phase is bounded in requests and seconds.
+
+1. c=1: 300 single-image requests, one at a time (p50/p99 latency). Their answers are the reference.
+2. c=8: eight clients for 20 s (images/s, p50/p99 latency).
+3. soak: eight clients for 60 s mixing valid images, a multi-file request with one corrupt file, corrupt
+   files, oversize files, non-images, a wrong content type and empty bodies. Counts 5xx answers, valid
+   requests without a correct 200 ("lost": wrong status, wrong category, or no answer) and the server's
+   RSS growth (VmRSS from /proc before and after).
+Writes bench/results/service.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import io
+import json
+import os
+import platform
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL = ROOT / "artifacts" / "model"
+DEFAULT_IMAGES = ROOT.parent / "shared" / "data" / "clothing" / "images.zip"
+MB = 1024 * 1024
+SAMPLE_IMAGES = 50
+
+
+# ------------------------------------------------------------------------------------------- requests
+@dataclass(frozen=True)
+class Request:
+    kind: str
+    body: bytes
+    content_type: str | None
+    expect: int  # the right status
+    images: tuple[int, ...] = ()  # indices of the valid sample images it carries, in order
+
+
+def multipart(files: list[tuple[str, bytes, str]]) -> tuple[bytes, str]:
+    boundary = os.urandom(12).hex()
+    out = io.BytesIO()
+    for name, data, content_type in files:
+        out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{name}"\r\n'.encode())
+        out.write(f"Content-Type: {content_type}\r\n\r\n".encode())
+        out.write(data)
+        out.write(b"\r\n")
+    out.write(f"--{boundary}--\r\n".encode())
+    return out.getvalue(), f"multipart/form-data; boundary={boundary}"
+
+
+def sample_images(path: Path, count: int, seed: int = 0) -> list[bytes]:
+    """``count`` JPEGs picked at random (fixed seed) from the archive, read into memory only."""
+    with zipfile.ZipFile(path) as archive:
+        names = sorted(n for n in archive.namelist() if n.lower().endswith((".jpg", ".jpeg")))
+        picked = random.Random(seed).sample(names, count)
+        return [archive.read(name) for name in picked]
+
+
+def single(index: int, image: bytes) -> Request:
+    body, content_type = multipart([(f"{index}.jpg", image, "image/jpeg")])
+    return Request("valid", body, content_type, 200, (index,))
+
+
+def soak_requests(images: list[bytes]) -> list[tuple[Request, int]]:
+    """(request, weight) pairs: mostly valid traffic, with every kind of bad upload mixed in."""
+    corrupt = images[0][: len(images[0]) // 2]  # a JPEG cut in half
+    oversize = os.urandom(11 * MB)  # over the default 10 MB limit
+    text = b"<html><body>not an image</body></html>" * 20
+    valid = [single(i, image) for i, image in enumerate(images)]
+    mixed_body, mixed_type = multipart(
+        [("a.jpg", images[1], "image/jpeg"), ("bad.jpg", corrupt, "image/jpeg"), ("b.jpg", images[2], "image/jpeg")]
+    )
+    bad = [
+        (Request("multi_with_corrupt", mixed_body, mixed_type, 200, (1, -1, 2)), 6),
+        (Request("corrupt", *multipart([("c.jpg", corrupt, "image/jpeg")]), 422), 5),
+        (Request("oversize", *multipart([("big.jpg", oversize, "image/jpeg")]), 413), 2),
+        (Request("oversize_raw", oversize, "image/jpeg", 413), 1),
+        (Request("not_image", *multipart([("x.jpg", text, "image/jpeg")]), 422), 5),
+        (Request("wrong_type", text, "text/plain", 415), 2),
+        (Request("empty", b"", "image/jpeg", 400), 2),
+    ]
+    return [(request, 70 / len(valid)) for request in valid] + bad
+
+
+# --------------------------------------------------------------------------------------------- server
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """``python -m service`` in a subprocess; its log goes to a temporary file."""
+
+    def __init__(self, model: Path, log_dir: Path):
+        self.port = free_port()
+        self.log_path = log_dir / "server.log"
+        command = [sys.executable, "-m", "service", "--model", str(model), "--port", str(self.port)]
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 180.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server exited ({self.process.returncode}):\n{self.log_tail()}")
+            try:
+                connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                connection.request("GET", "/readyz")
+                if connection.getresponse().status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"the server was not ready after {timeout:.0f} s:\n{self.log_tail()}")
+
+    def get_json(self, path: str) -> dict:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        connection.request("GET", path)
+        return json.loads(connection.getresponse().read())
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS for the server process")
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+# --------------------------------------------------------------------------------------------- client
+@dataclass
+class Outcome:
+    kind: str
+    status: int | None  # None: no answer (connection error)
+    ms: float
+    correct: bool
+
+
+@dataclass
+class Client:
+    """One keep-alive connection; reopened after any answer that may have closed it."""
+
+    port: int
+    connection: http.client.HTTPConnection | None = None
+    reference: dict = field(default_factory=dict)  # image index -> category1 from the c=1 phase
+
+    def send(self, request: Request) -> Outcome:
+        if self.connection is None:
+            self.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        headers = {"Content-Type": request.content_type} if request.content_type else {}
+        start = time.perf_counter()
+        try:
+            self.connection.request("POST", "/v1/predict", body=request.body, headers=headers)
+            response = self.connection.getresponse()
+            payload = response.read()
+            status = response.status
+        except (OSError, http.client.HTTPException):
+            self.close()
+            return Outcome(request.kind, None, (time.perf_counter() - start) * 1000, False)
+        ms = (time.perf_counter() - start) * 1000
+        if status != 200 or response.getheader("connection", "").lower() == "close":
+            self.close()
+        return Outcome(request.kind, status, ms, self.is_correct(request, status, payload))
+
+    def is_correct(self, request: Request, status: int, payload: bytes) -> bool:
+        if status != request.expect:
+            return False
+        if status != 200:
+            return True
+        results = json.loads(payload)["results"]
+        if len(results) != len(request.images):
+            return False
+        for index, result in zip(request.images, results):
+            if index < 0:
+                if result["status"] != "error":
+                    return False
+            elif result["status"] != "ok" or (index in self.reference and result["category1"] != self.reference[index]):
+                return False
+        return True
+
+    def close(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
+
+
+def run_clients(port: int, pick, concurrency: int, seconds: float, max_requests: int, reference: dict) -> tuple:
+    """``concurrency`` threads sending ``pick(rng)`` until the time or request budget is spent."""
+    outcomes: list[Outcome] = []
+    lock = threading.Lock()
+    budget = [max_requests]
+    deadline = time.perf_counter() + seconds
+
+    def worker(seed: int) -> None:
+        rng = random.Random(seed)
+        client = Client(port, reference=reference)
+        while time.perf_counter() < deadline:
+            with lock:
+                if budget[0] <= 0:
+                    break
+                budget[0] -= 1
+            outcome = client.send(pick(rng))
+            with lock:
+                outcomes.append(outcome)
+        client.close()
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(seed,)) for seed in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outcomes, time.perf_counter() - start
+
+
+def percentile(values: list[float], q: float) -> float:
+    return round(float(np.percentile(values, q)), 2) if values else float("nan")
+
+
+class CpuMeter:
+    """CPU used during a phase by the server, by this load generator and by everything else on the machine.
+
+    The load average counts the benchmark itself; "others_cores" (busy cores not ours) says how much of the
+    machine other work took, which is what makes a number on a shared box honest or not.
+    """
+
+    def __init__(self, server: Server):
+        self.server = server
+        self.start = self.read()
+
+    def read(self) -> tuple[float, float, float, float]:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        ticks = [int(v) for v in fields]
+        busy = sum(ticks) - ticks[3] - ticks[4]  # all but idle and iowait
+        stat = Path(f"/proc/{self.server.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        server = int(stat[11]) + int(stat[12])  # utime + stime
+        own = os.times()
+        hz = os.sysconf("SC_CLK_TCK")
+        return time.monotonic(), busy / hz, server / hz, own.user + own.system
+
+    def cores(self) -> dict:
+        now = self.read()
+        wall, busy, server, own = (b - a for a, b in zip(self.start, now))
+        return {
+            "server_cores": round(server / wall, 2),
+            "load_generator_cores": round(own / wall, 2),
+            "others_cores": round(max(busy - server - own, 0.0) / wall, 2),
+        }
+
+
+# ---------------------------------------------------------------------------------------------- phases
+def latency_phase(server: Server, valid: list[Request], count: int) -> tuple[dict, dict]:
+    client = Client(server.port)
+    for request in valid[:20]:  # warm-up, not timed
+        client.send(request)
+    latencies, reference, failures = [], {}, 0
+    for i in range(count):
+        request = valid[i % len(valid)]
+        outcome = client.send(request)
+        failures += outcome.status != 200
+        latencies.append(outcome.ms)
+    client.close()
+    # The reference answers, from one request per image.
+    for request in valid:
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        connection.request("POST", "/v1/predict", body=request.body, headers={"Content-Type": request.content_type})
+        reference[request.images[0]] = json.loads(connection.getresponse().read())["results"][0]["category1"]
+        connection.close()
+    stats = {
+        "requests": count,
+        "non_200": failures,
+        "p50_ms": percentile(latencies, 50),
+        "p90_ms": percentile(latencies, 90),
+        "p99_ms": percentile(latencies, 99),
+        "mean_ms": round(float(np.mean(latencies)), 2),
+    }
+    return stats, reference
+
+
+def throughput_phase(server: Server, valid: list[Request], reference: dict, seconds: float) -> dict:
+    outcomes, elapsed = run_clients(
+        server.port, lambda rng: rng.choice(valid), 8, seconds, int(seconds * 400), reference
+    )
+    ok = [o for o in outcomes if o.status == 200 and o.correct]
+    latencies = [o.ms for o in outcomes]
+    return {
+        "concurrency": 8,
+        "seconds": round(elapsed, 2),
+        "requests": len(outcomes),
+        "not_correct": len(outcomes) - len(ok),
+        "images_per_s": round(len(ok) / elapsed, 1),
+        "p50_ms": percentile(latencies, 50),
+        "p99_ms": percentile(latencies, 99),
+    }
+
+
+def soak_phase(server: Server, mix: list[tuple[Request, int]], reference: dict, seconds: float) -> dict:
+    requests, weights = zip(*mix)
+    rss_before = server.rss_mb()
+    samples, done = [], threading.Event()
+
+    def sample_rss() -> None:  # the curve shows a plateau (buffers sized once) from a leak (steady climb)
+        while not done.wait(5.0):
+            samples.append(round(server.rss_mb(), 1))
+
+    sampler = threading.Thread(target=sample_rss)
+    sampler.start()
+    outcomes, elapsed = run_clients(
+        server.port, lambda rng: rng.choices(requests, weights)[0], 8, seconds, int(seconds * 400), reference
+    )
+    done.set()
+    sampler.join()
+    time.sleep(2)  # let in-flight buffers be freed before reading RSS
+    rss_after = server.rss_mb()
+    by_kind: dict[str, dict] = {}
+    for outcome in outcomes:
+        entry = by_kind.setdefault(outcome.kind, {"requests": 0, "wrong": 0, "statuses": {}})
+        entry["requests"] += 1
+        entry["wrong"] += not outcome.correct
+        key = str(outcome.status)
+        entry["statuses"][key] = entry["statuses"].get(key, 0) + 1
+    valid_kinds = {"valid", "multi_with_corrupt"}
+    return {
+        "seconds": round(elapsed, 2),
+        "requests": len(outcomes),
+        "soak_5xx": sum(1 for o in outcomes if o.status is not None and o.status >= 500),
+        "soak_no_answer": sum(1 for o in outcomes if o.status is None),
+        "soak_lost": sum(1 for o in outcomes if o.kind in valid_kinds and not o.correct),
+        "soak_wrong_status_invalid": sum(1 for o in outcomes if o.kind not in valid_kinds and not o.correct),
+        "rss_before_mb": round(rss_before, 1),
+        "rss_after_mb": round(rss_after, 1),
+        "soak_rss_growth_mb": round(rss_after - rss_before, 1),
+        "rss_every_5s_mb": samples,
+        "by_kind": by_kind,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
+    parser.add_argument("--c1-requests", type=int, default=300)
+    parser.add_argument("--c8-seconds", type=float, default=20.0)
+    parser.add_argument("--soak-seconds", type=float, default=60.0)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "service.json")
+    args = parser.parse_args()
+    if not args.model.is_dir() or not any(args.model.iterdir()):
+        print(f"service_bench: no trained model in {args.model}; train one with `classify train`", file=sys.stderr)
+        return 1
+    if not args.images.exists():
+        print(f"service_bench: {args.images} not found (needs ../shared/data)", file=sys.stderr)
+        return 1
+    images = sample_images(args.images, SAMPLE_IMAGES)
+    valid = [single(i, image) for i, image in enumerate(images)]
+    mix = soak_requests(images)
+    load, cpu = {"before": os.getloadavg()}, {}
+    with tempfile.TemporaryDirectory() as temp:
+        server = Server(args.model, Path(temp))
+        try:
+            started = time.perf_counter()
+            server.wait_ready()
+            startup_s = time.perf_counter() - started
+            model = server.get_json("/v1/model")
+            meter = CpuMeter(server)
+            c1, reference = latency_phase(server, valid, args.c1_requests)
+            load["after_c1"] = os.getloadavg()
+            cpu["c1"] = meter.cores()
+            before, meter = server.get_json("/v1/stats"), CpuMeter(server)
+            c8 = throughput_phase(server, valid, reference, args.c8_seconds)
+            cpu["c8"] = meter.cores()
+            c8["server_cpu_ms_per_image"] = round(1000 * cpu["c8"]["server_cores"] / max(c8["images_per_s"], 1e-9), 2)
+            after = server.get_json("/v1/stats")
+            batches = after["batches"] - before["batches"]
+            mean_batch = round((after["images"] - before["images"]) / max(batches, 1), 2)
+            batching = {"c8_encoder_calls": batches, "c8_mean_batch": mean_batch}
+            load["after_c8"] = os.getloadavg()
+            meter = CpuMeter(server)
+            soak = soak_phase(server, mix, reference, args.soak_seconds)
+            cpu["soak"] = meter.cores()
+            load["after_soak"] = os.getloadavg()
+            alive = server.get_json("/healthz")["status"] == "ok"
+        finally:
+            server.stop()
+    result = {
+        "p50_ms": c1["p50_ms"],
+        "p99_ms": c1["p99_ms"],
+        "c8_images_per_s": c8["images_per_s"],
+        "c8_p99_ms": c8["p99_ms"],
+        "soak_5xx": soak["soak_5xx"],
+        "soak_lost": soak["soak_lost"],
+        "soak_rss_growth_mb": soak["soak_rss_growth_mb"],
+        "alive_after_soak": alive,
+        "startup_s": round(startup_s, 2),
+        "c1": c1,
+        "c8": c8,
+        "soak": soak,
+        "model_id": model["model_id"],
+        "encoder": model["encoder"]["name"],
+        "sample_images": SAMPLE_IMAGES,
+        "cpu_cores_used": cpu,
+        "load_avg": {phase: [round(v, 2) for v in values] for phase, values in load.items()},
+        "machine": {"cores": os.cpu_count(), "processor": platform.processor() or platform.machine()},
+        "client": "http.client keep-alive, one connection per client thread, in the bench process",
+        "server_env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("VINTED_TAGGER_")},
+        "batching": batching,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print_table(result)
+    return 0
+
+
+def print_table(result: dict) -> None:
+    c1, c8, soak, load = result["c1"], result["c8"], result["soak"], result["load_avg"]
+    others = {phase: cores["others_cores"] for phase, cores in result["cpu_cores_used"].items()}
+    rows = [
+        ("c=1 p50 / p99 latency (ms)", f"{c1['p50_ms']} / {c1['p99_ms']}", "<= 20 / <= 50"),
+        ("c=8 images/s", c8["images_per_s"], ">= 70"),
+        ("c=8 p50 / p99 latency (ms)", f"{c8['p50_ms']} / {c8['p99_ms']}", "p99 < 300"),
+        (f"soak requests ({soak['seconds']:.0f} s, mixed)", soak["requests"], ""),
+        ("soak 5xx", soak["soak_5xx"], "0"),
+        ("soak lost valid requests", soak["soak_lost"], "0"),
+        ("soak RSS growth (MB)", soak["soak_rss_growth_mb"], "< 50"),
+        ("other work, cores (c1/c8/soak)", "/".join(str(others[p]) for p in ("c1", "c8", "soak")), "0 = quiet box"),
+        ("load avg (1 min) before / after", f"{load['before'][0]} / {load['after_soak'][0]}", ""),
+    ]
+    print(f"| {'measure':<32} | {'value':>15} | {'target':>14} |")
+    print(f"|{'-' * 34}|{'-' * 17}|{'-' * 16}|")
+    for name, value, target in rows:
+        print(f"| {name:<32} | {value!s:>15} | {target:>14} |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,210 @@
+"""The REST service: FastAPI routes, startup (load and warm the model once) and ``run`` for ``classify serve``.
+
+    POST /v1/predict   images -> category top-2 and top-k probabilities, tag scores/thresholds/decisions
+    GET  /v1/model     encoder, classes, tags, thresholds, training fingerprint
+    GET  /v1/stats     encoder calls and images so far (how well micro-batching works), images in flight
+    GET  /healthz      the process answers;  GET /readyz  the model is loaded and warm (503 before)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import APIRouter, FastAPI, Query, Request
+
+from embed.images import ImageError
+from service.batcher import Batcher
+from service.errors import ApiError, image_error, install_handlers
+from service.middleware import RequestContext
+from service.schemas import (
+    ErrorDetail,
+    ErrorResponse,
+    Health,
+    ImageFailure,
+    ModelInfo,
+    PredictResponse,
+    Readiness,
+    Stats,
+)
+from service.settings import Settings
+from service.uploads import Upload, read_uploads
+
+log = logging.getLogger("service")
+router = APIRouter()
+
+MODEL_ENV = "VINTED_TAGGER_MODEL"
+ERRORS = {status: {"model": ErrorResponse} for status in (400, 413, 415, 422, 500, 503)}
+# The body is read by hand (streamed, with limits), so its two accepted forms are documented here.
+PREDICT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["files"],
+                    "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+                }
+            },
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
+def default_model_dir() -> Path:
+    from classifiers.artifacts import DEFAULT_MODEL_DIR
+
+    return Path(os.environ.get(MODEL_ENV) or DEFAULT_MODEL_DIR)
+
+
+def create_app(model_dir: str | Path | None = None, settings: Settings | None = None) -> FastAPI:
+    app = FastAPI(
+        title="vinted-tagger",
+        summary="Top-2 category and pattern tags for clothing photos.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings or Settings.from_env()
+    app.state.model_dir = Path(model_dir) if model_dir else default_model_dir()
+    app.state.runtime = app.state.batcher = app.state.model_info = None
+    install_handlers(app)
+    app.add_middleware(RequestContext)
+    app.include_router(router)
+    return app
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    from service.model import ModelRuntime  # heavy imports (onnxruntime, heads) only when serving
+
+    settings: Settings = app.state.settings
+    runtime = await asyncio.to_thread(
+        ModelRuntime.load, app.state.model_dir, settings.encoder_threads, settings.encoder_workers
+    )
+    await asyncio.to_thread(runtime.warm)
+    batcher = Batcher(
+        runtime.decode,
+        runtime.run_batch,
+        max_batch=settings.max_batch,
+        window_s=settings.batch_window_ms / 1000,
+        max_pending=settings.max_pending,
+        decode_threads=settings.decode_threads or os.cpu_count() or 1,
+        workers=settings.encoder_workers,
+    )
+    batcher.start()
+    app.state.runtime, app.state.batcher, app.state.model_info = runtime, batcher, runtime.info()
+    log.info("model %s ready from %s", runtime.model_id, app.state.model_dir)
+    try:
+        yield
+    finally:
+        app.state.runtime = None  # /readyz answers 503 while draining
+        await batcher.stop()
+
+
+def ready_runtime(request: Request):
+    runtime = request.app.state.runtime
+    if runtime is None:
+        raise ApiError(503, "not_ready", "the model is not loaded yet", {"Retry-After": "1"})
+    return runtime
+
+
+@router.get("/healthz", response_model=Health, tags=["health"])
+async def healthz() -> Health:
+    return Health()
+
+
+@router.get("/readyz", response_model=Readiness, responses={503: {"model": ErrorResponse}}, tags=["health"])
+async def readyz(request: Request) -> Readiness:
+    return Readiness(status="ready", model_id=ready_runtime(request).model_id)
+
+
+@router.get("/v1/model", response_model=ModelInfo, responses={503: {"model": ErrorResponse}}, tags=["model"])
+async def model_info(request: Request) -> ModelInfo:
+    ready_runtime(request)
+    return request.app.state.model_info
+
+
+@router.get("/v1/stats", response_model=Stats, responses={503: {"model": ErrorResponse}}, tags=["model"])
+async def stats(request: Request) -> Stats:
+    ready_runtime(request)
+    batcher = request.app.state.batcher
+    mean = batcher.batched_images / batcher.batches if batcher.batches else 0.0
+    return Stats(batches=batcher.batches, images=batcher.batched_images, mean_batch=mean, pending=batcher.pending)
+
+
+@router.post(
+    "/v1/predict", response_model=PredictResponse, responses=ERRORS, openapi_extra=PREDICT_BODY, tags=["model"]
+)
+async def predict(
+    request: Request,
+    k: int = Query(5, ge=1, le=100, description="how many category probabilities to return (at most the classes)"),
+) -> PredictResponse:
+    """Predict every image of the request: multipart field ``files`` (one or more), or one raw image body.
+
+    With several images, a bad one gets its own ``status: "error"`` entry and the others are answered;
+    a request with a single image answers that image's error as the HTTP status (400/413/422).
+    """
+    runtime = ready_runtime(request)
+    uploads = await read_uploads(request, request.app.state.settings)
+    request.state.images = len(uploads)
+    k = min(k, len(runtime.classes))
+    if len(uploads) == 1:
+        results = [await predict_one(request, uploads[0], 0, k)]
+    else:
+        results = await asyncio.gather(*(predict_item(request, u, i, k) for i, u in enumerate(uploads)))
+    return PredictResponse(model_id=runtime.model_id, results=results)
+
+
+async def predict_one(request: Request, upload: Upload, index: int, k: int):
+    if upload.error is not None:
+        raise upload.error
+    try:
+        row = await request.app.state.batcher.predict(upload.data)
+    except ImageError as error:
+        raise image_error(error) from None
+    return request.app.state.runtime.prediction(row, k, index, upload.filename)
+
+
+async def predict_item(request: Request, upload: Upload, index: int, k: int):
+    """predict_one, with a client-side problem turned into this item's error entry."""
+    try:
+        return await predict_one(request, upload, index, k)
+    except ApiError as error:
+        detail = ErrorDetail(code=error.code, message=error.message)
+        return ImageFailure(index=index, filename=upload.filename, error=detail)
+
+
+def configure_logging(level: str = "info") -> None:
+    """Plain lines for the service's own logs, bare JSON lines for the access log (one per request)."""
+    level_no = getattr(logging, level.upper(), logging.INFO)
+    logging.basicConfig(level=level_no, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    access = logging.getLogger("service.access")
+    if not access.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access.addHandler(handler)
+        access.propagate = False
+
+
+def run(
+    model_dir: str | Path | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    settings: Settings | None = None,
+    log_level: str = "info",
+) -> None:
+    """Serve until interrupted (``classify serve``)."""
+    import uvicorn
+
+    model_dir = Path(model_dir) if model_dir else default_model_dir()
+    if not (model_dir / "model.json").is_file():  # one clear line instead of a startup traceback
+        raise FileNotFoundError(f"no model at {model_dir} (model.json missing); train one with `classify train`")
+    configure_logging(log_level)
+    app = create_app(model_dir, settings)
+    # log_config=None keeps the logging set up above; the access line comes from RequestContext.
+    uvicorn.run(app, host=host, port=port, log_config=None, log_level=log_level, access_log=False)

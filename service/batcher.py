@@ -1,0 +1,143 @@
+"""Micro-batching: images from concurrent requests share encoder calls.
+
+Each image is decoded in a thread pool (off the event loop), then queued. One asyncio task takes what is
+queued (up to ``max_batch``), waits a short window for images that are still being decoded (never when
+none are, so a lone request pays no wait), and hands the batch to an encoder worker thread. While the
+workers are busy, new images pile up and become the next batch, so batches grow with load.
+
+``workers`` is how many batches run at once. With one worker, one ONNX Runtime call at a time spreads over
+all cores (intra-op threads). On a small CPU, parallel single-threaded calls can give more images per
+second than one wide call; that trade-off is a setting, measured in bench/service_bench.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from service.errors import ApiError
+
+log = logging.getLogger("service.batcher")
+Item = tuple[np.ndarray, asyncio.Future]
+
+
+class Batcher:
+    def __init__(
+        self,
+        decode: Callable[[bytes], np.ndarray],
+        run_batch: Callable[[np.ndarray], list],
+        *,
+        max_batch: int,
+        window_s: float,
+        max_pending: int,
+        decode_threads: int,
+        workers: int = 1,
+    ):
+        self.decode, self.run_batch = decode, run_batch
+        self.max_batch, self.window_s, self.max_pending = max_batch, window_s, max_pending
+        self.decoding = 0  # images in the decode pool: worth a short wait, they will arrive soon
+        self.pending = 0  # images accepted and not answered yet
+        self.batches = self.batched_images = 0  # counters, for tests and the benchmark
+        self._queue: deque[Item] = deque()
+        self._changed = asyncio.Event()
+        self._free_workers = asyncio.Semaphore(workers)
+        self._running: set[asyncio.Task] = set()
+        self._decoders = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
+        self._workers = ThreadPoolExecutor(workers, thread_name_prefix="encoder")
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="batcher")
+
+    async def stop(self) -> None:
+        tasks = [t for t in [self._task, *self._running] if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        fail([future for _, future in self._queue], shutting_down())
+        self._queue.clear()
+        self._decoders.shutdown(wait=False, cancel_futures=True)
+        self._workers.shutdown(wait=False, cancel_futures=True)
+
+    async def predict(self, data: bytes):
+        """One image -> its row of ``run_batch`` output; raises ImageError for a bad image, 503 when full."""
+        if self.pending >= self.max_pending:  # a flood must not grow memory without bound
+            raise ApiError(503, "overloaded", "too many images in flight; retry shortly", {"Retry-After": "1"})
+        loop = asyncio.get_running_loop()
+        self.pending += 1
+        try:
+            self.decoding += 1
+            try:
+                pixels = await loop.run_in_executor(self._decoders, self.decode, data)
+            finally:
+                self.decoding -= 1
+                self._changed.set()
+            future = loop.create_future()
+            self._queue.append((pixels, future))
+            return await future
+        finally:
+            self.pending -= 1
+
+    async def _loop(self) -> None:
+        while True:
+            if not self._queue:
+                self._changed.clear()
+                await self._changed.wait()
+                continue
+            await self._free_workers.acquire()
+            await self._wait_for_stragglers()
+            batch = [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
+            task = asyncio.get_running_loop().create_task(self._run(batch))
+            self._running.add(task)
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task) -> None:
+        self._running.discard(task)
+        self._free_workers.release()
+
+    async def _wait_for_stragglers(self) -> None:
+        """Hold the batch open up to window_s while images are still being decoded."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.window_s
+        while len(self._queue) < self.max_batch and self.decoding > 0:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except TimeoutError:
+                return
+
+    async def _run(self, batch: list[Item]) -> None:
+        futures = [future for _, future in batch]
+        try:
+            pixels = np.stack([p for p, _ in batch])
+            rows = await asyncio.get_running_loop().run_in_executor(self._workers, self.run_batch, pixels)
+        except asyncio.CancelledError:
+            fail(futures, shutting_down())
+            raise
+        except Exception as error:  # noqa: BLE001 - the batch's requests get the error, the loop lives on
+            log.exception("batch of %d images failed", len(batch))
+            fail(futures, error)
+            return
+        self.batches += 1
+        self.batched_images += len(batch)
+        for future, row in zip(futures, rows):
+            if not future.done():
+                future.set_result(row)
+
+
+def shutting_down() -> ApiError:
+    return ApiError(503, "shutting_down", "the service is shutting down")
+
+
+def fail(futures: list[asyncio.Future], error: BaseException) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_exception(error)

@@ -1,0 +1,105 @@
+"""The trained model as the service uses it: the ONNX encoder and the heads, loaded once, plus their facts."""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+from pathlib import Path
+
+import numpy as np
+
+from classifiers.artifacts import MODEL_FILE
+from classifiers.predict import Tagger
+from embed.cache import check_same_encoder
+from embed.runtime import Encoder
+from service.schemas import CategoryScore, EncoderInfo, ImagePrediction, ModelInfo, TagDecision
+
+
+TRAINING_KEYS = ("head", "seed", "rows", "group_aware_cv", "versions")
+
+
+def model_id_of(model_dir: Path) -> str:
+    """A short id of the trained model: the hash of its model.json, which names the training data
+    (fingerprint), the encoder, the head choices and the thresholds. Clients can tell which model answered."""
+    return hashlib.sha256((Path(model_dir) / MODEL_FILE).read_bytes()).hexdigest()[:12]
+
+
+class ModelRuntime:
+    """Heads plus one or more ONNX Runtime sessions of the encoder.
+
+    Each encoder worker thread borrows a session of its own: concurrent calls on one session share its
+    intra-op thread pool and slow each other down, while separate sessions run side by side.
+    """
+
+    def __init__(self, tagger: Tagger, encoders: list[Encoder], model_dir: Path):
+        self.tagger, self.model_dir = tagger, Path(model_dir)
+        self.encoder = encoders[0]  # for decoding and facts; every session is the same model
+        self._free: queue.SimpleQueue[Encoder] = queue.SimpleQueue()
+        for encoder in encoders:
+            self._free.put(encoder)
+        self.sessions = len(encoders)
+        self.classes = list(tagger.classes)
+        self.tags = list(tagger.tags)
+        self.thresholds = tagger.model.thresholds()
+        self.model_id = model_id_of(model_dir)
+
+    @classmethod
+    def load(cls, model_dir: Path, encoder_threads: int = 0, sessions: int = 1) -> ModelRuntime:
+        tagger = Tagger.load(model_dir)
+        encoders = [Encoder.load(tagger.encoder_spec, threads=encoder_threads or None) for _ in range(sessions)]
+        check_same_encoder(tagger.encoder_spec, encoders[0].spec.to_dict(), "the image encoder")
+        return cls(tagger, encoders, model_dir)
+
+    def warm(self) -> None:
+        """A dummy image through every session: ONNX Runtime allocates its buffers now, not on a request."""
+        size = self.encoder.spec.input_size
+        borrowed = [self._free.get() for _ in range(self.sessions)]
+        try:
+            for encoder in borrowed:
+                self.tagger.scores(encoder.encode(np.zeros((1, size, size, 3), np.uint8)))
+        finally:
+            for encoder in borrowed:
+                self._free.put(encoder)
+
+    def decode(self, data: bytes) -> np.ndarray:
+        return self.encoder.pixels(data)
+
+    def run_batch(self, pixels: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """uint8 (n, S, S, 3) -> per image (category probabilities, tag scores). Runs in a worker thread."""
+        encoder = self._free.get()  # never waits: there are as many sessions as worker threads
+        try:
+            vectors = encoder.encode(pixels)
+        finally:
+            self._free.put(encoder)
+        proba, tag_scores = self.tagger.scores(vectors)
+        return list(zip(np.asarray(proba, np.float64), np.asarray(tag_scores, np.float64)))
+
+    def prediction(self, row: tuple[np.ndarray, np.ndarray], k: int, index: int, filename: str | None):
+        proba, scores = row
+        order = np.argsort(-proba, kind="stable")
+        top = [CategoryScore(category=self.classes[i], probability=float(proba[i])) for i in order[:k]]
+        tags = {
+            tag: TagDecision(score=float(score), threshold=float(limit), present=int(score >= limit))
+            for tag, score, limit in zip(self.tags, scores, self.thresholds)
+        }
+        return ImagePrediction(
+            index=index,
+            filename=filename,
+            category1=self.classes[order[0]],
+            category2=self.classes[order[1]] if len(order) > 1 else self.classes[order[0]],
+            categories=top,
+            tags=tags,
+        )
+
+    def info(self) -> ModelInfo:
+        spec, training = self.encoder.spec, self.tagger.model.info
+        return ModelInfo(
+            model_id=self.model_id,
+            model_dir=str(self.model_dir),
+            encoder=EncoderInfo(name=spec.name, input_size=spec.input_size, dim=spec.dim, weights_sha256=spec.sha256),
+            classes=self.classes,
+            tags=self.tags,
+            thresholds={tag: float(t) for tag, t in zip(self.tags, self.thresholds)},
+            fingerprint=training.get("data_fingerprint"),
+            training={key: training[key] for key in TRAINING_KEYS if key in training},
+        )

@@ -1,0 +1,131 @@
+"""The micro-batcher (service/batcher.py) with stand-in decode and batch functions: no model needed."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from embed.images import ImageError
+
+# The service needs the serve extra (FastAPI, uvicorn, python-multipart); without it these tests skip.
+pytest.importorskip("fastapi", reason="pip install 'vinted-tagger[serve]'")
+from service.batcher import Batcher  # noqa: E402
+from service.errors import ApiError  # noqa: E402
+from service.settings import Settings  # noqa: E402
+
+
+def decode(data: bytes) -> np.ndarray:
+    if data == b"bad":
+        raise ImageError("not an image (unrecognised format)")
+    time.sleep(0.002)  # decoding takes a little while, as a real JPEG does
+    return np.full((2, 2, 3), int(data), np.uint8)
+
+
+class Recorder:
+    """run_batch stand-in: remembers each batch's size, answers each image with its own pixel value."""
+
+    def __init__(self, delay: float = 0.01, fail: bool = False):
+        self.sizes: list[int] = []
+        self.threads: set[str] = set()
+        self.delay, self.fail = delay, fail
+
+    def __call__(self, pixels: np.ndarray) -> list[int]:
+        self.sizes.append(len(pixels))
+        self.threads.add(threading.current_thread().name)
+        time.sleep(self.delay)
+        if self.fail:
+            raise RuntimeError("encoder exploded")
+        return [int(p[0, 0, 0]) for p in pixels]
+
+
+def make(run_batch, **overrides) -> Batcher:
+    options = {"max_batch": 8, "window_s": 0.005, "max_pending": 64, "decode_threads": 2, **overrides}
+    return Batcher(decode, run_batch, **options)
+
+
+async def serve(batcher: Batcher, payloads: list[bytes]) -> list:
+    batcher.start()
+    try:
+        return await asyncio.gather(*(batcher.predict(p) for p in payloads), return_exceptions=True)
+    finally:
+        await batcher.stop()
+
+
+def test_concurrent_images_share_batches_and_get_their_own_answers() -> None:
+    recorder = Recorder()
+    payloads = [str(i).encode() for i in range(20)]
+    answers = asyncio.run(serve(make(recorder), payloads))
+    assert answers == list(range(20))
+    assert sum(recorder.sizes) == 20
+    assert max(recorder.sizes) > 1 and max(recorder.sizes) <= 8  # batched, never over max_batch
+    assert len(recorder.threads) == 1  # one encoder worker thread
+
+
+def test_bad_image_fails_alone() -> None:
+    recorder = Recorder()
+    answers = asyncio.run(serve(make(recorder), [b"1", b"bad", b"3"]))
+    assert answers[0] == 1 and answers[2] == 3
+    assert isinstance(answers[1], ImageError)
+
+
+def test_lone_image_does_not_wait_for_the_window() -> None:
+    async def lone() -> float:
+        batcher = make(Recorder(delay=0), window_s=2.0)
+        batcher.start()
+        started = time.perf_counter()
+        await batcher.predict(b"7")
+        elapsed = time.perf_counter() - started
+        await batcher.stop()
+        return elapsed
+
+    assert asyncio.run(lone()) < 0.5
+
+
+def test_batch_failure_reaches_its_requests_and_the_loop_survives() -> None:
+    recorder = Recorder(fail=True)
+
+    async def scenario():
+        batcher = make(recorder)
+        batcher.start()
+        first = await asyncio.gather(batcher.predict(b"1"), return_exceptions=True)
+        recorder.fail = False
+        second = await batcher.predict(b"2")
+        await batcher.stop()
+        return first, second, batcher.pending
+
+    first, second, pending = asyncio.run(scenario())
+    assert isinstance(first[0], RuntimeError)
+    assert second == 2 and pending == 0
+
+
+def test_too_many_pending_images_get_503() -> None:
+    answers = asyncio.run(serve(make(Recorder(delay=0.05), max_pending=3), [str(i).encode() for i in range(6)]))
+    overloaded = [a for a in answers if isinstance(a, ApiError)]
+    assert len(overloaded) == 3 and all(e.status == 503 and e.code == "overloaded" for e in overloaded)
+    assert [a for a in answers if not isinstance(a, ApiError)] == [0, 1, 2]
+
+
+def test_settings_from_env() -> None:
+    env = {"VINTED_TAGGER_MAX_FILE_MB": "2.5", "VINTED_TAGGER_MAX_FILES": "4", "VINTED_TAGGER_BATCH_WINDOW_MS": "1"}
+    settings = Settings.from_env(env, max_batch=8)
+    assert (settings.max_file_mb, settings.max_files, settings.batch_window_ms, settings.max_batch) == (2.5, 4, 1.0, 8)
+    assert settings.max_file_bytes == int(2.5 * 1024 * 1024)
+    assert Settings.from_env({}) == Settings()
+    with pytest.raises(ValueError, match="VINTED_TAGGER_MAX_FILES"):
+        Settings.from_env({"VINTED_TAGGER_MAX_FILES": "many"})
+    with pytest.raises(ValueError):
+        Settings(max_files=0)
+
+
+def test_several_workers_run_batches_at_once() -> None:
+    recorder = Recorder(delay=0.05)
+    started = time.perf_counter()
+    answers = asyncio.run(serve(make(recorder, max_batch=1, workers=2), [b"1", b"2", b"3", b"4"]))
+    elapsed = time.perf_counter() - started
+    assert answers == [1, 2, 3, 4] and recorder.sizes == [1, 1, 1, 1]
+    assert len(recorder.threads) == 2
+    assert elapsed < 4 * 0.05  # two at a time: about 2 x 50 ms, not 4 x 50 ms
