@@ -19,20 +19,28 @@ Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 
 class ImageError(ValueError):
-    """An input that is not a usable image; the message says why."""
+    """An input that is not a usable image; the message says why, ``code`` says which kind (for programs)."""
+
+    CODES = ("empty_file", "decompression_bomb", "not_an_image", "corrupt_image")
+
+    def __init__(self, message: str, code: str = "corrupt_image"):
+        super().__init__(message)
+        self.code = code
 
 
 def decode(data: bytes, draft_size: int | None = None) -> Image.Image:
     """Bytes -> RGB PIL image with EXIF orientation applied."""
     if not data:
-        raise ImageError("empty file")
+        raise ImageError("empty file", "empty_file")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             pixels = image.width * image.height
             if pixels > MAX_PIXELS:
-                raise ImageError(f"image too large: {image.width}x{image.height} pixels > {MAX_PIXELS:,}")
+                raise ImageError(
+                    f"image too large: {image.width}x{image.height} pixels > {MAX_PIXELS:,}", "decompression_bomb"
+                )
             if draft_size and image.format == "JPEG":
                 # JPEG draft mode decodes at 1/2, 1/4 or 1/8 scale straight from the DCT: big photos get cheap.
                 image.draft("RGB", (draft_size, draft_size))
@@ -40,9 +48,9 @@ def decode(data: bytes, draft_size: int | None = None) -> Image.Image:
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ImageError(f"decompression bomb: {error}") from None
+        raise ImageError(f"decompression bomb: {error}", "decompression_bomb") from None
     except UnidentifiedImageError:
-        raise ImageError("not an image (unrecognised format)") from None
+        raise ImageError("not an image (unrecognised format)", "not_an_image") from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise ImageError(f"corrupt or truncated image: {error}") from None
     try:

@@ -12,14 +12,8 @@ from embed.images import ImageError
 # Status codes Starlette raises by itself (unknown route, wrong method) -> our codes.
 HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
 
-# ImageError carries only a message; its first words say which kind of failure it is (embed/images.py).
-IMAGE_ERRORS = [
-    ("empty file", 400, "empty_file"),
-    ("decompression bomb", 422, "decompression_bomb"),
-    ("image too large", 422, "decompression_bomb"),
-    ("not an image", 422, "not_an_image"),
-    ("corrupt", 422, "corrupt_image"),
-]
+# ImageError.code (embed/images.py) -> HTTP status: an empty body is a bad request, the rest unprocessable.
+IMAGE_STATUS = {"empty_file": 400, "decompression_bomb": 422, "not_an_image": 422, "corrupt_image": 422}
 
 
 class ApiError(Exception):
@@ -31,11 +25,7 @@ class ApiError(Exception):
 
 
 def image_error(error: ImageError) -> ApiError:
-    message = str(error)
-    for prefix, status, code in IMAGE_ERRORS:
-        if message.startswith(prefix):
-            return ApiError(status, code, message)
-    return ApiError(422, "invalid_image", message)
+    return ApiError(IMAGE_STATUS.get(error.code, 422), error.code, str(error))
 
 
 def error_body(code: str, message: str) -> dict:

@@ -119,6 +119,18 @@ def test_broken_images_raise_image_error(broken_image, kind: str) -> None:
         load_pixels(data, 64)
 
 
+@pytest.mark.parametrize(
+    ("kind", "code"),
+    [("zero-bytes", "empty_file"), ("text", "not_an_image"), ("truncated-jpeg", "corrupt_image"),
+     ("bomb", "decompression_bomb"), ("bad-exif", "corrupt_image")],
+)
+def test_broken_images_carry_a_code(broken_image, kind: str, code: str) -> None:
+    # Programs (the REST service) map the code to an HTTP status; messages may be reworded freely.
+    with pytest.raises(ImageError) as caught:
+        load_pixels(broken_image(kind)[0], 64)
+    assert caught.value.code == code and code in ImageError.CODES
+
+
 def test_pixel_limit_is_enforced(monkeypatch: pytest.MonkeyPatch, picture, image_bytes) -> None:
     data = image_bytes(picture(0, size=(50, 40)), "PNG")
     assert load_pixels(data, 32).shape == (32, 32, 3)

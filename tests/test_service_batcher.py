@@ -20,7 +20,7 @@ from service.settings import Settings  # noqa: E402
 
 def decode(data: bytes) -> np.ndarray:
     if data == b"bad":
-        raise ImageError("not an image (unrecognised format)")
+        raise ImageError("not an image (unrecognised format)", "not_an_image")
     time.sleep(0.002)  # decoding takes a little while, as a real JPEG does
     return np.full((2, 2, 3), int(data), np.uint8)
 
