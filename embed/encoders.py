@@ -126,8 +126,11 @@ def open_clip_spec(name: str) -> EncoderSpec:
 
 
 def _open_clip_preprocess(open_clip, arch: str, pretrained: str, is_file: bool) -> dict:
-    if not is_file:
-        cfg = open_clip.get_pretrained_cfg(arch, pretrained)
+    """The tag's mean/std; for a local checkpoint, those of the arch's published tags (SigLIP uses 0.5,
+    not OpenAI's values), falling back to OpenAI's when the arch has no tag."""
+    tags = open_clip.list_pretrained_tags_by_model(arch) if is_file else [pretrained]
+    for tag in tags:
+        cfg = open_clip.get_pretrained_cfg(arch, tag)
         if cfg.get("mean") and cfg.get("std"):
             return {"mean": cfg["mean"], "std": cfg["std"]}
     return {"mean": open_clip.OPENAI_DATASET_MEAN, "std": open_clip.OPENAI_DATASET_STD}

@@ -94,3 +94,13 @@ def test_open_clip_hub_tag_offline_fails_fast(monkeypatch: pytest.MonkeyPatch, c
     assert cli.main(["--export-only", "--encoder", name]) == 2
     err = capsys.readouterr().err
     assert "embed: error:" in err and "/path/to/checkpoint" in err
+
+
+def test_local_checkpoint_takes_the_archs_published_preprocessing(tmp_path) -> None:
+    # A SigLIP checkpoint file must be normalised with SigLIP's 0.5/0.5, not OpenAI's CLIP statistics.
+    checkpoint = tmp_path / "siglip.pt"
+    checkpoint.write_bytes(b"weights")
+    siglip = get_encoder(f"open_clip:ViT-B-16-SigLIP:{checkpoint}")
+    clip = get_encoder(f"open_clip:ViT-B-32:{checkpoint}")
+    assert siglip.mean == (0.5, 0.5, 0.5) and siglip.std == (0.5, 0.5, 0.5)
+    assert clip.mean[0] == pytest.approx(0.48145466)
