@@ -73,10 +73,11 @@ class Tagger:
         if ok:
             category, tags = self.scores(vectors[ok])
             for row, i in enumerate(ok):
-                results[i] = self._describe(category[row], tags[row])
+                results[i] = self.describe(category[row], tags[row])
         return results
 
-    def _describe(self, category: np.ndarray, tags: np.ndarray) -> dict:
+    def describe(self, category: np.ndarray, tags: np.ndarray) -> dict:
+        """One image's scores -> top-2, every class by probability, and each tag's score/threshold/decision."""
         order = np.argsort(-category, kind="stable")
         thresholds = self.model.thresholds()
         return {

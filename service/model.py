@@ -75,20 +75,16 @@ class ModelRuntime:
         return list(zip(np.asarray(proba, np.float64), np.asarray(tag_scores, np.float64)))
 
     def prediction(self, row: tuple[np.ndarray, np.ndarray], k: int, index: int, filename: str | None):
-        proba, scores = row
-        order = np.argsort(-proba, kind="stable")
-        top = [CategoryScore(category=self.classes[i], probability=float(proba[i])) for i in order[:k]]
-        tags = {
-            tag: TagDecision(score=float(score), threshold=float(limit), present=int(score >= limit))
-            for tag, score, limit in zip(self.tags, scores, self.thresholds)
-        }
+        described = self.tagger.describe(*row)  # the decisions are the Tagger's, as in `classify predict`
+        top = list(described["categories"].items())[:k]
         return ImagePrediction(
             index=index,
             filename=filename,
-            category1=self.classes[order[0]],
-            category2=self.classes[order[1]] if len(order) > 1 else self.classes[order[0]],
-            categories=top,
-            tags=tags,
+            category1=described["category1"],
+            category2=described["category2"],
+            categories=[CategoryScore(category=name, probability=p) for name, p in top],
+            tags={tag: TagDecision(score=d["score"], threshold=d["threshold"], present=int(d["present"]))
+                  for tag, d in described["tags"].items()},
         )
 
     def info(self) -> ModelInfo:
