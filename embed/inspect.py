@@ -20,7 +20,7 @@ import pandas as pd
 from PIL import Image, ImageOps
 
 from embed.images import ImageError, decode, resize_shorter_crop, to_rgb
-from embed.sources import ImageRef, iter_sources
+from embed.sources import ImageRef, iter_sources, select
 
 EXIF_ORIENTATION = 274  # the EXIF tag that says how a phone held the camera
 THUMB = 64  # colour statistics are computed on a thumbnail of this size: cheap and stable
@@ -79,10 +79,7 @@ def image_stats(
     """One row of statistics per image of ``sources`` (restricted to ``ids``, in their order if given)."""
     if isinstance(sources, (str, Path)):
         sources = [sources]
-    refs = iter_sources(sources)
-    if ids is not None:
-        by_uuid = {ref.uuid: ref for ref in refs}
-        refs = [by_uuid[u] for u in dict.fromkeys(map(str, ids)) if u in by_uuid]
+    refs, _ = select(iter_sources(sources), ids)
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         rows = list(pool.map(_one, refs))
     return pd.DataFrame(rows).reindex(columns=STAT_COLUMNS)
@@ -155,8 +152,8 @@ def read_images(sources: Iterable[str | Path] | str | Path, uuids: Iterable[str]
     """Bytes of several images by uuid; uuids with no image are left out."""
     if isinstance(sources, (str, Path)):
         sources = [sources]
-    wanted = set(map(str, uuids))
-    return {ref.uuid: ref.read() for ref in iter_sources(sources) if ref.uuid in wanted}
+    refs, _ = select(iter_sources(sources), uuids)
+    return {ref.uuid: ref.read() for ref in refs}
 
 
 def thumbnails(

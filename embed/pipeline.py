@@ -23,7 +23,7 @@ from tqdm import tqdm
 from embed.cache import CacheWriter, write_failures
 from embed.images import ImageError, load_pixels
 from embed.runtime import Encoder, versions
-from embed.sources import ImageRef, iter_sources
+from embed.sources import ImageRef, iter_sources, select
 
 READER_THREADS = 2
 MISSING_REASON = "no image with this uuid in the sources"
@@ -48,15 +48,6 @@ class EmbedSummary:
             f"embed: {self.encoded} encoded, {self.skipped} skipped (already cached), {self.failed} failed, "
             f"{len(self.missing)} missing, {self.seconds:.1f} s, {self.images_per_s:.1f} img/s -> {self.cache}"
         )
-
-
-def select(refs: list[ImageRef], ids: Iterable[str] | None) -> tuple[list[ImageRef], list[str]]:
-    """Restrict to ``ids`` (kept in their order); also return the ids that have no image."""
-    if ids is None:
-        return refs, []
-    by_uuid = {ref.uuid: ref for ref in refs}
-    wanted = list(dict.fromkeys(str(i) for i in ids))
-    return [by_uuid[u] for u in wanted if u in by_uuid], [u for u in wanted if u not in by_uuid]
 
 
 def _read(ref: ImageRef, size: int) -> np.ndarray | str:

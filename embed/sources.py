@@ -36,6 +36,15 @@ def iter_sources(sources: Iterable[str | Path]) -> list[ImageRef]:
     return list(refs.values())
 
 
+def select(refs: list[ImageRef], ids: Iterable[str] | None) -> tuple[list[ImageRef], list[str]]:
+    """Restrict to ``ids`` (kept in their order); also return the ids that have no image."""
+    if ids is None:
+        return refs, []
+    by_uuid = {ref.uuid: ref for ref in refs}
+    wanted = list(dict.fromkeys(str(i) for i in ids))
+    return [by_uuid[u] for u in wanted if u in by_uuid], [u for u in wanted if u not in by_uuid]
+
+
 def _refs_of(path: Path) -> Iterable[ImageRef]:
     if not path.exists():
         raise FileNotFoundError(f"image source not found: {path}")
