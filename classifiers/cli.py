@@ -95,6 +95,7 @@ def add_predict(parser: argparse.ArgumentParser) -> None:
 
 def run_predict(args: argparse.Namespace) -> int:
     from classifiers.predict import Tagger, predict_cache
+    from embed.sources import read_ids
 
     tagger = Tagger.load(args.model)
     ids = read_ids(args.ids) if args.ids else None
@@ -123,20 +124,12 @@ def predict_images(tagger, sources: list[str], ids: list[str] | None, with_score
         cache = Path(folder) / "cache"
         summary = pipeline.embed_sources(sources, cache, encoder=tagger.encoder_spec["name"], ids=ids,
                                          progress=sys.stderr.isatty())
-        failed = [(uuid, reason) for uuid, _, reason in summary.failures if uuid not in set(summary.missing)]
+        missing = set(summary.missing)  # reported by predict_cache below; here only the images that failed
+        failed = [(uuid, reason) for uuid, _, reason in summary.failures if uuid not in missing]
         if failed:
             print(f"{len(failed)} image(s) could not be embedded: "
                   + "; ".join(f"{u}: {r}" for u, r in failed[:SHOWN_MISSING]), file=sys.stderr)
         return predict_cache(tagger, cache, ids, with_scores=with_scores)
-
-
-def read_ids(path: str) -> list[str]:
-    if not Path(path).exists():
-        raise FileNotFoundError(f"ids file {path} does not exist")
-    frame = pd.read_parquet(path)
-    if "uuid" not in frame.columns:
-        raise ValueError(f"ids file {path} has no 'uuid' column")
-    return frame["uuid"].astype(str).tolist()
 
 
 def write_predictions(frame: pd.DataFrame, path: Path) -> None:
@@ -192,7 +185,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------------ main
 
-# name -> (help, add arguments, run). A `serve` command plugs in here.
+# name -> (help, add arguments, run): a new sub-command is one more entry.
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "train": ("train the heads on an embedding cache", add_train, run_train),
     "predict": ("predict categories and tags", add_predict, run_predict),

@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-import pandas as pd
 
 from embed.encoders import get_encoder, table_text
 from embed.pipeline import MISSING_REASON, embed_sources
 from embed.runtime import Encoder, encoder_dir
+from embed.sources import read_ids
 
 SHOWN_FAILURES = 20
 
@@ -31,11 +31,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--list-encoders", action="store_true", help="print the encoder table and exit")
     p.add_argument("--export-only", action="store_true", help="build the encoder's ONNX file and exit")
     return p
-
-
-def read_ids(path: str) -> list[str]:
-    frame = pd.read_parquet(path, columns=["uuid"])
-    return frame["uuid"].astype(str).tolist()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+import pandas as pd
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
 
@@ -43,6 +45,16 @@ def select(refs: list[ImageRef], ids: Iterable[str] | None) -> tuple[list[ImageR
     by_uuid = {ref.uuid: ref for ref in refs}
     wanted = list(dict.fromkeys(str(i) for i in ids))
     return [by_uuid[u] for u in wanted if u in by_uuid], [u for u in wanted if u not in by_uuid]
+
+
+def read_ids(path: str | Path) -> list[str]:
+    """The uuids of a Parquet file (e.g. test.parquet), in its order, as strings."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"ids file {path} does not exist")
+    frame = pd.read_parquet(path)
+    if "uuid" not in frame.columns:
+        raise ValueError(f"ids file {path} has no 'uuid' column")
+    return frame["uuid"].astype(str).tolist()
 
 
 def _refs_of(path: Path) -> Iterable[ImageRef]:
