@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from embed.encoders import LITE2_HEAD, LITE2_TAPS
+from embed.encoders import LITE2_PARTS
 
 TAGS = ("polka dot", "floral", "checker")
 
@@ -132,13 +132,12 @@ def split_overlap(train: pd.DataFrame, test: pd.DataFrame, key: str = "group") -
 
 
 # ------------------------------------------------------------------------------------------- embeddings
-def embedding_parts(head: int = LITE2_HEAD, taps: dict[int, int] = LITE2_TAPS) -> dict[str, slice]:
-    """Column slices of the EfficientNet-Lite2 embedding: ``head``, then mean/std of each tapped stage."""
-    parts, start = {"head": slice(0, head)}, head
-    for stage, channels in taps.items():
-        for stat in ("mean", "std"):
-            parts[f"{stat}{stage}"] = slice(start, start + channels)
-            start += channels
+def embedding_parts(layout: Sequence[tuple[str, int]] = LITE2_PARTS) -> dict[str, slice]:
+    """Column slices of the EfficientNet-Lite2 embedding by part name (``head``, ``mean3``, ``grid5``...)."""
+    parts, start = {}, 0
+    for name, size in layout:
+        parts[name] = slice(start, start + size)
+        start += size
     return parts
 
 
@@ -433,5 +432,7 @@ def sliced_embeddings(embeddings, names: Iterable[str], parts: dict[str, slice] 
     vectors = select_parts(embeddings.vectors, names, parts)
     manifest = copy.deepcopy(embeddings.manifest)
     manifest["encoder"]["dim"] = vectors.shape[1]
+    sizes = {name: part.stop - part.start for name, part in (parts or embedding_parts()).items()}
+    manifest["encoder"]["parts"] = [[name, sizes[name]] for name in names]
     manifest["encoder"]["pooling"] = f"ablation: {' + '.join(names)}"
     return Embeddings(manifest, embeddings.uuids, vectors)

@@ -1,6 +1,7 @@
 """Model files: ``model.json`` + one file per head, none of which can run code when loaded.
 
-    MODEL_DIR/model.json            classes, tags, thresholds, encoder spec, CV scores, choices (deterministic)
+    MODEL_DIR/model.json            classes, tags, thresholds, the embedding columns each tag reads, encoder
+                                    spec, CV scores, choices (deterministic)
     MODEL_DIR/training.json         seconds per head and when (changes every run, so kept apart)
     MODEL_DIR/category.npz          logistic head: mean, scale, coef, intercept   (or category.lgb.txt)
     MODEL_DIR/tag-<slug>.npz        one per tag                                    (or tag-<slug>.lgb.txt)
@@ -38,8 +39,10 @@ def save_model(model: TaggerModel, model_dir: str | Path = DEFAULT_MODEL_DIR) ->
     heads = {"category": _save_scores(folder, "category", model.category.scores)}
     tags = []
     for name, head in model.tags.items():
-        tags.append({"name": name, "threshold": head.threshold,
-                     "file": _save_scores(folder, f"tag-{slug(name)}", head.scores)})
+        entry = {"name": name, "threshold": head.threshold, "file": _save_scores(folder, f"tag-{slug(name)}", head.scores)}
+        if head.columns is not None:
+            entry["columns"] = [list(columns) for columns in head.columns]
+        tags.append(entry)
     document = {
         "format_version": FORMAT_VERSION,
         "encoder": model.encoder,
@@ -74,11 +77,16 @@ def load_model(model_dir: str | Path = DEFAULT_MODEL_DIR) -> TaggerModel:
     category = document["category"]
     category_head = CategoryScorer(category["classes"], _load_scores(folder, category["file"]),
                                    float(category["temperature"]))
-    tags = {tag["name"]: TagScorer(tag["name"], _load_scores(folder, tag["file"]), float(tag["threshold"]))
+    tags = {tag["name"]: TagScorer(tag["name"], _load_scores(folder, tag["file"]), float(tag["threshold"]),
+                                   _columns(tag.get("columns")))
             for tag in document["tags"]}
     timing_path = folder / TRAINING_FILE
     timing = json.loads(timing_path.read_text()) if timing_path.exists() else {}
     return TaggerModel(category_head, tags, document["encoder"], document.get("training", {}), timing)
+
+
+def _columns(ranges: list | None) -> tuple[tuple[int, int], ...] | None:
+    return None if ranges is None else tuple((int(start), int(stop)) for start, stop in ranges)
 
 
 def slug(name: str) -> str:

@@ -50,6 +50,11 @@ class LightGBMScores:
         return np.asarray(scores, dtype=np.float64).reshape(len(vectors), -1)
 
 
+def column_index(ranges: tuple[tuple[int, int], ...]) -> np.ndarray:
+    """The column numbers of [start, stop) ranges, in order."""
+    return np.concatenate([np.arange(start, stop) for start, stop in ranges])
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=1, keepdims=True)
     exp = np.exp(shifted)
@@ -76,11 +81,18 @@ class CategoryScorer:
 
 @dataclass
 class TagScorer:
-    """One pattern tag: probability sigmoid(raw), present when probability >= threshold."""
+    """One pattern tag: probability sigmoid(raw), present when probability >= threshold.
+
+    ``columns``: the [start, stop) ranges of the embedding the head reads (None: all of it).
+    """
 
     name: str
     scores: LinearScores | LightGBMScores
     threshold: float = 0.5
+    columns: tuple[tuple[int, int], ...] | None = None
 
     def proba(self, vectors: np.ndarray) -> np.ndarray:
+        vectors = np.asarray(vectors)
+        if self.columns is not None:
+            vectors = vectors[:, column_index(self.columns)]
         return sigmoid(np.asarray(self.scores.raw(vectors), dtype=np.float64)[:, 0])

@@ -33,12 +33,19 @@ class EncoderMismatch(ValueError):
 
 
 def check_same_encoder(expected: dict, found: dict, what: str) -> None:
-    """Refuse to mix encoders: name and weight checksum must both match."""
+    """Refuse to mix embeddings: encoder name, weight checksum and the embedding's layout must all match."""
     if (expected.get("name"), expected.get("sha256")) != (found.get("name"), found.get("sha256")):
         raise EncoderMismatch(
             f"{what} was made with encoder {found.get('name')!r} (weights {str(found.get('sha256'))[:12]}), "
             f"not {expected.get('name')!r} (weights {str(expected.get('sha256'))[:12]}); "
             "re-embed the images with the matching encoder"
+        )
+    # Same weights, other pooling (an older release of the same encoder): the vectors mean other things.
+    if (expected.get("dim"), expected.get("pooling")) != (found.get("dim"), found.get("pooling")):
+        raise EncoderMismatch(
+            f"{what} was made with another embedding layout of encoder {found.get('name')!r} "
+            f"(dim {found.get('dim')}: {found.get('pooling')}), not dim {expected.get('dim')}: "
+            f"{expected.get('pooling')}; re-embed the images into a new cache"
         )
 
 

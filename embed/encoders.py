@@ -32,6 +32,7 @@ class EncoderSpec:
     std: tuple[float, float, float]
     dim: int  # embedding size
     pooling: str  # what the embedding is made of (documentation; the ONNX graph implements it)
+    parts: tuple[tuple[str, int], ...] = ()  # named column ranges of the embedding, in order; () = one part
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -41,20 +42,38 @@ class EncoderSpec:
         fields = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in fields}
         values["mean"], values["std"] = tuple(values["mean"]), tuple(values["std"])
+        values["parts"] = tuple((str(name), int(size)) for name, size in values.get("parts", ()))
         return cls(**values)
 
     @property
+    def layout(self) -> str:
+        """A digest of what shapes the embedding besides the weights: preprocessing, pooling and size."""
+        shape = {k: v for k, v in self.to_dict().items() if k in ("input_size", "resize", "mean", "std", "dim", "pooling", "parts")}
+        return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:8]
+
+    @property
     def slug(self) -> str:
-        """A file-system-safe key that changes whenever the weights change."""
+        """A file-system-safe key that changes whenever the weights or the embedding's layout change."""
         tag = (self.sha256 or hashlib.sha256(self.weights.encode()).hexdigest())[:12]
         safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in f"{self.name.split(':')[0]}-{self.arch}")
-        return f"{safe}-{tag}"
+        return f"{safe}-{tag}-{self.layout}"
 
 
-# Stages of EfficientNet-Lite2 whose activations are pooled into the embedding (timm block indices), with
-# their channel counts. Mid-level stages carry texture (dots, flowers, checks), the head carries shape.
-LITE2_TAPS = {3: 88, 4: 120, 5: 208, 6: 352}
-LITE2_HEAD = 1280
+# The EfficientNet-Lite2 embedding, part by part (name, size), in output order. ``head`` is the pooled
+# 1280-d head (the garment's shape); ``mean<k>``/``std<k>`` are channel statistics of timm block ``k``, whose
+# mid-level activations carry texture (dots, flowers, checks); ``grid5`` averages block 5 over each cell of a
+# 3x3 grid instead of the whole image, which keeps where things are (collar, sleeves, hem). On the stand-in
+# train split the grid lowered the category head's out-of-fold log-loss from 0.581 to 0.547 (top-1 0.814 ->
+# 0.834); a 2x2 grid gave 0.563. Parts whose name starts with "grid" say where; the tag heads leave them out.
+LITE2_PARTS = (
+    ("head", 1280),
+    ("mean3", 88), ("std3", 88),
+    ("mean4", 120), ("std4", 120),
+    ("grid5", 9 * 208), ("std5", 208),
+    ("mean6", 352), ("std6", 352),
+)
+GRID_CELLS = 3  # per side
+
 
 ENCODERS: dict[str, EncoderSpec] = {
     "efficientnet-lite2": EncoderSpec(
@@ -67,9 +86,10 @@ ENCODERS: dict[str, EncoderSpec] = {
         resize="shorter-crop",
         mean=(0.5, 0.5, 0.5),
         std=(0.5, 0.5, 0.5),
-        dim=LITE2_HEAD + 2 * sum(LITE2_TAPS.values()),
-        pooling="head avg (1280) + stages 3-6 avg and std (2x768); each of the 9 parts L2-normalised, "
-        "concatenated and scaled to unit norm",
+        dim=sum(size for _, size in LITE2_PARTS),
+        pooling="head avg (1280) + avg and std of blocks 3, 4, 6 + block 5 avg over a 3x3 grid and std; "
+        "each of the 9 parts L2-normalised, concatenated and scaled to unit norm",
+        parts=LITE2_PARTS,
     ),
 }
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 import socket
+import warnings
 from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
-from embed.encoders import LITE2_HEAD, LITE2_TAPS, EncoderSpec, file_sha256
+from embed.encoders import GRID_CELLS, LITE2_PARTS, EncoderSpec, file_sha256
 
 ONNX_OPSET = 17
 NETWORK_TIMEOUT_S = 3.0
@@ -39,26 +40,48 @@ def l2_normalise(x: torch.Tensor) -> torch.Tensor:
 
 
 class LiteEmbedder(nn.Module):
-    """EfficientNet-Lite: pooled head features for shape + mean/std of mid-level stages for texture."""
+    """EfficientNet-Lite: the parts of ``LITE2_PARTS``: pooled head for shape, block statistics for texture."""
 
     def __init__(self, spec: EncoderSpec, net: nn.Module):
         super().__init__()
         self.normalise = Normalise(spec.mean, spec.std)
         self.net = net
-        self.taps = tuple(LITE2_TAPS)
+        self.names = [name for name, _ in LITE2_PARTS]
+        self.taps: dict[int, list[str]] = {}  # block index -> statistics taken there ("mean", "std", "grid")
+        for name in self.names[1:]:
+            self.taps.setdefault(int(name[-1]), []).append(name[:-1])
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         net = self.net
         x = net.bn1(net.conv_stem(self.normalise(pixels)))
-        parts = []
+        found = {}
         for index, stage in enumerate(net.blocks):
             x = stage(x)
-            if index in self.taps:
-                parts += [x.mean((2, 3)), x.std((2, 3))]
-        head = net.bn2(net.conv_head(x)).mean((2, 3))
-        parts = [head, *parts]
+            for stat in self.taps.get(index, ()):
+                found[f"{stat}{index}"] = STATISTICS[stat](x)
+        found["head"] = net.bn2(net.conv_head(x)).mean((2, 3))
         # Each part gets unit norm, so a 1280-d head does not drown an 88-d texture statistic.
-        return torch.cat([l2_normalise(p) for p in parts], dim=1) / math.sqrt(len(parts))
+        parts = [l2_normalise(found[name]) for name in self.names]
+        return torch.cat(parts, dim=1) / math.sqrt(len(parts))
+
+
+def grid_means(x: torch.Tensor, cells: int = GRID_CELLS) -> torch.Tensor:
+    """Channel means over a cells x cells grid, cell by cell (the regions of ``adaptive_avg_pool2d``).
+
+    Written with slices because the ONNX exporter refuses adaptive pooling when the map (17 x 17 here) is
+    not a multiple of the grid; the map size is fixed by the encoder's input size, so the slices are too.
+    """
+    height, width = int(x.shape[2]), int(x.shape[3])
+    means = []
+    for i in range(cells):
+        for j in range(cells):
+            rows = slice(i * height // cells, -(-(i + 1) * height // cells))
+            cols = slice(j * width // cells, -(-(j + 1) * width // cells))
+            means.append(x[:, :, rows, cols].mean((2, 3)))
+    return torch.cat(means, dim=1)
+
+
+STATISTICS = {"mean": lambda x: x.mean((2, 3)), "std": lambda x: x.std((2, 3)), "grid": grid_means}
 
 
 class ClipEmbedder(nn.Module):
@@ -135,8 +158,9 @@ def build_embedder(spec: EncoderSpec) -> tuple[nn.Module, EncoderSpec]:
     """The eval-mode embedding module, and the spec with its weight checksum filled in."""
     if spec.family == "efficientnet-lite":
         net = lite_classifier(spec)
-        if net.num_features != LITE2_HEAD:
-            raise RuntimeError(f"{spec.arch} head has {net.num_features} features, table says {LITE2_HEAD}")
+        head = dict(LITE2_PARTS)["head"]
+        if net.num_features != head:
+            raise RuntimeError(f"{spec.arch} head has {net.num_features} features, the table says {head}")
         return LiteEmbedder(spec, net).eval(), spec
     if spec.family == "open_clip":
         import dataclasses
@@ -153,7 +177,9 @@ def build_embedder(spec: EncoderSpec) -> tuple[nn.Module, EncoderSpec]:
 def export_onnx(module: nn.Module, spec: EncoderSpec, path: Path) -> None:
     """Export with a dynamic batch axis; the caller renames the file into place (atomic)."""
     example = torch.zeros(2, spec.input_size, spec.input_size, 3, dtype=torch.uint8)
-    with torch.inference_mode():
+    with torch.inference_mode(), warnings.catch_warnings():
+        # grid_means reads the feature map's size as Python ints on purpose: the input size is fixed.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(
             module,
             (example,),

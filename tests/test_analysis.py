@@ -13,6 +13,7 @@ from PIL import Image
 
 from classifiers import analysis as A
 from embed import inspect as I
+from embed.encoders import get_encoder
 
 
 @pytest.fixture()
@@ -59,8 +60,9 @@ def test_groups_and_split_overlap(labels: pd.DataFrame) -> None:
 def test_embedding_parts_cover_the_lite2_layout() -> None:
     parts = A.embedding_parts()
     assert list(parts)[:3] == ["head", "mean3", "std3"]
-    assert parts["head"] == slice(0, 1280) and parts["std6"].stop == 2816
-    vectors = np.random.default_rng(0).normal(size=(4, 2816)).astype(np.float32)
+    assert parts["head"] == slice(0, 1280) and parts["grid5"] == slice(1280 + 176 + 240, 1280 + 176 + 240 + 9 * 208)
+    assert parts["std6"].stop == get_encoder("efficientnet-lite2").dim
+    vectors = np.random.default_rng(0).normal(size=(4, 4480)).astype(np.float32)
     head = A.select_parts(vectors, ["head"])
     assert head.shape == (4, 1280) and np.allclose(np.linalg.norm(head, axis=1), 1)
 

@@ -24,7 +24,7 @@ from classifiers.cli import main
 from classifiers.evaluate import evaluate, format_report
 from classifiers.heads import CategoryLogReg, TagLogReg, make_folds
 from classifiers.predict import Tagger, predict_cache
-from classifiers.train import train
+from classifiers.train import texture_columns, train
 from embed.cache import CacheWriter, EncoderMismatch, read_cache
 from embed.encoders import ENCODERS
 
@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def fake_spec(name: str = "fake", digit: str = "0"):
-    return dataclasses.replace(ENCODERS["efficientnet-lite2"], name=name, sha256=digit * 64, dim=DIM)
+    return dataclasses.replace(ENCODERS["efficientnet-lite2"], name=name, sha256=digit * 64, dim=DIM, parts=())
 
 
 def synthetic(n: int = 300, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
@@ -232,6 +232,36 @@ def test_round_trip_gives_identical_predictions(dataset, tmp_path) -> None:
         np.testing.assert_array_equal(model.thresholds(), loaded.thresholds())
     assert (tmp_path / "lightgbm" / "category.lgb.txt").exists()
     assert (tmp_path / "logreg" / "tag-polka-dot.npz").exists()
+
+
+def test_tag_heads_read_only_the_texture_parts(dataset, tmp_path) -> None:
+    # The encoder names its parts; the tags must read only the texture statistics (mean*/std*), not the
+    # head (what the object is) nor the grid (where things are).
+    spec = dataclasses.replace(fake_spec(), parts=(("head", 2), ("mean3", 6), ("std3", 4), ("grid5", 2), ("std5", 2)))
+    cache = write_cache(tmp_path / "cache", dataset["labels"]["uuid"], dataset["vectors"], spec)
+    model = train(dataset["train"], cache)
+    texture = ((2, 12), (14, 16))
+    assert all(tag.columns == texture for tag in model.tags.values())
+    assert model.info["tags"]["floral"]["features"] == 12
+    save_model(model, tmp_path / "model")
+    loaded = load_model(tmp_path / "model")
+    assert all(tag.columns == texture for tag in loaded.tags.values())
+    vectors = dataset["vectors"].copy()
+    category, tags = loaded.scores(vectors)
+    vectors[:, [0, 1, 12, 13]] += 50.0  # move only the head and grid columns
+    moved_category, moved_tags = loaded.scores(vectors)
+    np.testing.assert_array_equal(moved_tags, tags)
+    assert not np.allclose(moved_category, category)  # the category head reads every column
+
+
+def test_texture_columns() -> None:
+    parts = {"parts": [["head", 4], ["mean3", 2], ["std3", 1], ["grid5", 3], ["std5", 1], ["grid6", 2], ["std6", 1]]}
+    assert texture_columns(parts, 14) == ((4, 7), (10, 11), (13, 14))
+    assert texture_columns({"parts": [["mean3", 4], ["std3", 2]]}, 6) is None  # all columns are texture
+    assert texture_columns({"parts": [["head", 6]]}, 6) is None  # no texture part: read everything
+    assert texture_columns({}, 6) is None  # an encoder without named parts
+    with pytest.raises(ValueError, match="parts add up to 14, the embedding has 15"):
+        texture_columns(parts, 15)
 
 
 def test_training_is_deterministic(dataset, tmp_path) -> None:

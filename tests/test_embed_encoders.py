@@ -17,8 +17,9 @@ def test_efficientnet_lite2_entry() -> None:
     assert spec.family == "efficientnet-lite" and spec.arch == "tf_efficientnet_lite2"
     assert spec.input_size == 260 and spec.resize == "shorter-crop"
     assert spec.mean == (0.5, 0.5, 0.5) and spec.std == (0.5, 0.5, 0.5)
-    # head (1280) + mean and std of stages 3-6 (88 + 120 + 208 + 352 channels)
-    assert spec.dim == 1280 + 2 * (88 + 120 + 208 + 352) == 2816
+    # head (1280) + mean and std of blocks 3, 4, 6 (88, 120, 352 channels) + block 5 (208): 3x3 grid and std
+    assert spec.dim == 1280 + 2 * (88 + 120 + 352) + 9 * 208 + 208 == 4480
+    assert sum(size for _, size in spec.parts) == spec.dim and spec.parts[0] == ("head", 1280)
     assert len(spec.sha256) == 64
 
 
@@ -43,7 +44,7 @@ def test_list_encoders_prints_the_table(capsys: pytest.CaptureFixture) -> None:
     assert lines[0].split()[:6] == ["name", "input", "resize", "mean", "std", "dim"]
     row = next(line for line in lines if line.startswith("efficientnet-lite2 "))
     assert row.split()[:6] == ["efficientnet-lite2", "260", "shorter-crop", "[0.5,", "0.5,", "0.5]"]
-    assert " 2816 " in row
+    assert " 4480 " in row
     assert any(line.startswith("open_clip:<arch>:<pretrained>") for line in lines)
 
 

@@ -11,7 +11,7 @@ from PIL import Image
 from skimage import data
 
 from embed.encoders import get_encoder
-from embed.export import build_embedder, lite_classifier
+from embed.export import build_embedder, grid_means, lite_classifier
 from embed.images import resize_shorter_crop
 from embed.runtime import encoder_dir
 
@@ -89,6 +89,29 @@ def test_lite2_embedding_head_is_the_classifier_feature(lite2_classifier, lite2_
     expected = features / np.linalg.norm(features, axis=1, keepdims=True)
     head = lite2_encoder.encode(pixels)[:, :1280] * 3.0  # 9 unit-norm parts, concatenated, divided by sqrt(9)
     np.testing.assert_allclose(head, expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("size", [(17, 17), (8, 8), (9, 14)])
+def test_grid_means_are_adaptive_average_pooling(size) -> None:
+    x = torch.randn(2, 5, *size)
+    expected = torch.nn.functional.adaptive_avg_pool2d(x, 2)  # (N, C, 2, 2)
+    got = grid_means(x, 2).view(2, 4, 5).permute(0, 2, 1).reshape(2, 5, 2, 2)  # cell by cell -> (N, C, 2, 2)
+    torch.testing.assert_close(got, expected)
+
+
+def test_lite2_grid_part_keeps_position(lite2_encoder) -> None:
+    """Block 5's grid part changes when a photo is mirrored, while the whole-image statistics do not:
+    the grid is what carries where things are."""
+    from classifiers.analysis import embedding_parts
+
+    image = real_images()[0]
+    pixels = lite2_encoder.pixels(image)
+    rows = lite2_encoder.encode(np.stack([pixels, pixels[:, ::-1]]))
+    parts = embedding_parts()
+    mirrored_cos = {name: float(rows[0, part] @ rows[1, part] / (np.linalg.norm(rows[0, part]) * np.linalg.norm(rows[1, part])))
+                    for name, part in parts.items()}
+    assert mirrored_cos["mean6"] > 0.98 and mirrored_cos["std5"] > 0.98
+    assert mirrored_cos["grid5"] < mirrored_cos["std5"] - 0.05
 
 
 def test_lite2_export_record(lite2_encoder) -> None:

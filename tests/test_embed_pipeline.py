@@ -104,7 +104,7 @@ def test_lite2_cache_dim(tmp_path, small_zip, lite2_encoder) -> None:
     out = tmp_path / "cache"
     run([archive], out, "efficientnet-lite2", ids=list(images)[:2])
     cache = read_cache(out)
-    assert cache.vectors.shape == (2, 2816)
+    assert cache.vectors.shape == (2, 4480)
     assert cache.manifest["encoder"]["sha256"] == lite2_encoder.spec.sha256 and cache.manifest["rows"] == 2
 
 
@@ -322,6 +322,19 @@ def test_cache_refuses_other_weights_of_same_name(tmp_path, small_zip, tiny_clip
     with pytest.raises(EncoderMismatch) as error:
         run([archive], out, tiny_clip.name)
     assert "000000000000" in str(error.value) and tiny_clip.sha256[:12] in str(error.value)
+    assert len(read_cache(out).uuids) == 2
+
+
+def test_cache_refuses_another_layout_of_same_encoder(tmp_path, small_zip, tiny_clip, tiny_encoder) -> None:
+    # A cache written by an older release (same weights, other pooling) must not take new-layout rows.
+    archive, images = small_zip
+    out = tmp_path / "cache"
+    run([archive], out, tiny_clip.name, ids=list(images)[:2])
+    manifest = json.loads((out / MANIFEST).read_text())
+    manifest["encoder"]["pooling"] = "old pooling"
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(EncoderMismatch, match="another embedding layout.*old pooling"):
+        run([archive], out, tiny_clip.name)
     assert len(read_cache(out).uuids) == 2
 
 
