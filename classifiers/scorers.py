@@ -90,9 +90,13 @@ class TagScorer:
     scores: LinearScores | LightGBMScores
     threshold: float = 0.5
     columns: tuple[tuple[int, int], ...] | None = None
+    _index: np.ndarray | None = field(init=False, repr=False, compare=False, default=None)
+
+    def __post_init__(self) -> None:
+        self._index = None if self.columns is None else column_index(self.columns)  # once, not per request
 
     def proba(self, vectors: np.ndarray) -> np.ndarray:
         vectors = np.asarray(vectors)
-        if self.columns is not None:
-            vectors = vectors[:, column_index(self.columns)]
+        if self._index is not None:
+            vectors = vectors[:, self._index]
         return sigmoid(np.asarray(self.scores.raw(vectors), dtype=np.float64)[:, 0])

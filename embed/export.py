@@ -48,8 +48,9 @@ class LiteEmbedder(nn.Module):
         self.net = net
         self.names = [name for name, _ in LITE2_PARTS]
         self.taps: dict[int, list[str]] = {}  # block index -> statistics taken there ("mean", "std", "grid")
-        for name in self.names[1:]:
-            self.taps.setdefault(int(name[-1]), []).append(name[:-1])
+        for name in self.names:
+            if name != "head":  # "mean3" -> block 3, statistic "mean"
+                self.taps.setdefault(int(name[-1]), []).append(name[:-1])
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         net = self.net
