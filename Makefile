@@ -12,7 +12,7 @@ CLOTHING := ../shared/data/clothing
 # Embedding cache of the stand-in images (outside the repo; resumable).
 CLOTHING_CACHE ?= $(HOME)/.cache/vinted-tagger/caches/clothing-efficientnet-lite2
 
-.PHONY: setup test demo bench bench-embed bench-heads bench-service notebook serve model clean
+.PHONY: setup test demo bench bench-embed bench-heads bench-service bench-variants notebook serve model clean
 
 setup: $(STAMP)
 
@@ -44,6 +44,10 @@ bench-heads: setup
 
 bench-service: setup
 	$(BIN)/python bench/service_bench.py
+
+# Out-of-fold scores of embedding variants on the train split: the evidence for the committed layout.
+bench-variants: setup
+	$(BIN)/python bench/embedding_variants.py
 
 notebook: setup
 	$(BIN)/python -m jupyter nbconvert --to notebook --execute --inplace notebook/vinted_tagger.ipynb

@@ -207,7 +207,7 @@ class CategoryLogReg(_Head):
 
     ``max_iter`` caps L-BFGS per C, and the CV that picks C scores exactly what the cap produces. The cap is
     the training-time budget: on the stand-in data (4480-d Lite2 embeddings) 20 iterations give an OOF
-    log-loss of 0.547 against 0.541 at 30, at two thirds of the cost, which keeps all heads within 10 s on
+    log-loss of 0.547 against 0.541 at 30 (bench/embedding_variants.py), at two thirds of the cost, which keeps all heads within 10 s on
     2 cores; a converged fit (about 100 iterations) scored no better than 30 on the earlier 2816-d embedding.
     """
 

@@ -97,7 +97,8 @@ def texture_columns(encoder: dict, dim: int) -> tuple[tuple[int, int], ...] | No
     Tags are texture: a floral print is floral on any garment and wherever it sits. So the tag heads read
     neither the pooled head (what the object is) nor the grid (where things are). On the stand-in train split
     that scored higher out of fold (F1 0.799 / 0.821 / 0.786 for polka dot / floral / checker, against
-    0.790 / 0.820 / 0.781 with the head and 0.783 / 0.824 / 0.776 with head and grid), in a third of the time.
+    0.790 / 0.820 / 0.781 with the head and 0.783 / 0.822 / 0.778 with head and grid; see
+    bench/embedding_variants.py), in a third of the time.
     """
     ranges: list[list[int]] = []
     start = 0

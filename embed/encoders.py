@@ -63,8 +63,9 @@ class EncoderSpec:
 # 1280-d head (the garment's shape); ``mean<k>``/``std<k>`` are channel statistics of timm block ``k``, whose
 # mid-level activations carry texture (dots, flowers, checks); ``grid5`` averages block 5 over each cell of a
 # 3x3 grid instead of the whole image, which keeps where things are (collar, sleeves, hem). On the stand-in
-# train split the grid lowered the category head's out-of-fold log-loss from 0.581 to 0.547 (top-1 0.814 ->
-# 0.834); a 2x2 grid gave 0.563. The tag heads read only the texture statistics (classifiers.train).
+# train split the grid lowered the category head's out-of-fold log-loss from 0.584 to 0.547 (top-1 0.816 ->
+# 0.834); a 2x2 grid gave 0.568 (bench/embedding_variants.py). The tag heads read only the texture statistics
+# (classifiers.train).
 LITE2_PARTS = (
     ("head", 1280),
     ("mean3", 88), ("std3", 88),
