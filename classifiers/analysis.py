@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from embed.encoders import LITE2_PARTS
+from embed.encoders import LITE2_PARTS, part_slices
 
 TAGS = ("polka dot", "floral", "checker")
 
@@ -134,11 +134,7 @@ def split_overlap(train: pd.DataFrame, test: pd.DataFrame, key: str = "group") -
 # ------------------------------------------------------------------------------------------- embeddings
 def embedding_parts(layout: Sequence[tuple[str, int]] = LITE2_PARTS) -> dict[str, slice]:
     """Column slices of the EfficientNet-Lite2 embedding by part name (``head``, ``mean3``, ``grid5``...)."""
-    parts, start = {}, 0
-    for name, size in layout:
-        parts[name] = slice(start, start + size)
-        start += size
-    return parts
+    return part_slices(layout)
 
 
 def select_parts(vectors: np.ndarray, names: Iterable[str], parts: dict[str, slice] | None = None) -> np.ndarray:

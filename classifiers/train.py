@@ -25,6 +25,7 @@ from classifiers.labels import category_values, fingerprint, groups_of, read_lab
 from classifiers.model import FORMAT_VERSION, TaggerModel
 from classifiers.scorers import CategoryScorer, TagScorer, column_index
 from embed.cache import Embeddings, read_cache
+from embed.encoders import part_slices
 
 TEXTURE_PARTS = ("mean", "std")  # name prefixes of the embedding parts the tag heads read
 
@@ -100,18 +101,18 @@ def texture_columns(encoder: dict, dim: int) -> tuple[tuple[int, int], ...] | No
     0.790 / 0.820 / 0.781 with the head and 0.783 / 0.822 / 0.778 with head and grid; see
     bench/embedding_variants.py), in a third of the time.
     """
+    slices = part_slices(encoder.get("parts") or ())
+    total = max((part.stop for part in slices.values()), default=0)
+    if total and total != dim:
+        raise ValueError(f"the encoder's parts add up to {total}, the embedding has {dim} columns")
     ranges: list[list[int]] = []
-    start = 0
-    for name, size in encoder.get("parts") or ():
+    for name, part in slices.items():
         if name.startswith(TEXTURE_PARTS):
-            if ranges and ranges[-1][1] == start:
-                ranges[-1][1] = start + size  # merge neighbours: fewer, longer ranges
+            if ranges and ranges[-1][1] == part.start:
+                ranges[-1][1] = part.stop  # merge neighbours: fewer, longer ranges
             else:
-                ranges.append([start, start + size])
-        start += size
-    if start and start != dim:
-        raise ValueError(f"the encoder's parts add up to {start}, the embedding has {dim} columns")
-    if not ranges or ranges == [[0, start]]:
+                ranges.append([part.start, part.stop])
+    if not ranges or ranges == [[0, total]]:
         return None
     return tuple((a, b) for a, b in ranges)
 

@@ -76,6 +76,15 @@ LITE2_PARTS = (
 GRID_CELLS = 3  # per side
 
 
+def part_slices(parts) -> dict[str, slice]:
+    """Column slices of an embedding by part name, from its (name, size) parts in output order."""
+    slices, start = {}, 0
+    for name, size in parts:
+        slices[str(name)] = slice(start, start + int(size))
+        start += int(size)
+    return slices
+
+
 ENCODERS: dict[str, EncoderSpec] = {
     "efficientnet-lite2": EncoderSpec(
         name="efficientnet-lite2",
