@@ -12,7 +12,10 @@ CLOTHING := ../shared/data/clothing
 # Embedding cache of the stand-in images (outside the repo; resumable).
 CLOTHING_CACHE ?= $(HOME)/.cache/vinted-tagger/caches/clothing-efficientnet-lite2
 
-.PHONY: setup test demo bench bench-embed bench-heads bench-service bench-variants notebook serve model clean
+# Fine-tuning runs (one folder per variant, resumable) and the adapted encoders' caches (outside the repo).
+FINETUNE_RUNS ?= $(HOME)/.cache/vinted-tagger/finetune
+
+.PHONY: setup test demo bench bench-embed bench-heads bench-service bench-variants notebook serve model finetune clean
 
 setup: $(STAMP)
 
@@ -56,6 +59,15 @@ notebook: setup
 model: setup
 	$(BIN)/embed $(CLOTHING)/images.zip --out $(CLOTHING_CACHE) --quiet
 	$(BIN)/classify train --data $(CLOTHING)/data.parquet --cache $(CLOTHING_CACHE) --out artifacts/model
+
+# Fine-tune two variants of EfficientNet-Lite2 (block 6 only; blocks 5-6) on the stand-in train split, sharing
+# one pass of the frozen trunk, then compare them with the ImageNet encoder (bench/results/finetune.json).
+finetune: setup
+	$(BIN)/python -m embed.finetune --data $(CLOTHING)/data.parquet --images $(CLOTHING)/images.zip \
+		--out $(FINETUNE_RUNS)/block6 --trunk $(FINETUNE_RUNS)/trunk.pt --freeze 5 --epochs 8
+	$(BIN)/python -m embed.finetune --data $(CLOTHING)/data.parquet --images $(CLOTHING)/images.zip \
+		--out $(FINETUNE_RUNS)/blocks5-6 --trunk $(FINETUNE_RUNS)/trunk.pt --freeze 4 --epochs 6
+	$(BIN)/python bench/finetune_bench.py --runs $(FINETUNE_RUNS) --frozen-cache $(CLOTHING_CACHE)
 
 serve: setup
 	$(BIN)/classify serve

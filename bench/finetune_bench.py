@@ -30,7 +30,7 @@ from classifiers.evaluate import evaluate  # noqa: E402
 from classifiers.predict import Tagger  # noqa: E402
 from classifiers.train import train  # noqa: E402
 from embed.cache import read_cache  # noqa: E402
-from embed.encoders import LITE2_WEIGHTS_PREFIX, get_encoder  # noqa: E402
+from embed.encoders import ENCODERS, LITE2_WEIGHTS_PREFIX, file_sha256, get_encoder  # noqa: E402
 from embed.pipeline import embed_sources  # noqa: E402
 from embed.runtime import Encoder, encoder_home  # noqa: E402
 
@@ -45,6 +45,16 @@ def heldout_uuids(runs: list[Path]) -> list[str]:
     if any(sorted(s) != sorted(splits[0]) for s in splits):
         raise ValueError("the variants were fine-tuned with different held-out groups; rerun with one seed")
     return splits[0]
+
+
+def encoder_name(run: Path) -> str:
+    """The table's name for a run's weights when the table has them (e.g. the committed adapted encoder),
+    else ``efficientnet-lite2:<file>``: caches built under the table name serve ``make model`` as they are."""
+    digest = file_sha256(run / "encoder.safetensors")
+    for name, spec in ENCODERS.items():
+        if spec.sha256 == digest:
+            return name
+    return f"{LITE2_WEIGHTS_PREFIX}{run / 'encoder.safetensors'}"
 
 
 def scores_of(predictions: pd.DataFrame, labels: pd.DataFrame) -> dict:
@@ -101,9 +111,8 @@ def own_heads(run: Path, train_labels: pd.DataFrame, held: list[str], test: pd.D
     from classifiers.heads import best_f1_threshold, top_k_accuracy
     from embed.finetune import own_head_predictions
 
-    everything, tags, uuids = own_head_predictions(run, train_labels, images, False, trunk=trunks / "trunk.pt")
-    keep = np.isin(uuids, held)
-    held = {k: (v[keep] if isinstance(v, np.ndarray) else v) for k, v in everything.items()}
+    rows = np.flatnonzero(train_labels["uuid"].isin(set(held)).to_numpy())
+    held, tags, _ = own_head_predictions(run, train_labels, images, False, trunk=trunks / "trunk.pt", rows=rows)
     test_pred, _, _ = own_head_predictions(run, test, images, False, trunk=trunks / "trunk-test.pt")
     out = {}
     for split, pred in (("heldout", held), ("test", test_pred)):
@@ -158,7 +167,7 @@ def main() -> int:
     train_labels = pd.read_parquet(args.data / "data.parquet")
     test = pd.read_parquet(args.data / "test_labels.parquet")
     held = heldout_uuids(runs)
-    names = {"imagenet-frozen": FROZEN, **{run.name: f"{LITE2_WEIGHTS_PREFIX}{run / 'encoder.safetensors'}" for run in runs}}
+    names = {"imagenet-frozen": FROZEN, **{run.name: encoder_name(run) for run in runs}}
     caches = {"imagenet-frozen": args.frozen_cache, **{run.name: args.caches / f"clothing-{run.name}" for run in runs}}
     curves = {run.name: json.loads((run / "curves.json").read_text()) for run in runs}
     results, own = {}, {}
@@ -175,7 +184,7 @@ def main() -> int:
     variants = {v: entry(results[v], minutes[v], ms[names[v]]) for v in names}
     for v in own:
         variants[v]["own_heads"] = entry(own[v], minutes[v], ms[names[v]])
-        variants[v]["encoder"] = {"weights_sha256": get_encoder(names[v]).sha256, "best_epoch": curves[v]["best_epoch"],
+        variants[v]["encoder"] = {"name": names[v], "weights_sha256": get_encoder(names[v]).sha256, "best_epoch": curves[v]["best_epoch"],
                                   "config": curves[v]["config"]}
     frozen = variants["imagenet-frozen"]
     best = max(own, key=lambda v: variants[v]["heldout_top1"] + variants[v]["heldout_macro_tag_f1"])

@@ -1,6 +1,6 @@
 """Adapt EfficientNet-Lite2 to the clothing photos once, multi-task, then freeze it as an encoder of the table.
 
-    embed-finetune --data data.parquet --images images.zip --out DIR [--freeze 3] [--epochs 6]
+    python -m embed.finetune --data data.parquet --images images.zip --out DIR [--freeze 5] [--epochs 8]
 
 One network, two kinds of heads on its pooled 1280-d features: a softmax over the categories and one
 sigmoid per tag column. The two sources of the stand-in data each label one task, so every loss is masked
@@ -9,11 +9,13 @@ the batch: a task weighs the same whatever its share of the rows. About 15% of t
 out (stratified, seeded), never trained on, and serve for early stopping here and later for the heads'
 temperature and thresholds (``classifiers.train(..., calibrate_on=...)``). The test split is never read.
 
-DIR receives ``checkpoint.pt`` after every epoch (a killed run resumes from it), ``curves.json`` (loss, top-1
-and tag F1 per epoch), ``split.json`` (the held-out uuids and every uuid trained on), and at the end
-``encoder.safetensors`` (the best epoch's network, fp16, timm names: ``efficientnet-lite2:DIR/encoder.safetensors``
-is then an encoder name) and ``heads.safetensors`` (the network's own heads). Torch-only: never imported at
-prediction or serving time.
+The stem and blocks 0..4 stay ImageNet's; their output at the encoder's 260 px is computed once per image
+(ONNX Runtime) and cached, and training runs only the blocks above ``--freeze`` and the heads, with
+augmentation on the cached maps (random crop, flip). DIR receives ``checkpoint.pt`` after every epoch (a
+killed run resumes from it), ``curves.json`` (loss, top-1 and tag F1 per epoch), ``split.json`` (the
+held-out uuids and the training uuids), and at the end ``encoder.safetensors`` (the best epoch's network,
+fp16, timm names: ``efficientnet-lite2:DIR/encoder.safetensors`` is then an encoder name) and
+``heads.safetensors`` (the network's own heads). Torch-only: never imported at prediction or serving time.
 """
 
 from __future__ import annotations
@@ -539,10 +541,12 @@ def load_finetuned(folder: str | Path) -> MultiTaskNet:
 
 
 def own_head_predictions(folder: str | Path, labels: pd.DataFrame, images: str | Path, progress: bool = True,
-                         workers: int = 1, trunk: str | Path | None = None) -> tuple[dict, list[str], list[str]]:
+                         workers: int = 1, trunk: str | Path | None = None,
+                         rows: np.ndarray | None = None) -> tuple[dict, list[str], list[str]]:
     """The fine-tuned network's own heads on labelled rows (the embedding's centre crop, no augmentation):
     (predictions as ``predict`` returns them, tag names, uuids of the rows predicted). ``trunk``: a trunk
-    cache file to reuse or fill (the trunk is ImageNet's in every variant)."""
+    cache file of all of ``labels`` to reuse or fill (the trunk is ImageNet's in every variant); ``rows``:
+    predict only these rows of ``labels``."""
     from classifiers.labels import category_values, tag_values
 
     model = load_finetuned(folder)
@@ -554,8 +558,12 @@ def own_head_predictions(folder: str | Path, labels: pd.DataFrame, images: str |
         maps, ok, _ = cached_trunk(Path(trunk), model, images, uuids, progress, workers)
     y_cat = np.array([index.get(c, -1) if c is not None else -1 for c in category_values(labels)], dtype=np.int64)
     y_tag = np.column_stack([tag_values(labels, t) for t in model.tag_names]).astype(np.float32)
-    rows = torch.from_numpy(np.flatnonzero(ok))
-    pred = predict(model, frozen_maps(model, maps[rows]), y_cat[ok], y_tag[ok])
+    if rows is not None:
+        wanted = np.zeros(len(uuids), dtype=bool)
+        wanted[rows] = True
+        ok = ok & wanted
+    chosen = torch.from_numpy(np.flatnonzero(ok))
+    pred = predict(model, frozen_maps(model, maps[chosen]), y_cat[ok], y_tag[ok])
     return pred, model.tag_names, [u for u, k in zip(uuids, ok) if k]
 
 
