@@ -108,6 +108,18 @@ ENCODERS: dict[str, EncoderSpec] = {
 }
 
 
+# EfficientNet-Lite2 adapted to the stand-in clothing photos once by ``embed.finetune`` (block 6 and the head
+# convolution trained, multi-task; ``make finetune``), then frozen like the others: same preprocessing and
+# embedding parts, its own weights (fp16 safetensors, 12 MB, in the repository). Whether it is the default is
+# decided by bench/finetune_bench.py (bench/results/finetune.json).
+ENCODERS["efficientnet-lite2-clothing"] = dataclasses.replace(
+    ENCODERS["efficientnet-lite2"],
+    name="efficientnet-lite2-clothing",
+    weights="artifacts/encoders/efficientnet-lite2-clothing.safetensors",
+    sha256="d1c2ce1fed147cac2c1e61eb4d34add172ccb067ed0a4b0aa203ff2f4e1a9c29",
+)
+
+
 def encoder_names() -> list[str]:
     return [*ENCODERS, f"{OPEN_CLIP_PREFIX}<arch>:<pretrained tag or checkpoint path>",
             f"{LITE2_WEIGHTS_PREFIX}<fine-tuned weights.safetensors>"]

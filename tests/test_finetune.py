@@ -166,3 +166,18 @@ def test_heads_calibrate_on_held_out_rows(tmp_path):
     assert model.category.temperature != pytest.approx(model.info["category"]["cv"]["temperature"])
     with pytest.raises(ValueError, match="some but not all"):
         train(labels, cache, calibrate_on=["nobody"])
+
+
+def test_freeze_decides_which_blocks_learn():
+    from embed.finetune import build_model
+
+    model = build_model(3, 2, freeze=4).train()
+    maps = torch.randn(2, 120, 17, 17)  # the trunk's output (block 4) at 260 px
+    cat_logits, tag_logits = model.forward_top(model.forward_frozen_tail(maps))
+    (cat_logits.sum() + tag_logits.sum()).backward()
+    assert cat_logits.shape == (2, 3) and tag_logits.shape == (2, 2)
+    assert all(p.grad is not None for p in model.net.blocks[5].parameters())
+    assert all(p.grad is None for p in model.net.blocks[4].parameters())
+    assert not model.net.blocks[4].training and model.net.blocks[5].training  # frozen batch-norm statistics
+    with pytest.raises(ValueError, match="freeze must be"):
+        build_model(3, 2, freeze=2)
