@@ -36,7 +36,8 @@ def train(data: pd.DataFrame | str | Path, cache: Embeddings | str | Path, head:
     check_head_kind(head)
     started = time.perf_counter()
     labels = read_labels(data)
-    embeddings = cache if isinstance(cache, Embeddings) else read_cache(cache)
+    # Only the labelled rows are read from a cache folder (a filtered scan), not the whole cache.
+    embeddings = cache if isinstance(cache, Embeddings) else read_cache(cache, uuids=labels["uuid"].astype(str))
     labels, vectors = _join(labels, embeddings)
     groups = groups_of(labels)
     info: dict = {"format_version": FORMAT_VERSION, "head": head, "seed": seed, "group_aware_cv": groups is not None,

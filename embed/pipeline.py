@@ -2,7 +2,8 @@
 
 Reader threads read and decode images (Pillow and zlib release the GIL), the main thread runs ONNX Runtime
 on whole batches, and the cache writer appends atomic Parquet parts. Uuids already in the cache are skipped
-before anything is read, so an interrupted run resumes where the last whole part ended.
+before anything is read, so an interrupted run resumes where the last whole part ended. With
+``engine="ray"`` the same listing, skipping and writing run here, and decode + encode run on a Ray cluster.
 """
 
 from __future__ import annotations
@@ -76,6 +77,9 @@ def decoded(refs: list[ImageRef], size: int, workers: int, ahead: int) -> Iterat
             yield ref, future.result()
 
 
+ENGINES = ("local", "ray")
+
+
 def embed_sources(
     sources: list[str | Path],
     out: str | Path,
@@ -84,25 +88,62 @@ def embed_sources(
     batch_size: int = 16,
     progress: bool = True,
     threads: int | None = None,
+    engine: str = "local",
+    address: str | None = None,
+    workers: int | None = None,
 ) -> EmbedSummary:
-    """Embed every image of ``sources`` (restricted to ``ids``) that ``out`` does not hold yet."""
+    """Embed every image of ``sources`` (restricted to ``ids``) that ``out`` does not hold yet.
+
+    ``engine`` "local" runs the loop below in this process; "ray" runs decode + encode on a Ray cluster
+    (embed/ray_engine.py; ``address`` and ``workers`` are its options). Both write the same cache.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; valid engines: {', '.join(ENGINES)}")
     start = time.perf_counter()
     model = Encoder.load(encoder, threads=threads)
-    writer = CacheWriter(out, model.spec, versions())
-    refs, missing = select(iter_sources(sources), ids)
-    todo = [ref for ref in refs if ref.uuid not in writer.known]
-    summary = EmbedSummary(skipped=len(refs) - len(todo), missing=missing, cache=str(out))
-    summary.failures = [(u, "", MISSING_REASON) for u in missing]
-    bar = tqdm(total=len(todo), unit="img", desc="embed", disable=not progress, file=sys.stderr)
-    try:
-        _run(model, todo, writer, summary, bar, batch_size)
-    finally:  # also on Ctrl-C: keep every whole batch encoded so far
-        bar.close()
-        writer.flush()
-        writer.compact()
-        write_failures(Path(out), summary.failures)
-        summary.seconds = time.perf_counter() - start
+    with CacheWriter(out, model.spec, versions()) as writer:
+        refs, missing = select(iter_sources(sources), ids)
+        wanted = set(writer.missing(ref.uuid for ref in refs))  # cached uuids are skipped before any read
+        todo = [ref for ref in refs if ref.uuid in wanted]
+        summary = EmbedSummary(skipped=len(refs) - len(todo), missing=missing, cache=str(out))
+        summary.failures = [(u, "", MISSING_REASON) for u in missing]
+        bar = tqdm(total=len(todo), unit="img", desc="embed", disable=not progress, file=sys.stderr)
+        try:
+            if engine == "ray":
+                from embed.ray_engine import run_on_ray  # Ray is an optional extra
+
+                run_on_ray(model.spec, todo, writer, summary, bar, batch_size, address, workers, threads)
+            else:
+                _run(model, todo, writer, summary, bar, batch_size)
+        finally:  # also on Ctrl-C: keep every whole batch encoded so far
+            bar.close()
+            writer.flush()
+            write_failures(Path(out), summary.failures)
+            summary.seconds = time.perf_counter() - start
     return summary
+
+
+def compact_cache(out: str | Path) -> int:
+    """``embed --compact``: merge the cache's small parts; returns how many parts were merged away."""
+    from embed.cache import read_manifest
+    from embed.encoders import EncoderSpec
+
+    spec = EncoderSpec.from_dict(read_manifest(Path(out))["encoder"])
+    with CacheWriter(out, spec, versions()) as writer:
+        return writer.compact()
+
+
+def record_failure(summary: EmbedSummary, bar, uuid: str, origin: str, reason: str) -> None:
+    summary.failed += 1
+    summary.failures.append((uuid, origin, reason))
+    bar.update(1)
+
+
+def record_encoded(writer: CacheWriter, summary: EmbedSummary, bar, uuids: list[str], vectors: np.ndarray,
+                   made_by: str | None = None) -> None:
+    writer.add(uuids, vectors, made_by)
+    summary.encoded += len(uuids)
+    bar.update(len(uuids))
 
 
 def _run(model: Encoder, todo, writer: CacheWriter, summary: EmbedSummary, bar, batch_size: int) -> None:
@@ -110,9 +151,7 @@ def _run(model: Encoder, todo, writer: CacheWriter, summary: EmbedSummary, bar, 
     pixels: list[np.ndarray] = []
     for ref, result in decoded(todo, model.spec.input_size, READER_THREADS, ahead=4 * batch_size):
         if isinstance(result, str):
-            summary.failed += 1
-            summary.failures.append((ref.uuid, ref.origin, result))
-            bar.update(1)
+            record_failure(summary, bar, ref.uuid, ref.origin, result)
         else:
             uuids.append(ref.uuid)
             pixels.append(result)
@@ -124,6 +163,4 @@ def _run(model: Encoder, todo, writer: CacheWriter, summary: EmbedSummary, bar, 
 
 
 def _encode(model: Encoder, writer: CacheWriter, summary: EmbedSummary, bar, uuids, pixels) -> None:
-    writer.add(uuids, model.encode(np.stack(pixels)))
-    summary.encoded += len(uuids)
-    bar.update(len(uuids))
+    record_encoded(writer, summary, bar, uuids, model.encode(np.stack(pixels)))

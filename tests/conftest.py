@@ -189,3 +189,17 @@ def broken_image() -> Callable[[str], tuple[bytes, str]]:
         }[kind]
 
     return make
+
+
+# --- Ray (issue 12: embed --engine ray) -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tagger_home: Path):
+    """One local Ray cluster (2 CPUs) for the whole session; its workers see this session's encoder home."""
+    ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'vinted-tagger[ray]')")
+    repo = str(Path(__file__).resolve().parents[1])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             runtime_env={"env_vars": {"VINTED_TAGGER_HOME": str(tagger_home), "PYTHONPATH": repo}})
+    yield ray
+    ray.shutdown()

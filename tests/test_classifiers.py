@@ -58,9 +58,8 @@ def synthetic(n: int = 300, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
 
 
 def write_cache(folder: Path, uuids, vectors, spec=None) -> Path:
-    writer = CacheWriter(folder, spec or fake_spec(), versions={})
-    writer.add(list(uuids), np.asarray(vectors, dtype=np.float32))
-    writer.flush()
+    with CacheWriter(folder, spec or fake_spec(), versions={}) as writer:
+        writer.add(list(uuids), np.asarray(vectors, dtype=np.float32))
     return folder
 
 
