@@ -12,7 +12,7 @@ CLOTHING := ../shared/data/clothing
 # Embedding cache of the stand-in images (outside the repo; resumable).
 CLOTHING_CACHE ?= $(HOME)/.cache/vinted-tagger/caches/clothing-efficientnet-lite2
 
-.PHONY: setup test demo bench bench-embed bench-heads bench-service bench-variants notebook serve model clean
+.PHONY: setup test demo bench bench-embed bench-heads bench-service bench-variants bench-scale notebook serve model clean
 
 setup: $(STAMP)
 
@@ -44,6 +44,10 @@ bench-heads: setup
 
 bench-service: setup
 	$(BIN)/python bench/service_bench.py
+
+# Local vs Ray engine on the stand-in images, appends to and streaming predict over a 200,000-row cache.
+bench-scale: setup
+	$(BIN)/python bench/scale_bench.py --images $(CLOTHING)/images.zip
 
 # Out-of-fold scores of embedding variants on the train split: the evidence for the committed layout.
 bench-variants: setup

@@ -40,7 +40,6 @@ import filelock
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from embed.encoders import EncoderSpec
@@ -89,9 +88,9 @@ def atomic_write_json(path: Path, data: dict) -> None:
     atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
 
-def write_parquet_atomic(table: pa.Table, path: Path) -> None:
+def write_parquet_atomic(table: pa.Table, path: Path, **options) -> None:
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, temp)
+    pq.write_table(table, temp, **options)
     os.replace(temp, path)
 
 
@@ -186,12 +185,13 @@ def iter_batches(folder: str | Path, columns: list[str] | None = None, uuids: It
         warnings.warn(f"cache {folder} is format 1 and may hold duplicate rows (dropped while reading); "
                       f"`embed --compact --out {folder}` upgrades it to format {FORMAT_VERSION}", stacklevel=2)
     wanted = None if uuids is None else pa.array(list(dict.fromkeys(map(str, uuids))), type=pa.string())
+    needed = None if columns is None else list(dict.fromkeys(["uuid", *columns]))
     seen: set[str] = set()
     for path in live_parts(folder):
-        source = pads.dataset(path, format="parquet")
-        scan_filter = None if wanted is None else pc.field("uuid").isin(wanted)
-        needed = None if columns is None else list(dict.fromkeys(["uuid", *columns]))
-        for batch in source.to_batches(columns=needed, filter=scan_filter, batch_size=batch_rows):
+        # One part at a time, one batch at a time, no read-ahead: memory holds one batch.
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=needed):
+            if wanted is not None:
+                batch = batch.filter(pc.is_in(batch.column("uuid"), value_set=wanted))
             if dedup:
                 batch = _drop_seen(batch, seen)
             if batch.num_rows:
@@ -354,7 +354,8 @@ def write_part(folder: Path, table: pa.Table, made_by: list[str], hidden: bool =
     while (folder / f"part-{stamp:020d}.parquet").exists() or (folder / f"_part-{stamp:020d}.parquet").exists():
         stamp += 1
     path = folder / f"{'_' if hidden else ''}part-{stamp:020d}.parquet"
-    write_parquet_atomic(table, path)
+    # No dictionary and no min/max statistics for the vectors: both cost more to write than they ever save.
+    write_parquet_atomic(table, path, use_dictionary=["uuid"], write_statistics=["uuid"])
     return path
 
 

@@ -184,3 +184,15 @@ def test_format_1_cache_is_read_and_upgraded(tmp_path, capsys) -> None:
     assert "upgraded from format 1 to 2 (24 duplicate rows dropped, 20 rows kept)" in capsys.readouterr().err
     assert_exact(folder, 20)
     assert len(part_files(folder)) == 2  # the third part held only duplicates
+
+
+def test_embed_compact_cli(tmp_path, capsys) -> None:
+    folder = build(tmp_path / "cache", 30, flush_rows=7)
+    assert cli.main(["--compact", "--out", str(folder)]) == 0
+    assert "5 small parts merged" in capsys.readouterr().out
+    assert len(part_files(folder)) == 1
+    assert_exact(folder, 30)
+    assert cli.main(["--compact", "--out", str(tmp_path / "nothing")]) == 2  # not a cache: one line, no traceback
+    with pytest.raises(SystemExit) as usage:  # --address needs --engine ray: argparse's one-line usage error
+        cli.main([str(folder), "--out", str(folder), "--address", "x:1"])
+    assert usage.value.code == 2
