@@ -180,14 +180,15 @@ def iter_batches(folder: str | Path, columns: list[str] | None = None, uuids: It
     each uuid once. Memory holds one batch, whatever the cache's size (format 1: plus a set of uuids)."""
     folder = Path(folder)
     manifest = read_manifest(folder)
-    dedup = manifest["format_version"] == 1
+    parts = live_parts(folder)
+    dedup = manifest["format_version"] == 1 and len(parts) > 1  # one part cannot hold duplicates
     if dedup:
         warnings.warn(f"cache {folder} is format 1 and may hold duplicate rows (dropped while reading); "
                       f"`embed --compact --out {folder}` upgrades it to format {FORMAT_VERSION}", stacklevel=2)
     wanted = None if uuids is None else pa.array(list(dict.fromkeys(map(str, uuids))), type=pa.string())
     needed = None if columns is None else list(dict.fromkeys(["uuid", *columns]))
     seen: set[str] = set()
-    for path in live_parts(folder):
+    for path in parts:
         # One part at a time, one batch at a time, no read-ahead: memory holds one batch.
         for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=needed):
             if wanted is not None:

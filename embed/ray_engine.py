@@ -46,8 +46,11 @@ def connect(ray, address: str | None) -> bool:
     if ray.is_initialized():
         return False
     env = {name: os.environ[name] for name in ("VINTED_TAGGER_HOME", "PYTHONPATH") if name in os.environ}
-    ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
-             runtime_env={"env_vars": env} if env else None)
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                 runtime_env={"env_vars": env} if env else None)
+    except ConnectionError as error:
+        raise RuntimeError(f"cannot reach the Ray cluster at {address}: {error}") from None
     return True
 
 
@@ -112,8 +115,12 @@ def run_on_ray(spec: EncoderSpec, todo: list[ImageRef], writer: CacheWriter, sum
     try:
         if todo:
             threads, workers = plan(ray, threads, workers)
-            for batch in encoded_batches(ray, spec, todo, batch_size, workers, threads):
-                consume(batch, spec.dim, writer, summary, bar)
+            try:
+                for batch in encoded_batches(ray, spec, todo, batch_size, workers, threads):
+                    consume(batch, spec.dim, writer, summary, bar)
+            except ray.exceptions.GetTimeoutError:
+                raise RuntimeError(f"the cluster could not start {workers} encoder actors of {threads} CPUs each "
+                                   f"within {ACTOR_START_S} s; pass fewer --workers or --threads") from None
     finally:
         if started:
             ray.shutdown()
