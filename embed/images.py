@@ -75,6 +75,12 @@ class DecodeCost:
     pixels: int  # after draft reduction
     bytes: int
     frames: int
+    declared_pixels: int = 0  # before draft reduction: a JPEG still entropy-decodes all of them
+
+    @property
+    def work(self) -> int:
+        """One number for "how heavy": peak bytes, or declared pixels when those are more (big drafted JPEGs)."""
+        return max(self.bytes, self.declared_pixels)
 
 
 def open_image(data: bytes, draft_size: int | None = None) -> Image.Image:
@@ -100,7 +106,7 @@ def decode_cost(image: Image.Image) -> DecodeCost:
         memory += full_width * full_height * PROGRESSIVE_BYTES_PER_PIXEL
     # Only formats that declare their frame count in the header: counting GIF frames would parse them all.
     frames = int(getattr(image, "n_frames", 1)) if image.format in ("PNG", "WEBP") else 1
-    return DecodeCost(image.width, image.height, pixels, memory, frames)
+    return DecodeCost(image.width, image.height, pixels, memory, frames, full_width * full_height)
 
 
 def check_cost(cost: DecodeCost, limits: DecodeLimits) -> None:

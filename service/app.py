@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
 import logging
 import os
@@ -32,7 +33,7 @@ from service.schemas import (
     Stats,
 )
 from service.settings import Settings
-from service.uploads import Upload, decode_cost_bytes, read_uploads
+from service.uploads import Upload, decode_work, read_uploads
 
 log = logging.getLogger("service")
 router = APIRouter()
@@ -78,7 +79,18 @@ def create_app(model_dir: str | Path | None = None, settings: Settings | None = 
     install_handlers(app)
     app.add_middleware(RequestContext)
     app.include_router(router)
+    app.openapi = functools.partial(openapi_with_limits, app)
     return app
+
+
+def openapi_with_limits(app: FastAPI) -> dict:
+    """The generated schema, plus this app's own limit on the number of files (a setting)."""
+    if app.openapi_schema is None:
+        schema = copy.deepcopy(FastAPI.openapi(app))  # PREDICT_BODY is shared by every app: never edit it
+        body = schema["paths"]["/v1/predict"]["post"]["requestBody"]["content"]["multipart/form-data"]
+        body["schema"]["properties"]["files"]["maxItems"] = app.state.settings.max_files
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 @asynccontextmanager
@@ -98,9 +110,9 @@ async def lifespan(app: FastAPI):
         max_pending=settings.max_pending,
         decode_threads=settings.decode_threads or os.cpu_count() or 1,
         workers=settings.encoder_workers,
-        inspect=functools.partial(decode_cost_bytes, size=runtime.encoder.spec.input_size,
+        inspect=functools.partial(decode_work, size=runtime.encoder.spec.input_size,
                                   limits=settings.decode_limits),
-        heavy_bytes=settings.heavy_decode_bytes,
+        heavy_work=settings.heavy_decode_work,
         heavy_decodes=settings.heavy_decodes,
         max_heavy_pending=settings.max_heavy_pending,
     )

@@ -11,8 +11,9 @@ second than one wide call; that trade-off is a setting, measured in bench/servic
 
 Admission comes first and is all or nothing: a request's images are counted (and their decode cost, read
 from the headers, weighed) before any is decoded, and when they do not all fit, the whole request gets 503
-with Retry-After. Images whose decode cost is over ``heavy_bytes`` then wait in a lane of their own,
-``heavy_decodes`` at a time, so decode-heavy uploads cannot take the threads ordinary photos need.
+with Retry-After. Images whose decode work (embed.images.DecodeCost.work) is over ``heavy_work`` then wait
+in a lane of their own: ``heavy_decodes`` threads at the lowest CPU priority, so decode-heavy uploads neither
+take the threads that ordinary photos need nor the CPU time their encoding needs (they use what is idle).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
+import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -45,17 +48,17 @@ class Batcher:
         decode_threads: int,
         workers: int = 1,
         inspect: Callable[[bytes], int] | None = None,
-        heavy_bytes: float = math.inf,
+        heavy_work: float = math.inf,
         heavy_decodes: int = 1,
         max_heavy_pending: int = 16,
     ):
         self.decode, self.run_batch = decode, run_batch
         self.inspect = inspect or (lambda data: 0)  # bytes -> decode cost (raises ImageError for a bad header)
         self.max_batch, self.window_s, self.max_pending = max_batch, window_s, max_pending
-        self.heavy_bytes, self.max_heavy_pending = heavy_bytes, max_heavy_pending
+        self.heavy_work, self.max_heavy_pending = heavy_work, max_heavy_pending
         self.decoding = 0  # images in the decode pool: worth a short wait, they will arrive soon
         self.pending = 0  # images accepted and not answered yet
-        self.heavy_pending = 0  # of which over heavy_bytes
+        self.heavy_pending = 0  # of which over heavy_work
         self._heavy_lane = asyncio.Semaphore(heavy_decodes)
         self.batches = self.batched_images = 0  # counters, for tests and the benchmark
         self._queue: deque[Item] = deque()
@@ -63,6 +66,8 @@ class Batcher:
         self._free_workers = asyncio.Semaphore(workers)
         self._running: set[asyncio.Task] = set()
         self._decoders = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
+        self._heavy_decoders = ThreadPoolExecutor(heavy_decodes, thread_name_prefix="decode-heavy",
+                                                  initializer=lowest_priority)
         self._workers = ThreadPoolExecutor(workers, thread_name_prefix="encoder")
         self._task: asyncio.Task | None = None
 
@@ -77,6 +82,7 @@ class Batcher:
         fail([future for _, future in self._queue], shutting_down())
         self._queue.clear()
         self._decoders.shutdown(wait=False, cancel_futures=True)
+        self._heavy_decoders.shutdown(wait=False, cancel_futures=True)
         self._workers.shutdown(wait=False, cancel_futures=True)
 
     async def predict(self, data: bytes):
@@ -108,7 +114,7 @@ class Batcher:
     @contextlib.contextmanager
     def admission(self, costs: list[int]):
         """Take all these images or none (503): memory and queueing stay bounded whatever the load."""
-        heavy = sum(cost > self.heavy_bytes for cost in costs)
+        heavy = sum(cost > self.heavy_work for cost in costs)
         self.check_room(len(costs), heavy)
         self.pending += len(costs)
         self.heavy_pending += heavy
@@ -121,11 +127,12 @@ class Batcher:
     async def run_image(self, data: bytes, cost: int = 0):
         """Decode (in the heavy lane when costly) and encode one admitted image."""
         loop = asyncio.get_running_loop()
-        lane = self._heavy_lane if cost > self.heavy_bytes else contextlib.nullcontext()
-        async with lane:
+        heavy = cost > self.heavy_work
+        async with self._heavy_lane if heavy else contextlib.nullcontext():
             self.decoding += 1
             try:
-                pixels = await loop.run_in_executor(self._decoders, self.decode, data)
+                pool = self._heavy_decoders if heavy else self._decoders
+                pixels = await loop.run_in_executor(pool, self.decode, data)
             finally:
                 self.decoding -= 1
                 self._changed.set()
@@ -181,6 +188,14 @@ class Batcher:
         for future, row in zip(futures, rows):
             if not future.done():
                 future.set_result(row)
+
+
+def lowest_priority() -> None:
+    """Nice the calling thread to 19 (Linux applies it per thread); elsewhere, leave it as it is."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError):
+        pass
 
 
 def overloaded() -> ApiError:

@@ -32,9 +32,10 @@ class Settings:
     decode_max_megapixels: float = 24.0
     decode_max_mb: float = 192.0
     decode_max_frames: int = 100
-    # Images that cost more than heavy_decode_mb to decode take a separate lane, heavy_decodes at a time, and
-    # at most max_heavy_pending of them are admitted at once: decode-heavy uploads wait for each other
-    # instead of taking the decode threads every ordinary photo needs.
+    # Images that need more than heavy_decode_mb of decode memory, or declare more than heavy_decode_mb million
+    # pixels (a big JPEG entropy-decodes all of them even in draft mode), take a separate lane, heavy_decodes
+    # at a time, and at most max_heavy_pending of them are admitted at once: decode-heavy uploads wait for
+    # each other instead of taking the decode threads every ordinary photo needs.
     heavy_decode_mb: float = 24.0
     heavy_decodes: int = 1
     max_heavy_pending: int = 16
@@ -61,7 +62,7 @@ class Settings:
         return DecodeLimits(int(self.decode_max_megapixels * 1e6), int(self.decode_max_mb * MB), self.decode_max_frames)
 
     @property
-    def heavy_decode_bytes(self) -> int:
+    def heavy_decode_work(self) -> int:
         return int(self.heavy_decode_mb * MB)
 
     @classmethod

@@ -33,11 +33,12 @@ class Upload:
     error: ApiError | None = None  # a problem with this file alone, found while reading it
 
 
-def decode_cost_bytes(data: bytes, size: int, limits: DecodeLimits) -> int:
-    """Peak decode memory of an upload, from its header; ImageError when unusable or over the service's limits."""
+def decode_work(data: bytes, size: int, limits: DecodeLimits) -> int:
+    """How heavy an upload is to decode (DecodeCost.work), from its header; ImageError when its header is
+    unusable or it is over the service's decode limits."""
     cost = inspect_cost(data, draft_size=size)
     check_cost(cost, limits)
-    return cost.bytes
+    return cost.work
 
 
 def too_large(size_limit: int, what: str, code: str) -> ApiError:

@@ -42,7 +42,8 @@ def sixteen_bit_png(width: int, height: int) -> bytes:
         parts.append(compressor.compress(row))
     parts.append(compressor.flush())
     ihdr = struct.pack(">IIBBBBB", width, height, 16, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", b"".join(parts)) + png_chunk(b"IEND", b"")
+    idat = png_chunk(b"IDAT", b"".join(parts))
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + idat + png_chunk(b"IEND", b"")
 
 
 @pytest.fixture(scope="module")

@@ -29,8 +29,9 @@ DIM = 8
 
 def linear(outputs: int, inputs: int, seed: int) -> LinearScores:
     rng = np.random.default_rng(seed)
+    coef, intercept = rng.normal(size=(outputs, inputs)), rng.normal(size=outputs)
     return LinearScores(rng.normal(size=inputs).astype(np.float32), np.ones(inputs, np.float32),
-                        rng.normal(size=(outputs, inputs)).astype(np.float32), rng.normal(size=outputs).astype(np.float32))
+                        coef.astype(np.float32), intercept.astype(np.float32))
 
 
 def tiny_model(seed: int = 0) -> TaggerModel:

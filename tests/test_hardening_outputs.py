@@ -186,7 +186,8 @@ def test_evaluate_names_a_tag_missing_from_the_labels(tmp_path, capsys) -> None:
 
 
 def test_evaluate_not_a_parquet_file(tmp_path, capsys) -> None:
-    args = predictions_and_labels(tmp_path, {"uuid": ["a", "b"], "category1": ["X", "Y"], "category2": ["Y", "X"], **TAGS})
+    predictions = {"uuid": ["a", "b"], "category1": ["X", "Y"], "category2": ["Y", "X"], **TAGS}
+    args = predictions_and_labels(tmp_path, predictions)
     (tmp_path / "p.parquet").write_text("not parquet")
     assert classify_cli.main(args) == 2
     one_line_error(capsys, "not a readable Parquet file")
