@@ -90,8 +90,8 @@ def embed_sources(
 ) -> EmbedSummary:
     """Embed every image of ``sources`` (restricted to ``ids``) that ``out`` does not hold yet."""
     start = time.perf_counter()
-    check_folder(out, "cache folder")  # before loading anything: a wrong --out fails in a second
-    listed, ignored = list_sources(sources)
+    listed, ignored = list_sources(sources)  # milliseconds: no pixel is read
+    check_folder(out, "cache folder")  # before loading the encoder: a wrong --out fails in a second
     model = Encoder.load(encoder, threads=threads)
     writer = CacheWriter(out, model.spec, versions())
     refs, missing = select(listed, ids)
