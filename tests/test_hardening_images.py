@@ -266,3 +266,24 @@ def test_loader_on_random_and_mutated_bytes(data: bytes) -> None:
         assert outcome["pixels"].shape == (32, 32, 3) and outcome["pixels"].dtype == np.uint8
     else:
         assert outcome["error"].code in ImageError.CODES
+
+
+def _image_of_mode(mode: str, side: int) -> Image.Image:
+    rng = np.random.default_rng(3)
+    if mode == "I;16":
+        return Image.fromarray(rng.integers(0, 65535, (side, side)).astype(np.uint16))
+    if mode == "P":
+        return Image.fromarray(rng.integers(0, 255, (side, side), dtype=np.uint8)).convert("P")
+    return Image.fromarray(rng.integers(0, 255, (side, side, 4), dtype=np.uint8), "RGBA").convert(mode)
+
+
+@pytest.mark.parametrize(("mode", "fmt"), [("RGB", "PNG"), ("RGBA", "PNG"), ("L", "PNG"), ("I;16", "PNG"),
+                                           ("P", "PNG"), ("LA", "PNG"), ("CMYK", "TIFF"), ("RGBA", "WEBP"),
+                                           ("RGB", "GIF"), ("RGB", "BMP")])
+def test_estimated_decode_memory_bounds_the_real_peak(mode: str, fmt: str) -> None:
+    # The budget is only as good as the estimate: decode real images and compare the measured peak.
+    side = 1200
+    data = encode(_image_of_mode(mode, side), fmt, **({"transparency": 3} if mode == "P" else {}))
+    estimate = inspect_cost(data, 260).bytes
+    peak = PEAK.measure(lambda: load_pixels(data, 260))
+    assert peak <= estimate + 2 * 2**20, f"{mode} {fmt}: {peak / side**2:.1f} B/px measured, {estimate / side**2:.1f}"
