@@ -24,6 +24,7 @@ it with heads trained on another encoder, is refused.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -80,8 +81,9 @@ def check_same_encoder(expected: dict, found: dict, what: str) -> None:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temp.write_bytes(data)
-    os.replace(temp, path)
+    with _removed_on_error(temp):
+        temp.write_bytes(data)
+        os.replace(temp, path)
 
 
 def atomic_write_json(path: Path, data: dict) -> None:
@@ -90,8 +92,19 @@ def atomic_write_json(path: Path, data: dict) -> None:
 
 def write_parquet_atomic(table: pa.Table, path: Path, **options) -> None:
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, temp, **options)
-    os.replace(temp, path)
+    with _removed_on_error(temp):
+        pq.write_table(table, temp, **options)
+        os.replace(temp, path)
+
+
+@contextlib.contextmanager
+def _removed_on_error(temp: Path):
+    """A half-written temporary file (full disk, Ctrl-C) is removed, so it neither fills the disk nor lingers."""
+    try:
+        yield
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
 
 
 def embedding_table(uuids: list[str], vectors: np.ndarray) -> pa.Table:
@@ -277,7 +290,24 @@ class CacheWriter:
             try:
                 self.flush()
             finally:
-                self.lock.release()
+                self.release()
+
+    def release(self) -> None:
+        """Release the lock without writing what is pending (the caller flushed, or gave up on it)."""
+        if self.lock.is_locked:
+            self.lock.release()
+
+    def drop_pending(self) -> int:
+        """Forget the rows not yet written (after a failed write); returns how many."""
+        lost = [u for names, _ in self.pending.values() for u in names]
+        self.pending = {}
+        self.written.difference_update(lost)
+        return len(lost)
+
+    @property
+    def rows(self) -> int:
+        """Rows in the cache's written parts."""
+        return self.rows_before + len(self.written) - sum(len(n) for n, _ in self.pending.values())
 
     def _open_manifest(self, spec: EncoderSpec, versions: dict) -> dict:
         encoder = spec.to_dict()
@@ -319,10 +349,12 @@ class CacheWriter:
             self._flush_label(label)
 
     def _flush_label(self, label: str) -> None:
-        names, arrays = self.pending.pop(label)
+        names, arrays = self.pending[label]
         if names:
             write_part(self.folder, embedding_table(names, np.concatenate(arrays)), [label])
             self.parts_written += 1
+        del self.pending[label]  # only once written: a failed write leaves the rows pending (see drop_pending)
+        if names:
             self._write_manifest()
 
     def compact(self, target_rows: int = COMPACT_ROWS) -> int:
@@ -332,7 +364,7 @@ class CacheWriter:
         return compact(self.folder, target_rows)  # rows stay the same: parts never overlap
 
     def _write_manifest(self) -> None:
-        self.manifest["rows"] = self.rows_before + len(self.written) - sum(len(n) for n, _ in self.pending.values())
+        self.manifest["rows"] = self.rows
         self.manifest["updated_at"] = _now()
         atomic_write_json(self.folder / MANIFEST, self.manifest)
 
