@@ -15,7 +15,16 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("fastapi", reason="pip install 'vinted-tagger[serve]'")
-from page_driver import MEASURE, RequestLog, choose, launch, missing_browser, save_small_png, serve, upload  # noqa: E402
+from page_driver import (  # noqa: E402
+    MEASURE,
+    RequestLog,
+    choose,
+    launch,
+    missing_browser,
+    save_small_png,
+    serve,
+    upload,
+)
 
 if missing_browser():
     if os.environ.get("CI") == "true":  # .ci/run installs Chromium: in CI a missing browser is a failure
@@ -25,6 +34,7 @@ if missing_browser():
 import httpx  # noqa: E402
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
+expect.set_options(timeout=20_000)  # a loaded CI machine can take seconds for a first answer
 ROOT = Path(__file__).resolve().parents[1]
 # The stand-in photos; the variable lets a git worktree (whose parent has no shared/) point at them.
 CLOTHING = Path(os.environ.get("VINTED_TAGGER_CLOTHING") or ROOT.parent / "shared" / "data" / "clothing")
@@ -111,7 +121,8 @@ def test_keyboard_and_screen_reader_labels(page, picture, image_bytes) -> None:
     """Tab reaches the file input (its drop zone shows the focus), Enter opens the picker; results are
     announced in a live region and each card is named by its file."""
     choosers = []
-    page.on("filechooser", lambda chooser: choosers.append(chooser))  # turns on Playwright's interception before the key press
+    # Listening from the start turns Playwright's chooser interception on before the key press.
+    page.on("filechooser", lambda chooser: choosers.append(chooser))
     for _ in range(6):
         page.keyboard.press("Tab")
         if page.evaluate("document.activeElement.id") == "files":
