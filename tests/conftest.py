@@ -194,6 +194,7 @@ def broken_image() -> Callable[[str], tuple[bytes, str]]:
 # --- a trained model for the service ---------------------------------------------------------------------
 
 SERVICE_CLASSES = ["BLOUSES", "SHIRTS", "TANK_TOPS"]
+SERVICE_TAGS = ["polka dot", "floral"]
 
 
 @pytest.fixture(scope="session")
@@ -220,5 +221,5 @@ def service_model(tmp_path_factory, lite2_encoder, picture) -> Path:
     )
     embeddings = Embeddings({"encoder": lite2_encoder.spec.to_dict()}, np.array(uuids), vectors)
     folder = tmp_path_factory.mktemp("service-model")
-    save_model(train(labels, embeddings, head="logreg", n_jobs=1), folder)
+    save_model(train(labels, embeddings, head="logreg", n_jobs=1, tags=SERVICE_TAGS), folder)
     return folder
