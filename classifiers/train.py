@@ -3,7 +3,8 @@
     model = train("data.parquet", "CACHE", head="logreg")
     save_model(model, "artifacts/model")
 
-Tasks come from the data: the categories are whatever strings ``cc3`` holds, the tags are the 0/1 columns.
+The categories are whatever strings ``cc3`` holds; the tags are declared (``tags``, default the assignment's
+three) and each must be a column of 0, 1 or null.
 Each head trains only on the rows where its label is known. Rows whose uuid has no embedding are dropped
 with a warning.
 """
@@ -34,8 +35,9 @@ TEXTURE_PARTS = ("mean", "std")  # name prefixes of the embedding parts the tag 
 
 
 def train(data: pd.DataFrame | str | Path, cache: Embeddings | str | Path, head: str = "logreg",
-          seed: int = heads_module.SEED, n_jobs: int = 2, calibrate_on: Collection[str] | None = None) -> TaggerModel:
-    """Train the category head and one head per tag column; ``head`` is logreg, lightgbm or auto.
+          seed: int = heads_module.SEED, n_jobs: int = 2, tags: list[str] | None = None,
+          calibrate_on: Collection[str] | None = None) -> TaggerModel:
+    """Train the category head and one head per declared tag; ``head`` is logreg, lightgbm or auto.
 
     ``calibrate_on``: uuids of held-out rows (e.g. the groups a fine-tuned encoder never trained on). They
     are left out of the fit, and the temperature and thresholds are tuned on them instead of out of fold:
@@ -44,7 +46,10 @@ def train(data: pd.DataFrame | str | Path, cache: Embeddings | str | Path, head:
     check_head_kind(head)
     started = time.perf_counter()
     labels = read_labels(data)
-    embeddings = cache if isinstance(cache, Embeddings) else read_cache(cache)
+    tag_names = tag_columns(labels, tags)  # before reading the cache: a wrong tag column fails at once
+    category_values(labels)
+    # Only the labelled rows are read from a cache folder (a filtered scan), not the whole cache.
+    embeddings = cache if isinstance(cache, Embeddings) else read_cache(cache, uuids=labels["uuid"].astype(str))
     labels, vectors = _join(labels, embeddings)
     held_labels = held_vectors = None
     if calibrate_on is not None:
@@ -64,7 +69,7 @@ def train(data: pd.DataFrame | str | Path, cache: Embeddings | str | Path, head:
     timing["category_seconds"] = _seconds_since(head_started)
     tags = {}
     texture = texture_columns(embeddings.encoder, vectors.shape[1])
-    for name in tag_columns(labels):
+    for name in tag_names:
         head_started = time.perf_counter()
         tags[name], info["tags"][name] = _train_tag(name, labels, vectors, texture, groups, head, seed, n_jobs)
         timing[f"tag_seconds/{name}"] = _seconds_since(head_started)

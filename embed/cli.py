@@ -1,6 +1,8 @@
 """``embed``: build or extend an embedding cache from image sources.
 
     embed SOURCE... --out CACHE [--encoder NAME] [--ids IDS.parquet] [--batch-size N]
+          [--engine local|ray] [--address ADDR] [--workers N]
+    embed --compact --out CACHE
     embed --list-encoders
     embed --export-only [--encoder NAME]
 """
@@ -12,7 +14,7 @@ import sys
 
 
 from embed.encoders import get_encoder, table_text
-from embed.pipeline import MISSING_REASON, embed_sources
+from embed.pipeline import ENGINES, MISSING_REASON, compact_cache, embed_sources
 from embed.runtime import Encoder, encoder_dir
 from embed.sources import read_ids
 
@@ -27,6 +29,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ids", help="Parquet file with a uuid column: embed only these uuids")
     p.add_argument("--batch-size", type=int, default=16, help="images per ONNX Runtime call (memory grows with it)")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: all cores)")
+    p.add_argument("--engine", default="local", choices=ENGINES,
+                   help="local (default): this process; ray: decode + encode on a Ray cluster (the ray extra)")
+    p.add_argument("--address", default=None, help="ray engine: cluster address (host:port, ray://...); "
+                   "default: a local cluster")
+    p.add_argument("--workers", type=int, default=None, help="ray engine: encoder actors (default: cluster CPUs / threads)")
+    p.add_argument("--compact", action="store_true", help="merge the small parts of --out and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--list-encoders", action="store_true", help="print the encoder table and exit")
     p.add_argument("--export-only", action="store_true", help="build the encoder's ONNX file and exit")
@@ -43,18 +51,27 @@ def main(argv: list[str] | None = None) -> int:
             Encoder.load(get_encoder(args.encoder))
             print(f"embed: encoder {args.encoder} ready in {encoder_dir(get_encoder(args.encoder))}")
             return 0
+        if args.compact:
+            if not args.out:
+                parser().error("--compact needs --out CACHE")
+            merged = compact_cache(args.out)
+            print(f"embed: compacted {args.out}: {merged} small parts merged")
+            return 0
         if not args.sources or not args.out:
             parser().error("SOURCE and --out are required")
         if args.batch_size < 1:
             parser().error("--batch-size must be at least 1")
         ids = read_ids(args.ids) if args.ids else None
+        if args.engine != "ray" and (args.address or args.workers):
+            parser().error("--address and --workers need --engine ray")
         summary = embed_sources(
-            args.sources, args.out, args.encoder, ids, args.batch_size, not args.quiet, args.threads
+            args.sources, args.out, args.encoder, ids, args.batch_size, not args.quiet, args.threads,
+            engine=args.engine, address=args.address, workers=args.workers,
         )
     except KeyboardInterrupt:
         print("embed: interrupted; the cache keeps every finished part, run again to resume", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
+    except (ValueError, OSError, RuntimeError) as error:  # OutputError, ImageError, unreadable source: one line
         print(f"embed: error: {error}", file=sys.stderr)
         return 2
     report(summary)

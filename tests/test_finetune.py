@@ -53,7 +53,7 @@ def labels_frame(n: int = 600, seed: int = 0) -> pd.DataFrame:
     garments = rng.random(n) < 0.5  # half the rows label the category, the other half the tags
     frame = pd.DataFrame({"uuid": [f"img{i:04d}" for i in range(n)],
                           "cc3": [str(rng.choice(CLASSES)) if g else None for g in garments]})
-    for tag in ("polka dot", "floral"):
+    for tag in ("polka dot", "floral", "checker"):
         frame[tag] = np.where(garments, np.nan, (rng.random(n) < 0.3).astype(float))
     frame["group"] = [f"sender-{i // 6}" if g else f"dress-{i}" for i, g in enumerate(garments)]
     return frame
