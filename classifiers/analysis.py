@@ -434,7 +434,8 @@ def sliced_embeddings(embeddings, names: Iterable[str], parts: dict[str, slice] 
     return Embeddings(manifest, embeddings.uuids, vectors)
 
 
-def deployed_tag_oof(data, embeddings, head: str = "logreg") -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
+def deployed_tag_oof(data, embeddings, head: str = "logreg",
+                     tags: list[str] | None = None) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
     """Per tag: (labels, out-of-fold scores, threshold) of the tag head exactly as ``classify train`` fits it
     (same rows, the texture columns it reads, same folds and C grid): the scores its threshold was chosen on."""
     from classifiers.labels import groups_of, read_labels, tag_columns as label_tags
@@ -445,7 +446,7 @@ def deployed_tag_oof(data, embeddings, head: str = "logreg") -> dict[str, tuple[
     labels, vectors = labels[found].reset_index(drop=True), vectors[found]
     columns = texture_columns(embeddings.encoder, vectors.shape[1])
     out = {}
-    for tag in label_tags(labels):
+    for tag in label_tags(labels, tags):
         fitted, _, y = fit_tag(tag, labels, vectors, columns, groups_of(labels), head)
         out[tag] = (y, np.asarray(fitted.oof_), float(fitted.threshold_))
     return out

@@ -35,19 +35,20 @@ def width(interval) -> float:
 def test_intervals_hold_the_estimate_and_shrink_with_more_rows() -> None:
     small, large = frames(200, 0.8, 1), frames(3200, 0.8, 1)
     for predictions, labels in (small, large):
-        point, ci = evaluate(predictions, labels), bootstrap_intervals(predictions, labels)
+        point, ci = evaluate(predictions, labels, ["floral"]), bootstrap_intervals(predictions, labels, ["floral"])
         assert ci["category"]["top1"][0] <= point["category"]["top1"] <= ci["category"]["top1"][1]
         assert ci["tags"]["floral"]["f1"][0] <= point["tags"]["floral"]["f1"] <= ci["tags"]["floral"]["f1"][1]
         assert set(ci["tags_macro"]) == {"precision", "recall", "f1"}
-    assert width(bootstrap_intervals(*large)["category"]["top1"]) < 0.5 * width(bootstrap_intervals(*small)["category"]["top1"])
-    assert bootstrap_intervals(*small) == bootstrap_intervals(*small)  # seeded
+    wide, narrow = (bootstrap_intervals(*data, ["floral"])["category"]["top1"] for data in (small, large))
+    assert width(narrow) < 0.5 * width(wide)
+    assert bootstrap_intervals(*small, ["floral"]) == bootstrap_intervals(*small, ["floral"])  # seeded
 
 
 def test_whole_uploaders_are_resampled() -> None:
     # Hits shared by all photos of an uploader: resampling rows would pretend 10x more independent evidence.
     predictions, labels = frames(1000, 0.7, 10, correlated=True)
-    by_group = bootstrap_intervals(predictions, labels)
-    by_row = bootstrap_intervals(predictions, labels, by_group=False)
+    by_group = bootstrap_intervals(predictions, labels, ["floral"])
+    by_row = bootstrap_intervals(predictions, labels, ["floral"], by_group=False)
     assert by_group["unit"] == "group" and by_row["unit"] == "row"
     assert width(by_group["category"]["top1"]) > 2 * width(by_row["category"]["top1"])
 

@@ -65,6 +65,10 @@ TABLES = [
             "soak.requests", "soak_5xx", "soak_lost"],
         "soak RSS growth": ["soak_rss_growth_mb"],
     }, extra={"marker": "one image, concurrency 1: p50 / p99"}),
+    Table("bench/results/page.json", "measure", {
+        "chosen -> card shown: median / p95": ["median_ms", "p95_ms"],
+        "of which the request to `/v1/predict`: median": ["request_median_ms"],
+    }, extra={"marker": "chosen -> card shown: median / p95"}),
     Table("bench/results/embedding_variants.json", "category head, out of fold", {
         f"{label}": [f"category.{i}.columns", f"category.{i}.logloss", f"category.{i}.top1", f"category.{i}.top2"]
         for i, label in enumerate([
