@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_DATA := demo-data
 DEMO_OUT := demo-out
-CLOTHING := ../shared/data/clothing
+CLOTHING ?= ../shared/data/clothing
 # Embedding cache of the stand-in images (outside the repo; resumable).
 CLOTHING_CACHE ?= $(HOME)/.cache/vinted-tagger/caches/clothing-efficientnet-lite2
 
@@ -16,7 +16,7 @@ CLOTHING_CACHE ?= $(HOME)/.cache/vinted-tagger/caches/clothing-efficientnet-lite
 FINETUNE_RUNS ?= $(HOME)/.cache/vinted-tagger/finetune
 
 .PHONY: setup test demo bench bench-embed bench-heads bench-service bench-page bench-variants bench-scale notebook \
-	serve model finetune page-screenshot clean
+	serve model predictions finetune page-screenshot clean
 
 setup: $(STAMP)
 
@@ -73,6 +73,12 @@ notebook: setup
 model: setup
 	$(BIN)/embed $(CLOTHING)/images.zip --out $(CLOTHING_CACHE) --quiet
 	$(BIN)/classify train --data $(CLOTHING)/data.parquet --cache $(CLOTHING_CACHE) --out artifacts/model
+
+# The deliverable: predictions.parquet (committed) for the stand-in test.parquet from the committed model.
+# Embeds only the test images the cache lacks; re-run it after `make model`.
+predictions: setup
+	$(BIN)/embed $(CLOTHING)/images.zip --out $(CLOTHING_CACHE) --ids $(CLOTHING)/test.parquet --quiet
+	$(BIN)/classify predict --model artifacts/model --cache $(CLOTHING_CACHE) --ids $(CLOTHING)/test.parquet --out predictions.parquet
 
 # Fine-tune two variants of EfficientNet-Lite2 (block 6 only; blocks 5-6) on the stand-in train split, sharing
 # one pass of the frozen trunk, then compare them with the ImageNet encoder (bench/results/finetune.json).

@@ -9,7 +9,7 @@ temperature and thresholds tuned on the held-out groups (``train(..., calibrate_
 held-out groups and the stand-in test split. The fine-tuned network's own heads are scored on both too.
 The variant to adopt is the best on the held-out groups (top-1 + macro tag F1); it is adopted only if it
 beats the frozen encoder by >= 0.02 top-1 and >= 0.02 macro tag F1 on the held-out groups AND on the test.
-Writes bench/results/finetune.json and bench/results/finetune_curves.json, and prints the table.
+Writes bench/results/finetune.json and bench/results/finetune_curves_<variant>.json, and prints the table.
 """
 
 from __future__ import annotations
@@ -200,7 +200,8 @@ def main() -> int:
               "heldout_rows": len(held_labels), "test_rows": len(test)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    (args.out.parent / "finetune_curves.json").write_text(json.dumps(curves, indent=2) + "\n")
+    for variant, run in curves.items():  # one file per variant, each with its per-epoch "curves"
+        (args.out.parent / f"finetune_curves_{variant}.json").write_text(json.dumps(run, indent=2) + "\n")
     print_table(result)
     return 0
 
