@@ -20,6 +20,7 @@ import pandas as pd
 from classifiers.artifacts import DEFAULT_MODEL_DIR, load_model
 from classifiers.model import TaggerModel
 from embed.cache import check_same_encoder, read_cache
+from embed.encoders import check_same_decisions
 
 
 class Tagger:
@@ -45,6 +46,11 @@ class Tagger:
     @property
     def encoder_spec(self) -> dict:
         return self.model.encoder
+
+    @property
+    def runtime(self) -> dict:
+        """The runtime record of the embeddings the heads were trained on (embed.runtime.Encoder.record)."""
+        return self.model.info.get("runtime", {})
 
     def scores(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(category probabilities (n, C) in ``classes`` order, tag probabilities (n, T) in ``tags`` order)."""
@@ -94,7 +100,7 @@ class Tagger:
             if self._encoder is None:
                 from embed.runtime import Encoder  # onnxruntime: only image prediction pays for it
 
-                encoder = Encoder.load(self.encoder_spec)
+                encoder = Encoder.load(self.encoder_spec, agree_with=self.runtime)
                 check_same_encoder(self.encoder_spec, encoder.spec.to_dict(), "the image encoder")
                 self._encoder = encoder
         return self._encoder
@@ -114,6 +120,7 @@ def predict_cache(tagger: Tagger, cache_folder: str | Path, ids: Sequence[str] |
     """
     embeddings = read_cache(cache_folder)
     check_same_encoder(tagger.encoder_spec, embeddings.encoder, f"cache {cache_folder}")
+    check_same_decisions(tagger.runtime, embeddings.manifest.get("runtime"), f"cache {cache_folder}")
     wanted = [str(u) for u in (embeddings.uuids if ids is None else ids)]
     vectors, found = embeddings.take(wanted)
     # NaN rows would be a failed embedding written by mistake: report them as missing, predict nothing.
@@ -136,3 +143,11 @@ def score_columns(tagger: Tagger, category: np.ndarray, tags: np.ndarray) -> pd.
     columns = {f"p_{name}": category[:, j] for j, name in enumerate(tagger.classes)}
     columns.update({f"score_{name}": tags[:, j] for j, name in enumerate(tagger.tags)})
     return pd.DataFrame(columns)
+
+
+def decision_agreement(tagger: Tagger, vectors: np.ndarray, other: np.ndarray) -> dict[str, float]:
+    """Share of rows on which the same heads decide the same from two embeddings of the same images (e.g.
+    fp32 and bf16): ``category1`` and each tag's 0/1 decision."""
+    first, second = tagger.predict_vectors(vectors), tagger.predict_vectors(other)
+    columns = ["category1", *tagger.tags]
+    return {name: float((first[name].to_numpy() == second[name].to_numpy()).mean()) for name in columns}

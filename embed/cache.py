@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from embed.encoders import EncoderSpec
+from embed.encoders import EncoderSpec, check_same_decisions, variant_of
 
 MANIFEST = "_manifest.json"
 FAILURES = "_failures.csv"
@@ -129,13 +129,15 @@ def read_cache(folder: str | Path) -> Embeddings:
 class CacheWriter:
     """Appends embeddings to a cache folder in whole, atomically written parts."""
 
-    def __init__(self, folder: str | Path, spec: EncoderSpec, versions: dict, flush_rows: int = 1024):
+    def __init__(self, folder: str | Path, spec: EncoderSpec, versions: dict, flush_rows: int = 1024,
+                 runtime: dict | None = None):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.flush_rows = flush_rows
         self.pending_uuids: list[str] = []
         self.pending: list[np.ndarray] = []
         self.manifest = self._open_manifest(spec, versions)
+        self._record_runtime(runtime)
         self.known = set(read_table(self.folder, columns=["uuid"]).column("uuid").to_pylist())
 
     def _open_manifest(self, spec: EncoderSpec, versions: dict) -> dict:
@@ -157,6 +159,20 @@ class CacheWriter:
         }
         atomic_write_json(self.folder / MANIFEST, manifest)
         return manifest
+
+    def _record_runtime(self, runtime: dict | None) -> None:
+        """The runtime record (embed.runtime.Encoder.record) of what fills the cache; another variant may add
+        rows only if it gives the same decisions, and is then listed under ``also_ran``."""
+        if runtime is None:
+            return
+        if "runtime" not in self.manifest and self.manifest["rows"] == 0:
+            self.manifest["runtime"] = runtime
+            atomic_write_json(self.folder / MANIFEST, self.manifest)
+            return
+        recorded = self.manifest.get("runtime")
+        check_same_decisions(recorded, runtime, f"cache {self.folder}")
+        if variant_of(recorded) != runtime["variant"] and runtime["variant"] not in self.manifest.get("also_ran", []):
+            self.manifest["also_ran"] = [*self.manifest.get("also_ran", []), runtime["variant"]]
 
     def add(self, uuids: list[str], vectors: np.ndarray) -> None:
         self.pending_uuids.extend(uuids)

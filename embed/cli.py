@@ -1,8 +1,10 @@
 """``embed``: build or extend an embedding cache from image sources.
 
     embed SOURCE... --out CACHE [--encoder NAME] [--ids IDS.parquet] [--batch-size N]
+                    [--runtime auto|onnxruntime|openvino] [--precision auto|fp32|bf16|int8]
     embed --list-encoders
     embed --export-only [--encoder NAME]
+    embed --calibrate SOURCE... [--ids TRAIN.parquet] [--encoder NAME]   (builds the int8 copy)
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import argparse
 import sys
 
 
-from embed.encoders import get_encoder, table_text
+from embed.encoders import PRECISIONS, RUNTIMES, get_encoder, table_text
+from embed.images import DECODERS
 from embed.pipeline import MISSING_REASON, embed_sources
 from embed.runtime import Encoder, encoder_dir
 from embed.sources import read_ids
@@ -20,13 +23,20 @@ SHOWN_FAILURES = 20
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="embed", description="Embed images into a Parquet cache (ONNX Runtime).")
+    p = argparse.ArgumentParser(prog="embed", description="Embed images into a Parquet cache.")
     p.add_argument("sources", nargs="*", help="zip archives, folders or image files; the uuid is the file stem")
     p.add_argument("--out", help="cache folder (created or resumed)")
     p.add_argument("--encoder", default="efficientnet-lite2", help="encoder name (see --list-encoders)")
     p.add_argument("--ids", help="Parquet file with a uuid column: embed only these uuids")
-    p.add_argument("--batch-size", type=int, default=16, help="images per ONNX Runtime call (memory grows with it)")
-    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: all cores)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per encoder call (memory grows with it)")
+    p.add_argument("--threads", type=int, default=None, help="encoder threads (default: all cores)")
+    p.add_argument("--runtime", default="auto", choices=("auto", *RUNTIMES),
+                   help="encoder runtime (default auto: the fastest this machine has, see README)")
+    p.add_argument("--precision", default="auto", choices=("auto", *PRECISIONS),
+                   help="encoder arithmetic (default auto: int8 if calibrated, else bf16 where the CPU has it)")
+    p.add_argument("--decoder", default=None, choices=DECODERS, help="JPEG decoder (default: simplejpeg if installed)")
+    p.add_argument("--calibrate", action="store_true",
+                   help="build the encoder's int8 copy from a seeded sample of SOURCE (restricted to --ids) and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--list-encoders", action="store_true", help="print the encoder table and exit")
     p.add_argument("--export-only", action="store_true", help="build the encoder's ONNX file and exit")
@@ -43,13 +53,16 @@ def main(argv: list[str] | None = None) -> int:
             Encoder.load(get_encoder(args.encoder))
             print(f"embed: encoder {args.encoder} ready in {encoder_dir(get_encoder(args.encoder))}")
             return 0
+        if args.calibrate:
+            return calibrate(args)
         if not args.sources or not args.out:
             parser().error("SOURCE and --out are required")
         if args.batch_size < 1:
             parser().error("--batch-size must be at least 1")
         ids = read_ids(args.ids) if args.ids else None
         summary = embed_sources(
-            args.sources, args.out, args.encoder, ids, args.batch_size, not args.quiet, args.threads
+            args.sources, args.out, args.encoder, ids, args.batch_size, not args.quiet, args.threads,
+            args.runtime, args.precision, args.decoder,
         )
     except KeyboardInterrupt:
         print("embed: interrupted; the cache keeps every finished part, run again to resume", file=sys.stderr)
@@ -60,6 +73,20 @@ def main(argv: list[str] | None = None) -> int:
     report(summary)
     nothing_done = summary.encoded == 0 and summary.skipped == 0
     return 1 if nothing_done else 0
+
+
+def calibrate(args) -> int:
+    from embed.quantize import calibrate as quantise  # needs the onnx package ([export] extra)
+    from embed.sources import iter_sources, select
+
+    if not args.sources:
+        parser().error("--calibrate needs SOURCE (training images)")
+    refs, _ = select(iter_sources(args.sources), read_ids(args.ids) if args.ids else None)
+    record = quantise(get_encoder(args.encoder), refs)
+    calibration = record["calibration"]
+    print(f"embed: int8 copy of {args.encoder} calibrated on {calibration['images']} images "
+          f"(seed {calibration['seed']}, sample {calibration['fingerprint'][:12]}) in {encoder_dir(get_encoder(args.encoder))}")
+    return 0
 
 
 def report(summary) -> None:

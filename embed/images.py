@@ -90,6 +90,49 @@ def resize_shorter_crop(image: Image.Image, size: int) -> np.ndarray:
     return np.asarray(out, dtype=np.uint8)
 
 
-def load_pixels(data: bytes, size: int) -> np.ndarray:
-    """Bytes -> encoder input (uint8 size x size x 3)."""
-    return resize_shorter_crop(decode(data, draft_size=size), size)
+def load_pixels(data: bytes, size: int, decoder: str | None = None) -> np.ndarray:
+    """Bytes -> encoder input (uint8 size x size x 3); ``decoder`` as in ``DECODERS`` (None: the default)."""
+    image = decode_turbo(data, size) if (decoder or default_decoder()) == "simplejpeg" else None
+    return resize_shorter_crop(image or decode(data, draft_size=size), size)
+
+
+# --- decoder choice ------------------------------------------------------------------------------------
+# "simplejpeg": libjpeg-turbo with DCT scaling for plain upright JPEGs (faster than Pillow's decode, same
+# pixels to within rounding; bench/embed_bench.py); everything else goes through Pillow's ``decode``.
+# "pillow": Pillow's draft mode for every image. Resizing is Pillow's bicubic for both.
+DECODERS = ("simplejpeg", "pillow")
+try:
+    import simplejpeg
+except ImportError:  # the [fast] extra is not installed: Pillow decodes everything
+    simplejpeg = None
+
+
+def default_decoder() -> str:
+    return "simplejpeg" if simplejpeg is not None else "pillow"
+
+
+def check_decoder(name: str | None) -> str:
+    name = name or default_decoder()
+    if name not in DECODERS:
+        raise ValueError(f"unknown decoder {name!r}; valid: {', '.join(DECODERS)}")
+    if name == "simplejpeg" and simplejpeg is None:
+        raise ValueError("decoder simplejpeg is not installed: pip install 'vinted-tagger[fast]'")
+    return name
+
+
+def decode_turbo(data: bytes, size: int) -> Image.Image | None:
+    """A plain, upright, sane-sized JPEG decoded by libjpeg-turbo at the smallest scale >= ``size``; None for
+    anything else (other formats, EXIF rotation, CMYK, any error), which ``decode`` then handles with its
+    checks and messages."""
+    if simplejpeg is None or data[:3] != b"\xff\xd8\xff":
+        return None
+    try:
+        header = Image.open(io.BytesIO(data))  # reads the header only
+        if header.format != "JPEG" or header.mode != "RGB" or header.width * header.height > MAX_PIXELS:
+            return None
+        if header.getexif().get(0x0112, 1) != 1:  # EXIF orientation: Pillow's path rotates it
+            return None
+        array = simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=size, min_width=size)
+    except Exception:  # noqa: BLE001 - whatever fails here, Pillow's path reports it properly
+        return None
+    return Image.fromarray(array)

@@ -300,7 +300,7 @@ def test_predict_images_reports_failures(dataset, monkeypatch) -> None:
 
     loads = []
     fake = FakeEncoder(fake_spec(), dataset["vectors"])
-    monkeypatch.setattr(runtime.Encoder, "load", classmethod(lambda cls, spec, threads=None: loads.append(1) or fake))
+    monkeypatch.setattr(runtime.Encoder, "load", classmethod(lambda cls, spec, threads=None, **options: loads.append(1) or fake))
     tagger = Tagger.load(dataset["folder"] / "model")
     results = tagger.predict_images([b"0", b"bad", b"7"]) + tagger.predict_images([b"3"])
     assert len(loads) == 1  # loaded once, lazily
