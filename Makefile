@@ -12,7 +12,7 @@ CLOTHING := ../shared/data/clothing
 # Embedding cache of the stand-in images (outside the repo; resumable).
 CLOTHING_CACHE ?= $(HOME)/.cache/vinted-tagger/caches/clothing-efficientnet-lite2
 
-.PHONY: setup test demo bench bench-embed bench-heads bench-service bench-variants notebook serve model clean
+.PHONY: setup test demo bench bench-embed bench-heads bench-service bench-variants bench-runtime calibrate notebook serve model clean
 
 setup: $(STAMP)
 
@@ -34,7 +34,7 @@ demo: setup
 	$(BIN)/classify evaluate --predictions $(DEMO_OUT)/predictions.parquet --labels $(DEMO_DATA)/test_labels.parquet
 	@echo "demo: predictions for $(DEMO_DATA)/test.parquet are in $(DEMO_OUT)/predictions.parquet"
 
-bench: bench-embed bench-heads bench-service
+bench: bench-runtime bench-embed bench-heads bench-service
 
 bench-embed: setup
 	$(BIN)/python bench/embed_bench.py
@@ -44,6 +44,14 @@ bench-heads: setup
 
 bench-service: setup
 	$(BIN)/python bench/service_bench.py
+
+# Every encoder runtime x precision on the same images, interleaved (bench/results/runtime.json).
+bench-runtime: setup
+	$(BIN)/python bench/runtime_bench.py
+
+# The encoder's int8 copy, calibrated on a seeded sample of the stand-in train split (`embed` then runs int8).
+calibrate: setup
+	$(BIN)/embed --calibrate $(CLOTHING)/images.zip --ids $(CLOTHING)/data.parquet
 
 # Out-of-fold scores of embedding variants on the train split: the evidence for the committed layout.
 bench-variants: setup

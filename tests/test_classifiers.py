@@ -388,7 +388,8 @@ def test_cli_predict_images_uses_the_model_encoder(dataset, tmp_path, monkeypatc
 
     calls = []
 
-    def fake_embed_sources(sources, out, encoder="efficientnet-lite2", ids=None, batch_size=32, progress=True):
+    def fake_embed_sources(sources, out, encoder="efficientnet-lite2", ids=None, batch_size=32, progress=True,
+                           **options):
         calls.append(encoder)
         wanted = ids or dataset["labels"]["uuid"].tolist()
         index = {u: i for i, u in enumerate(dataset["labels"]["uuid"])}
