@@ -58,8 +58,8 @@ def ensure_int8(data: Path, refs) -> None:
     print(f"runtime_bench: int8 calibrated on {record['calibration']['images']} train images", file=sys.stderr)
 
 
-def pick(refs, data: Path, limit: int | None):
-    """All refs, or a seeded sample of ``limit`` of them split like the data (train and test)."""
+def pick(refs, limit: int | None):
+    """All refs, or a seeded sample of ``limit`` of them (train and test images alike)."""
     if not limit or limit >= len(refs):
         return refs
     picked = np.random.default_rng(0).choice(len(refs), size=limit, replace=False)
@@ -129,7 +129,7 @@ def main() -> int:
     load_at_start = os.getloadavg()[0]
     refs = iter_sources([args.data / "images.zip"])
     ensure_int8(args.data, refs)
-    refs = pick(refs, args.data, args.limit)
+    refs = pick(refs, args.limit)
     spec = get_encoder(ENCODER)
     default = choose_variant(ensure_onnx(spec)[1]).name
     encoders = {name: Encoder.load(spec, args.threads, v.runtime, v.precision, (1, args.batch_size))

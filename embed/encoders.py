@@ -251,10 +251,15 @@ def variant_of(record: dict | None) -> str:
     return (record or {}).get("variant", REFERENCE_VARIANT)
 
 
+def same_decisions(a: str, b: str) -> bool:
+    """Whether heads trained on embeddings of variant ``a`` may read embeddings of variant ``b``."""
+    return a == b or {a, b} <= SAME_DECISIONS
+
+
 def check_same_decisions(expected: dict | None, found: dict | None, what: str) -> None:
     """Refuse to mix embeddings of variants that are not measured to give the same decisions."""
     a, b = variant_of(expected), variant_of(found)
-    if a != b and not {a, b} <= SAME_DECISIONS:
+    if not same_decisions(a, b):
         raise PrecisionMismatch(
             f"{what} holds embeddings of {b}, not {a}, and these two are not measured to give the same "
             f"decisions; use --runtime {VARIANTS[b].runtime} --precision {VARIANTS[b].precision} if this "

@@ -25,8 +25,8 @@ from PIL import Image
 
 from embed.cache import atomic_write_json
 from embed.encoders import (
-    PREFERENCE, REFERENCE_VARIANT, SAME_DECISIONS, VARIANTS, EncoderSpec, Variant, check_same_decisions,
-    file_sha256, get_encoder, get_variant, variant_of,
+    PREFERENCE, REFERENCE_VARIANT, VARIANTS, EncoderSpec, Variant, check_same_decisions, file_sha256,
+    get_encoder, get_variant, same_decisions, variant_of,
 )
 from embed.images import ImageError, check_decoder, load_pixels, resize_shorter_crop, to_rgb
 
@@ -146,20 +146,20 @@ def choose_variant(spec: EncoderSpec, runtime: str = "auto", precision: str = "a
     if agree_with is not None:
         keeping = [v for v in candidates if _agrees(agree_with, v)]
         if not keeping:
-            check_same_decisions(agree_with, {"variant": candidates[0].name}, "the model or cache")  # raises
+            check_same_decisions({"variant": candidates[0].name}, agree_with, "the model or cache")  # raises
         candidates = keeping
     skipped = []
     for variant in candidates:
         reason = cannot_run(variant, spec)
         if reason is None:
-            _say_fallback(skipped, variant)
+            _say_fallback(skipped, variant, quiet_int8=precision == "auto")
             return variant
         skipped.append((variant, reason))
     asked = candidates[0]
     for name in sorted(FALLBACKS, key=lambda n: VARIANTS[n].runtime != asked.runtime):
         variant = VARIANTS[name]
         if (agree_with is None or _agrees(agree_with, variant)) and cannot_run(variant, spec) is None:
-            _say_fallback(skipped, variant)
+            _say_fallback(skipped, variant, quiet_int8=precision == "auto")
             return variant
     raise RuntimeError(f"no encoder runtime can run here: {skipped}")
 
@@ -167,8 +167,8 @@ def choose_variant(spec: EncoderSpec, runtime: str = "auto", precision: str = "a
 FALLBACKS = ("openvino-fp32", REFERENCE_VARIANT)  # what runs when the variant asked for cannot
 
 
-def _say_fallback(skipped: list[tuple[Variant, str]], chosen: Variant) -> None:
-    loud = [(v, reason) for v, reason in skipped if not reason.startswith(NOT_CALIBRATED)]
+def _say_fallback(skipped: list[tuple[Variant, str]], chosen: Variant, quiet_int8: bool) -> None:
+    loud = [(v, reason) for v, reason in skipped if not (quiet_int8 and reason.startswith(NOT_CALIBRATED))]
     if loud:
         log.warning("encoder: %s is not available here (%s); running %s", loud[0][0].name, loud[0][1], chosen.name)
 
@@ -181,8 +181,7 @@ def _matches(variant: Variant, runtime: str, precision: str) -> bool:
 
 
 def _agrees(record: dict, variant: Variant) -> bool:
-    found = variant_of(record)
-    return found == variant.name or {found, variant.name} <= SAME_DECISIONS
+    return same_decisions(variant_of(record), variant.name)
 
 
 def session_options(threads: int | None) -> ort.SessionOptions:

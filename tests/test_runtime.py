@@ -154,7 +154,6 @@ def test_heads_trained_on_fp32_keep_their_decisions_on_other_precisions(embedded
 def test_precision_mismatch_is_refused(embedded, demo, monkeypatch, tmp_path) -> None:
     # Suppose int8 had measured below 99% agreement: it leaves the table, and every mix with it is refused.
     monkeypatch.setattr(encoders_module, "SAME_DECISIONS", frozenset(VARIANTS) - {"openvino-int8"})
-    monkeypatch.setattr(runtime, "SAME_DECISIONS", encoders_module.SAME_DECISIONS)
     tagger = Tagger(train(demo / "data.parquet", embedded["onnxruntime-fp32"]))
     with pytest.raises(PrecisionMismatch, match="openvino-int8"):
         predict_cache(tagger, embedded["openvino-int8"])
@@ -169,3 +168,14 @@ def test_precision_mismatch_is_refused(embedded, demo, monkeypatch, tmp_path) ->
     # and an unknown precision is never mixed with anything
     with pytest.raises(PrecisionMismatch, match="unknown runtime/precision"):
         check_same_decisions({"variant": "onnxruntime-fp32"}, {"variant": "openvino-fp16"}, "cache x")
+
+
+def test_cli_runtime_mistakes_are_one_line_and_exit_2(capsys) -> None:
+    from embed.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--calibrate"])
+    assert exit_info.value.code == 2 and "--calibrate needs SOURCE" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["x.zip", "--out", "c", "--precision", "fp16"])
+    assert exit_info.value.code == 2 and "invalid choice: 'fp16'" in capsys.readouterr().err
