@@ -19,7 +19,7 @@ import pandas as pd
 
 from classifiers.artifacts import DEFAULT_MODEL_DIR, load_model
 from classifiers.model import TaggerModel
-from embed.cache import check_same_encoder, read_cache
+from embed.cache import cache_runtimes, check_same_encoder, read_cache
 from embed.encoders import check_same_decisions
 
 
@@ -120,7 +120,8 @@ def predict_cache(tagger: Tagger, cache_folder: str | Path, ids: Sequence[str] |
     """
     embeddings = read_cache(cache_folder)
     check_same_encoder(tagger.encoder_spec, embeddings.encoder, f"cache {cache_folder}")
-    check_same_decisions(tagger.runtime, embeddings.manifest.get("runtime"), f"cache {cache_folder}")
+    for record in cache_runtimes(embeddings.manifest):
+        check_same_decisions(tagger.runtime, record, f"cache {cache_folder}")
     wanted = [str(u) for u in (embeddings.uuids if ids is None else ids)]
     vectors, found = embeddings.take(wanted)
     # NaN rows would be a failed embedding written by mistake: report them as missing, predict nothing.

@@ -49,6 +49,11 @@ def check_same_encoder(expected: dict, found: dict, what: str) -> None:
         )
 
 
+def cache_runtimes(manifest: dict) -> list[dict]:
+    """The runtime record of every variant whose embeddings a cache holds (none recorded: ONNX Runtime fp32)."""
+    return [manifest.get("runtime") or {}, *({"variant": name} for name in manifest.get("also_ran", []))]
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     temp.write_bytes(data)
