@@ -10,7 +10,9 @@
 5. Heads trained on each variant's train-split embeddings (classifiers.train, as `classify train`), scored
    on the test split; and the decisions of the fp32 heads on each variant's test embeddings against their
    decisions on fp32's (`agreement`: the lowest of category1 and each tag, over all test images).
-Writes bench/results/runtime.json and prints a table. `default` is what `embed` runs on this machine.
+Writes bench/results/runtime.json and prints a table. `default` is what `embed` runs on this machine;
+`same_scores` (test scores within 0.005 / 0.01 of fp32's) is what a variant needs to be in PREFERENCE,
+`same_decisions` (agreement >= 0.99) what it needs to be in SAME_DECISIONS (embed/encoders.py).
 """
 
 from __future__ import annotations
@@ -115,6 +117,16 @@ def downstream(data: Path, uuids: np.ndarray, vectors: np.ndarray, encoder: Enco
     return result, tagger
 
 
+AGREEMENT = 0.99  # share of test images on which fp32 heads decide the same from both embeddings
+TOLERANCE = {"top1": 0.005, "top2": 0.005, "tag_f1": 0.01}  # "the same answers" as fp32's
+
+
+def same_scores(scores: dict, reference: dict) -> bool:
+    """Test scores within the tolerances of fp32's: what a variant needs to be a default (PREFERENCE)."""
+    tags = [abs(scores["tag_f1"][t] - reference["tag_f1"][t]) <= TOLERANCE["tag_f1"] + 1e-9 for t in scores["tag_f1"]]
+    return all(tags) and all(abs(scores[k] - reference[k]) <= TOLERANCE[k] + 1e-9 for k in ("top1", "top2"))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -146,12 +158,16 @@ def main() -> int:
         index = {u: i for i, u in enumerate(uuids)}
         rows = [index[u] for u in test_ids if u in index]
         agreement = decision_agreement(reference_tagger, reference[rows], vectors[name][rows])
+        base = variants.get(REFERENCE_VARIANT, scores)
         variants[name] = {
             "images_per_s": round(len(refs) / seconds[name], 1),
             "batch1_ms": round(latency[name], 2),
             "cosine_min": round(cosine_min(vectors[name], reference), 5),
             **scores,
             "agreement": round(min(agreement.values()), 4),
+            "agreement_by_decision": {k: round(v, 4) for k, v in agreement.items()},
+            "same_decisions": min(agreement.values()) >= AGREEMENT,
+            "same_scores": same_scores(scores, base),
             "ran_precision": encoders[name].record["ran_precision"],
         }
     result = {
@@ -174,13 +190,15 @@ def main() -> int:
 
 
 def print_table(result: dict) -> None:
-    print("| runtime-precision | img/s (batch 16) | batch 1 ms | cosine min | top-1 | top-2 | tag F1 | agreement |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| runtime-precision | img/s (batch 16) | batch 1 ms | cosine min | top-1 | top-2 | tag F1 | agreement "
+          "| same scores / decisions |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, v in result["variants"].items():
         f1 = " / ".join(f"{x:.3f}" for x in v["tag_f1"].values())
         mark = " (default)" if name == result["default"] else ""
         print(f"| {name}{mark} | {v['images_per_s']} | {v['batch1_ms']} | {v['cosine_min']:.4f} | {v['top1']:.3f} | "
-              f"{v['top2']:.3f} | {f1} | {v['agreement']:.3f} |")
+              f"{v['top2']:.3f} | {f1} | {v['agreement']:.3f} | {'yes' if v['same_scores'] else 'no'} / "
+              f"{'yes' if v['same_decisions'] else 'no'} |")
     print(f"default {result['default']}: {result['default_speedup']}x ONNX Runtime fp32")
 
 

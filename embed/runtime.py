@@ -140,7 +140,9 @@ def choose_variant(spec: EncoderSpec, runtime: str = "auto", precision: str = "a
     ``PREFERENCE`` order, among those that keep the decisions of ``agree_with`` (the runtime record of the
     cache or model the embeddings will meet). A fallback is said in one line on the log, except skipping an
     int8 that was never calibrated, which is optional."""
-    candidates = [VARIANTS[n] for n in dict.fromkeys((*PREFERENCE, *VARIANTS)) if _matches(VARIANTS[n], runtime, precision)]
+    # The preferred ones first, then the rest with OpenVINO first (it measured faster at every precision).
+    rest = sorted((n for n in VARIANTS if n not in PREFERENCE), key=lambda n: VARIANTS[n].runtime != "openvino")
+    candidates = [VARIANTS[n] for n in (*PREFERENCE, *rest) if _matches(VARIANTS[n], runtime, precision)]
     if not candidates:
         get_variant(runtime, precision)  # raises, listing the valid names
     if agree_with is not None:
