@@ -69,7 +69,7 @@ def decoder_ms(images: Path, count: int, size: int) -> dict:
     result, pixels = {}, {}
     for name in DECODERS:
         start = time.perf_counter()
-        pixels[name] = [load_pixels(data, size, name) for data in datas]
+        pixels[name] = [load_pixels(data, size, decoder=name) for data in datas]
         result[f"{name}_ms"] = round((time.perf_counter() - start) * 1000 / len(datas), 3)
     import numpy as np
 

@@ -7,24 +7,34 @@
     MODEL_DIR/tag-<slug>.npz        one per tag                                    (or tag-<slug>.lgb.txt)
 
 NPZ files are read with ``allow_pickle=False`` and LightGBM models are text, so a model folder from
-elsewhere cannot execute anything. Every file is written to a temporary name and renamed; ``model.json`` is
-written last, so a folder with a ``model.json`` is complete. The same model gives byte-identical files.
+elsewhere cannot execute anything. ``model.json`` records the sha256 of every head file, and loading checks
+it against a schema (``classifiers.model_schema``) and every head's shapes against the classes, the tag
+columns and the encoder's dimension: a tampered, mixed-up or truncated folder is refused with the field it
+got wrong, never used. A model is saved whole into a folder beside the target, which then takes the
+target's place (an atomic exchange where the OS has one), so a crash leaves the old model or the new one.
+The same model gives byte-identical files.
 """
 
 from __future__ import annotations
 
+import ctypes
 import io
 import json
+import os
 import re
+import shutil
 import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from classifiers.scorers import CategoryScorer, LightGBMScores, LinearScores, TagScorer
 from classifiers.model import FORMAT_VERSION, TaggerModel
+from classifiers.model_schema import ModelError, check_heads, parse_document
+from classifiers.scorers import CategoryScorer, LightGBMScores, LinearScores, TagScorer
 from embed.cache import atomic_write_bytes
+from embed.encoders import file_sha256
+from embed.output import check_folder
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "artifacts" / "model"
 MODEL_FILE = "model.json"
@@ -33,13 +43,44 @@ FIXED_DATE = (1980, 1, 1, 0, 0, 0)  # zip entries get this date so that the same
 
 
 def save_model(model: TaggerModel, model_dir: str | Path = DEFAULT_MODEL_DIR) -> Path:
-    """Write the model to ``model_dir`` (created if needed); returns the path of model.json."""
-    folder = Path(model_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    heads = {"category": _save_scores(folder, "category", model.category.scores)}
+    """Write the model to ``model_dir`` (created, or replaced whole); returns the path of model.json."""
+    target = Path(model_dir)
+    check_model_target(target)
+    staging = target.with_name(f".{target.name}.saving-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        write_model_files(model, staging)
+        document = parse_document(staging / MODEL_FILE)  # what load_model would refuse is never put in place
+        check_heads(document, _read_heads(staging, document))
+        swap_in(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # the new files on failure, the old model after a swap
+    return target / MODEL_FILE
+
+
+def check_model_target(target: Path) -> None:
+    """The target is new, empty or a model folder: replacing anything else would delete a user's files."""
+    if target.exists() and target.is_dir():
+        others = sorted(p.name for p in target.iterdir() if not _is_model_file(p.name))
+        if others:
+            raise ModelError(f"{target} is not a model folder (it holds {', '.join(others[:3])}"
+                             f"{' ...' if len(others) > 3 else ''}); choose a new or empty folder")
+    check_folder(target.parent if str(target.parent) else Path("."), "the folder of the model")
+    if target.exists() and not target.is_dir():
+        raise ModelError(f"model folder {target} is a file, not a folder")
+
+
+def _is_model_file(name: str) -> bool:
+    return name in (MODEL_FILE, TRAINING_FILE) or re.fullmatch(r"(category|tag-.+)\.(npz|lgb\.txt)", name) is not None
+
+
+def write_model_files(model: TaggerModel, folder: Path) -> None:
+    category_file = _save_scores(folder, "category", model.category.scores)
     tags = []
     for name, head in model.tags.items():
-        entry = {"name": name, "threshold": head.threshold, "file": _save_scores(folder, f"tag-{slug(name)}", head.scores)}
+        file = _save_scores(folder, f"tag-{slug(name)}", head.scores)
+        entry = {"name": name, "threshold": head.threshold, "file": file, "sha256": file_sha256(folder / file)}
         if head.columns is not None:
             entry["columns"] = [list(columns) for columns in head.columns]
         tags.append(entry)
@@ -47,42 +88,83 @@ def save_model(model: TaggerModel, model_dir: str | Path = DEFAULT_MODEL_DIR) ->
         "format_version": FORMAT_VERSION,
         "encoder": model.encoder,
         "category": {"classes": model.category.classes, "temperature": model.category.temperature,
-                     "file": heads["category"]},
+                     "file": category_file, "sha256": file_sha256(folder / category_file)},
         "tags": tags,
         "training": model.info,
     }
     timing = {**model.timing, "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     atomic_write_bytes(folder / TRAINING_FILE, _json_bytes(timing))
     atomic_write_bytes(folder / MODEL_FILE, _json_bytes(document))
-    _remove_stale_heads(folder, {heads["category"], *(tag["file"] for tag in tags)})
-    return folder / MODEL_FILE
 
 
-def _remove_stale_heads(folder: Path, keep: set[str]) -> None:
-    # A folder retrained with another head kind or other tags would otherwise keep files nothing reads.
-    for path in [*folder.glob("category.*"), *folder.glob("tag-*")]:
-        if path.name not in keep and (path.suffix == ".npz" or path.name.endswith(".lgb.txt")):
-            path.unlink()
+def swap_in(staging: Path, target: Path) -> None:
+    """Put ``staging`` at ``target``; the old target (if any) ends up at ``staging``, to be deleted."""
+    if not target.exists():
+        os.rename(staging, target)
+        return
+    if _exchange(staging, target):
+        return
+    # No atomic exchange here: two renames, with the old model kept beside until the new one is in place.
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    os.rename(target, old)
+    os.rename(staging, target)
+    os.rename(old, staging)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """renameat2(RENAME_EXCHANGE): swap two paths in one atomic step (Linux); False where unavailable."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
 def load_model(model_dir: str | Path = DEFAULT_MODEL_DIR) -> TaggerModel:
-    """Read a model folder written by :func:`save_model`."""
+    """Read a model folder written by :func:`save_model`; anything inconsistent raises ModelError."""
     folder = Path(model_dir)
     path = folder / MODEL_FILE
-    if not path.exists():
+    if not path.is_file():
         raise FileNotFoundError(f"no model at {folder} ({MODEL_FILE} missing); train one with `classify train`")
-    document = json.loads(path.read_text())
-    if document.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path} has format version {document.get('format_version')}, expected {FORMAT_VERSION}")
-    category = document["category"]
-    category_head = CategoryScorer(category["classes"], _load_scores(folder, category["file"]),
-                                   float(category["temperature"]))
-    tags = {tag["name"]: TagScorer(tag["name"], _load_scores(folder, tag["file"]), float(tag["threshold"]),
-                                   _columns(tag.get("columns")))
-            for tag in document["tags"]}
+    document = parse_document(path)
+    heads = _read_heads(folder, document)
+    check_heads(document, heads)
+    category = document.category
+    category_head = CategoryScorer(list(category.classes), heads[category.file], category.temperature)
+    tags = {tag.name: TagScorer(tag.name, heads[tag.file], tag.threshold, _columns(tag.columns))
+            for tag in document.tags}
     timing_path = folder / TRAINING_FILE
-    timing = json.loads(timing_path.read_text()) if timing_path.exists() else {}
-    return TaggerModel(category_head, tags, document["encoder"], document.get("training", {}), timing)
+    timing = _read_json(timing_path) if timing_path.is_file() else {}
+    return TaggerModel(category_head, tags, dict(document.encoder), dict(document.training), timing)
+
+
+def _read_heads(folder: Path, document) -> dict[str, LinearScores | LightGBMScores]:
+    """Each head file, after checking it is the one model.json recorded (sha256)."""
+    heads = {}
+    for field, entry in [("category", document.category),
+                         *((f"tags[{i}]", tag) for i, tag in enumerate(document.tags))]:
+        path = folder / entry.file
+        if not path.is_file():
+            raise ModelError(f"{folder / MODEL_FILE}: {field}.file: {entry.file} is missing")
+        if file_sha256(path) != entry.sha256:
+            raise ModelError(f"{folder / MODEL_FILE}: {field}.sha256: {entry.file} is not the file this model was "
+                             "saved with (changed, swapped or damaged); re-train or restore the folder")
+        try:
+            heads[entry.file] = _load_scores(folder, entry.file)
+        except Exception as error:  # noqa: BLE001 - numpy, zipfile and LightGBM each raise their own kinds
+            raise ModelError(f"{path}: unreadable head file: {error}") from None
+    return heads
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ModelError(f"{path}: not readable JSON: {error}") from None
+    return value if isinstance(value, dict) else {}
+
 
 
 def _columns(ranges: list | None) -> tuple[tuple[int, int], ...] | None:

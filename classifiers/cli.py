@@ -1,13 +1,14 @@
 """``classify``: train heads on an embedding cache, predict, evaluate.
 
-    classify train --data data.parquet --cache CACHE --out MODEL_DIR [--head logreg|lightgbm|auto]
+    classify train --data data.parquet --cache CACHE --out MODEL_DIR [--head logreg|lightgbm|auto] [--tags T...]
     classify predict [--model MODEL_DIR] (--cache CACHE | --images SOURCE...) [--ids test.parquet]
                      --out predictions.parquet [--with-scores]
-    classify evaluate --predictions predictions.parquet --labels labels.parquet [--json]
+    classify evaluate --predictions predictions.parquet --labels labels.parquet [--tags T...] [--json]
     classify serve [--model MODEL_DIR] [--host 127.0.0.1] [--port 8000]
 
-Mistakes a user can make (a missing file, a cache from another encoder, an unknown head) print one line on
-stderr and exit with status 2. A new sub-command is one entry in ``COMMANDS``: (add its arguments, run it).
+Mistakes a user can make (a missing file, a cache from another encoder, an unknown head, an output that cannot
+be written, a bad model folder) print one line on stderr and exit with status 2; outputs are checked before
+any long work. A new sub-command is one entry in ``COMMANDS``: (add its arguments, run it).
 """
 
 from __future__ import annotations
@@ -38,10 +39,18 @@ def add_train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", required=True, help="embedding cache folder (from `embed`)")
     parser.add_argument("--out", default=str(DEFAULT_MODEL_DIR), help="model folder (default: %(default)s)")
     parser.add_argument("--head", default="logreg", help="logreg (default), lightgbm or auto (best by CV)")
+    add_tags(parser)
+
+
+def add_tags(parser: argparse.ArgumentParser) -> None:
+    from classifiers.labels import DEFAULT_TAGS
+
+    parser.add_argument("--tags", nargs="+", metavar="TAG", default=None,
+                        help=f"tag columns (default: {', '.join(map(repr, DEFAULT_TAGS))}); each holds 0, 1 or null")
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from classifiers.artifacts import save_model
+    from classifiers.artifacts import check_model_target, save_model
     from classifiers.heads import check_head_kind
     from classifiers.train import train
 
@@ -49,9 +58,10 @@ def run_train(args: argparse.Namespace) -> int:
     for path, what in ((args.data, "label file"), (args.cache, "cache folder")):
         if not Path(path).exists():
             raise FileNotFoundError(f"{what} {path} does not exist")
+    check_model_target(Path(args.out))  # before training, not after it
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
-        model = train(args.data, args.cache, head=args.head)
+        model = train(args.data, args.cache, head=args.head, tags=args.tags)
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
     path = save_model(model, args.out)
@@ -97,8 +107,10 @@ def add_predict(parser: argparse.ArgumentParser) -> None:
 
 def run_predict(args: argparse.Namespace) -> int:
     from classifiers.predict import Tagger, predict_cache
+    from embed.output import check_file
     from embed.sources import read_ids
 
+    check_file(args.out, "predictions file")
     tagger = Tagger.load(args.model)
     ids = read_ids(args.ids) if args.ids else None
     if args.cache:
@@ -143,6 +155,14 @@ def write_predictions(frame: pd.DataFrame, path: Path) -> None:
     write_parquet_atomic(pa.Table.from_pandas(frame, preserve_index=False), path)
 
 
+def read_table(path: str) -> pd.DataFrame:
+    """A Parquet file; one that is not one (or is damaged) is a user mistake, not a traceback."""
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError, pa.ArrowException) as error:
+        raise ValueError(f"{path} is not a readable Parquet file ({error})") from None
+
+
 def _examples(uuids: list[str]) -> str:
     shown = ", ".join(uuids[:SHOWN_MISSING])
     return shown + (f" and {len(uuids) - SHOWN_MISSING} more" if len(uuids) > SHOWN_MISSING else "")
@@ -155,6 +175,7 @@ def add_evaluate(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--predictions", required=True, help="predictions Parquet (uuid, category1, ...)")
     parser.add_argument("--labels", required=True, help="label Parquet (uuid, cc3, tag columns)")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    add_tags(parser)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -164,7 +185,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     for path in (args.predictions, args.labels):
         if not Path(path).exists():
             raise FileNotFoundError(f"{path} does not exist")
-    result = evaluate(pd.read_parquet(args.predictions), read_labels(args.labels))
+    result = evaluate(read_table(args.predictions), read_labels(args.labels), tags=args.tags)
     print(json.dumps(result, indent=2) if args.json else format_report(result))
     return 0
 
@@ -183,7 +204,7 @@ def run_serve(args: argparse.Namespace) -> int:
         from service.app import run  # FastAPI and uvicorn: only serving needs them
     except ImportError as error:
         raise ValueError(f"serving needs the serve extra, pip install 'vinted-tagger[serve]' ({error})") from None
-    run(args.model, args.host, args.port)
+    run(args.model, args.host, args.port)  # validates the model first: a bad one is one line, never "ready"
     return 0
 
 
@@ -213,9 +234,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         status = args.run(args)
-    except (FileNotFoundError, ValueError, NotADirectoryError) as error:  # EncoderMismatch is a ValueError
+    except (OSError, ValueError) as error:  # EncoderMismatch, ModelError, OutputError are ValueErrors
         print(f"classify {args.command}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"classify {args.command}: interrupted; nothing was half-written", file=sys.stderr)
+        return 130
     if args.command != "evaluate":
         print(f"done in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     return status

@@ -2,7 +2,8 @@
 
 Each task is scored only on rows where its label is known: a NaN tag or a null category is "not labelled",
 so it counts neither as a miss nor as a hit. Labelled rows with no prediction (an image that failed to
-embed) are counted and reported, not scored.
+embed) are counted and reported, not scored. A predictions file that repeats a uuid, lacks a declared tag
+column or has a null prediction is refused with a message that says which (it would be scored wrongly).
 """
 
 from __future__ import annotations
@@ -10,17 +11,18 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from classifiers.labels import category_values, read_labels, tag_columns, tag_values
+from classifiers.labels import category_values, check_binary, read_labels, tag_columns, tag_values
 
 PREDICTION_COLUMNS = ("uuid", "category1", "category2")
+SHOWN = 3
 
 
-def evaluate(predictions: pd.DataFrame, labels: pd.DataFrame) -> dict:
-    """Metrics of ``predictions`` (uuid, category1, category2, tag columns) against ``labels``."""
+def evaluate(predictions: pd.DataFrame, labels: pd.DataFrame, tags: list[str] | None = None) -> dict:
+    """Metrics of ``predictions`` (uuid, category1, category2, tag columns) against ``labels``, for the
+    declared ``tags`` (default: the assignment's three)."""
     labels = read_labels(labels)
-    missing = [c for c in PREDICTION_COLUMNS if c not in predictions.columns]
-    if missing:
-        raise ValueError(f"predictions lack column(s) {', '.join(missing)}")
+    tags = tag_columns(labels, tags)
+    check_predictions(predictions, tags)
     joined = labels.merge(predictions, on="uuid", how="inner", suffixes=("", "__predicted"))
     result = {
         "rows": {"predictions": len(predictions), "labels": len(labels), "matched": len(joined),
@@ -28,11 +30,35 @@ def evaluate(predictions: pd.DataFrame, labels: pd.DataFrame) -> dict:
         "category": category_metrics(joined),
         "tags": {},
     }
-    for tag in tag_columns(labels):
-        if tag in predictions.columns:
-            result["tags"][tag] = tag_metrics(tag_values(joined, tag), joined[f"{tag}__predicted"].to_numpy())
+    for tag in tags:
+        result["tags"][tag] = tag_metrics(tag_values(joined, tag), joined[f"{tag}__predicted"].to_numpy())
     result["tags_macro"] = macro(result["tags"])
     return result
+
+
+def check_predictions(predictions: pd.DataFrame, tags: list[str]) -> None:
+    """One row per uuid, every column present and no null prediction; else ValueError saying which."""
+    missing = [c for c in (*PREDICTION_COLUMNS, *tags) if c not in predictions.columns]
+    if missing:
+        raise ValueError(f"predictions lack column(s) {', '.join(map(repr, missing))} "
+                         f"(columns: {', '.join(map(str, predictions.columns))})")
+    repeated = predictions["uuid"][predictions["uuid"].duplicated()]
+    if len(repeated):
+        raise ValueError(f"predictions repeat {repeated.nunique()} uuid(s), e.g. {_examples(repeated)}; "
+                         "each image must be predicted once")
+    for column in PREDICTION_COLUMNS:
+        empty = predictions[column].isna()
+        if empty.any():
+            raise ValueError(f"predictions have {int(empty.sum())} row(s) with a null {column!r}, e.g. uuid "
+                             f"{_examples(predictions['uuid'][empty])}")
+    for tag in tags:
+        if predictions[tag].isna().any():
+            raise ValueError(f"predictions have null values in tag column {tag!r}")
+        check_binary(predictions[tag], tag)
+
+
+def _examples(values: pd.Series) -> str:
+    return ", ".join(repr(v) for v in values.astype(object).head(SHOWN))
 
 
 def category_metrics(joined: pd.DataFrame) -> dict:

@@ -1,8 +1,11 @@
 """The label table: which columns are tasks, which values are unknown, and a fingerprint of what was trained on.
 
-A label table (``data.parquet``) has ``uuid``, the category ``cc3`` and any number of 0/1 tag columns. Unknown
-labels are nulls (NaN): the two sources of the stand-in data each label only one task, so a NaN tag means
-"not asked", never "absent", and is dropped per task instead of being read as 0.
+A label table (``data.parquet``) has ``uuid``, the category ``cc3`` and tag columns. The tags are declared,
+never guessed from the values: by default the assignment's three (``DEFAULT_TAGS``), or the names given with
+``--tags``. A declared tag column must hold only 0, 1 or null; anything else ("yes", 0.5, 2) is an error that
+names the column and the values, so a typo can neither drop a tag nor turn another 0/1 column into one.
+Unknown labels are nulls (NaN): the two sources of the stand-in data each label only one task, so a NaN tag
+means "not asked", never "absent", and is dropped per task instead of being read as 0.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ import pandas as pd
 
 CATEGORY = "cc3"
 GROUP = "group"
-# Columns that are never tags, whatever their values.
+# Columns that are never tags.
 NOT_TAGS = frozenset({"uuid", CATEGORY, "color1", GROUP, "source"})
+DEFAULT_TAGS = ("polka dot", "floral", "checker")  # the assignment's pattern tags
+SHOWN_VALUES = 5
 
 
 def read_labels(data: pd.DataFrame | str | Path) -> pd.DataFrame:
@@ -37,24 +42,37 @@ def read_labels(data: pd.DataFrame | str | Path) -> pd.DataFrame:
     return data.reset_index(drop=True)
 
 
-def tag_columns(data: pd.DataFrame) -> list[str]:
-    """Columns (in table order) whose known values are all 0 or 1 and that are not reserved columns."""
-    tags = []
-    for name in data.columns:
-        if name in NOT_TAGS:
-            continue
-        known = data[name].dropna()
-        if len(known) and _is_binary(known):
-            tags.append(str(name))
+def tag_columns(data: pd.DataFrame, tags: list[str] | tuple[str, ...] | None = None) -> list[str]:
+    """The declared tags (default: DEFAULT_TAGS), each checked to be a column of 0, 1 or null."""
+    tags = list(DEFAULT_TAGS if tags is None else tags)
+    reserved = [t for t in tags if t in NOT_TAGS]
+    if reserved:
+        raise ValueError(f"{', '.join(map(repr, reserved))} cannot be a tag (reserved column)")
+    if len(set(tags)) != len(tags):
+        raise ValueError(f"tags named twice: {', '.join(tags)}")
+    missing = [t for t in tags if t not in data.columns]
+    if missing:
+        raise ValueError(f"label table has no tag column {', '.join(map(repr, missing))} "
+                         f"(columns: {', '.join(map(str, data.columns))}); name the tags with --tags")
+    for tag in tags:
+        check_binary(data[tag], tag)
     return tags
 
 
-def _is_binary(values: pd.Series) -> bool:
-    if pd.api.types.is_bool_dtype(values):
-        return True
-    if not pd.api.types.is_numeric_dtype(values):
-        return False
-    return bool(np.isin(values.to_numpy(dtype=np.float64), (0.0, 1.0)).all())
+def check_binary(values: pd.Series, name: str) -> None:
+    """A tag column holds only 0, 1 (or True/False) and nulls; else ValueError naming it and its bad values."""
+    known = values.dropna()
+    if pd.api.types.is_bool_dtype(known):
+        return
+    if pd.api.types.is_numeric_dtype(known):
+        numbers = known.to_numpy(dtype=np.float64)
+        bad = pd.unique(known[~np.isin(numbers, (0.0, 1.0))])
+    else:
+        bad = pd.unique(known[~known.map(lambda v: isinstance(v, (bool, np.bool_)) or v in (0, 1))])
+    if len(bad):
+        shown = ", ".join(repr(v.item() if isinstance(v, np.generic) else v) for v in bad[:SHOWN_VALUES])
+        raise ValueError(f"tag column {name!r} must hold only 0, 1 or null; it holds {shown}"
+                         f"{' ...' if len(bad) > SHOWN_VALUES else ''}")
 
 
 def category_values(data: pd.DataFrame) -> pd.Series:

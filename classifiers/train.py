@@ -3,7 +3,8 @@
     model = train("data.parquet", "CACHE", head="logreg")
     save_model(model, "artifacts/model")
 
-Tasks come from the data: the categories are whatever strings ``cc3`` holds, the tags are the 0/1 columns.
+The categories are whatever strings ``cc3`` holds; the tags are declared (``tags``, default the assignment's
+three) and each must be a column of 0, 1 or null.
 Each head trains only on the rows where its label is known. Rows whose uuid has no embedding are dropped
 with a warning.
 """
@@ -31,11 +32,13 @@ TEXTURE_PARTS = ("mean", "std")  # name prefixes of the embedding parts the tag 
 
 
 def train(data: pd.DataFrame | str | Path, cache: Embeddings | str | Path, head: str = "logreg",
-          seed: int = heads_module.SEED, n_jobs: int = 2) -> TaggerModel:
-    """Train the category head and one head per tag column; ``head`` is logreg, lightgbm or auto."""
+          seed: int = heads_module.SEED, n_jobs: int = 2, tags: list[str] | None = None) -> TaggerModel:
+    """Train the category head and one head per declared tag; ``head`` is logreg, lightgbm or auto."""
     check_head_kind(head)
     started = time.perf_counter()
     labels = read_labels(data)
+    tag_names = tag_columns(labels, tags)  # before reading the cache: a wrong tag column fails at once
+    category_values(labels)
     embeddings = cache if isinstance(cache, Embeddings) else read_cache(cache)
     labels, vectors = _join(labels, embeddings)
     groups = groups_of(labels)
@@ -48,7 +51,7 @@ def train(data: pd.DataFrame | str | Path, cache: Embeddings | str | Path, head:
     timing["category_seconds"] = _seconds_since(head_started)
     tags = {}
     texture = texture_columns(embeddings.encoder, vectors.shape[1])
-    for name in tag_columns(labels):
+    for name in tag_names:
         head_started = time.perf_counter()
         tags[name], info["tags"][name] = _train_tag(name, labels, vectors, texture, groups, head, seed, n_jobs)
         timing[f"tag_seconds/{name}"] = _seconds_since(head_started)

@@ -9,6 +9,7 @@ encoder's embeddings, or reading it with heads trained on another encoder, is re
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -56,8 +57,9 @@ def cache_runtimes(manifest: dict) -> list[dict]:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temp.write_bytes(data)
-    os.replace(temp, path)
+    with _removed_on_error(temp):
+        temp.write_bytes(data)
+        os.replace(temp, path)
 
 
 def atomic_write_json(path: Path, data: dict) -> None:
@@ -66,8 +68,19 @@ def atomic_write_json(path: Path, data: dict) -> None:
 
 def write_parquet_atomic(table: pa.Table, path: Path) -> None:
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, temp)
-    os.replace(temp, path)
+    with _removed_on_error(temp):
+        pq.write_table(table, temp)
+        os.replace(temp, path)
+
+
+@contextlib.contextmanager
+def _removed_on_error(temp: Path):
+    """A half-written temporary file (full disk, Ctrl-C) is removed, so it neither fills the disk nor lingers."""
+    try:
+        yield
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
 
 
 def embedding_table(uuids: list[str], vectors: np.ndarray) -> pa.Table:

@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("embed: interrupted; the cache keeps every finished part, run again to resume", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
+    except (ValueError, OSError, RuntimeError) as error:  # OutputError, ImageError, unreadable source: one line
         print(f"embed: error: {error}", file=sys.stderr)
         return 2
     report(summary)

@@ -8,14 +8,52 @@ from __future__ import annotations
 
 import io
 import warnings
+from struct import error as struct_error
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-# Largest image we agree to decode. Phone photos are ~12-50 MP; anything bigger is a decompression bomb.
-MAX_PIXELS = 80_000_000
-# Pillow refuses (DecompressionBombError) at 2x its own limit and warns at 1x; ours is enforced explicitly.
-Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+Image.init()  # registers every plugin, so that FORMATS below can name WEBP and TIFF
+# The formats a seller's photo comes in. Pillow can open many more (PSD, EPS, ICNS, FITS...); each one is
+# more parser to attack and none is a photo, so they are refused as "not an image". (Newer Pillow opens MPO,
+# the multi-picture JPEG of many phones, through its JPEG plugin.)
+FORMATS = tuple(f for f in ("JPEG", "MPO", "PNG", "WEBP", "BMP", "DIB", "GIF", "TIFF") if f in Image.OPEN)
+DRAFT_FORMATS = ("JPEG", "MPO")  # decoded at 1/2, 1/4 or 1/8 scale straight from the DCT when asked
+
+
+MB = 2**20
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """What one image may cost to decode, judged from its header before any pixel is decoded.
+
+    ``max_pixels`` counts the pixels actually decoded (a JPEG after draft reduction), so a 200 MP phone photo
+    that decodes at 1/8 scale passes while a small PNG declaring 80 MP of 16-bit zeros does not.
+    ``max_bytes`` bounds the memory of decoding plus conversion to RGB (see ``decode_cost``).
+    """
+
+    max_pixels: int = 100_000_000
+    max_bytes: int = 1536 * MB
+    max_frames: int = 1000
+
+
+# The command line decodes one image per reader thread; the service has stricter limits (service/settings.py).
+CLI_LIMITS = DecodeLimits()
+# Peak bytes per decoded pixel: Pillow's raster (RGB is stored in 4 bytes) plus the copies that to_rgb and
+# exif_transpose make for that mode (measured with tracemalloc/VmHWM on 16-bit, palette and alpha images).
+PEAK_BYTES_PER_PIXEL = {"1": 6, "L": 6, "RGB": 9, "YCbCr": 9, "CMYK": 9, "I;16": 12, "I;16L": 12, "I;16B": 12,
+                        "I;16N": 12, "I": 16, "F": 16}
+DEFAULT_PEAK_BYTES = 20  # palette and alpha modes: an RGBA copy, a white background and the alpha mask
+DECODER_BYTES_PER_PIXEL = {"WEBP": 8}  # libwebp decodes into a buffer of its own before Pillow copies it
+# A progressive JPEG keeps every DCT coefficient of the full-size image (2 bytes each, ~1.5 per pixel at
+# 4:2:0, up to 3 at 4:4:4) whatever the draft scale: its memory follows the full size.
+PROGRESSIVE_BYTES_PER_PIXEL = 6
+DECLARED_SIZE = "vinted_tagger_declared_size"  # key in image.info: the size before draft reduction
+# Pillow's own bomb check counts the pixels before draft reduction, so DecodeLimits does the real check; this
+# only stops absurd headers (Pillow refuses at twice this) before anything else looks at them.
+Image.MAX_IMAGE_PIXELS = 1_000_000_000
 
 
 class ImageError(ValueError):
@@ -28,36 +66,102 @@ class ImageError(ValueError):
         self.code = code
 
 
-def decode(data: bytes, draft_size: int | None = None) -> Image.Image:
-    """Bytes -> RGB PIL image with EXIF orientation applied."""
+@dataclass(frozen=True)
+class DecodeCost:
+    """What decoding an image will take, read from its header: pixels decoded, peak bytes, frames."""
+
+    width: int
+    height: int
+    pixels: int  # after draft reduction
+    bytes: int
+    frames: int
+    declared_pixels: int = 0  # before draft reduction: a JPEG still entropy-decodes all of them
+
+    @property
+    def work(self) -> int:
+        """One number for "how heavy": peak bytes, or declared pixels when those are more (big drafted JPEGs)."""
+        return max(self.bytes, self.declared_pixels)
+
+
+def open_image(data: bytes, draft_size: int | None = None) -> Image.Image:
+    """Bytes -> a PIL image whose header is read (and JPEG draft scale set), no pixel decoded yet."""
     if not data:
         raise ImageError("empty file", "empty_file")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            pixels = image.width * image.height
-            if pixels > MAX_PIXELS:
-                raise ImageError(
-                    f"image too large: {image.width}x{image.height} pixels > {MAX_PIXELS:,}", "decompression_bomb"
-                )
-            if draft_size and image.format == "JPEG":
-                # JPEG draft mode decodes at 1/2, 1/4 or 1/8 scale straight from the DCT: big photos get cheap.
-                image.draft("RGB", (draft_size, draft_size))
-            image.load()
-    except ImageError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ImageError(f"decompression bomb: {error}", "decompression_bomb") from None
-    except UnidentifiedImageError:
-        raise ImageError("not an image (unrecognised format)", "not_an_image") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as error:
-        raise ImageError(f"corrupt or truncated image: {error}") from None
+    with _image_errors(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image = Image.open(io.BytesIO(data), formats=FORMATS)
+        image.info[DECLARED_SIZE] = image.size  # draft() below replaces image.size with the reduced one
+        if draft_size and image.format in DRAFT_FORMATS:
+            image.draft("RGB", (draft_size, draft_size))  # sets image.size to the scale that will be decoded
+        return image
+
+
+def decode_cost(image: Image.Image) -> DecodeCost:
+    """The cost of decoding ``image`` (opened by open_image), from the header alone."""
+    full_width, full_height = image.info.get(DECLARED_SIZE, image.size)
+    pixels = image.width * image.height
+    per_pixel = PEAK_BYTES_PER_PIXEL.get(image.mode, DEFAULT_PEAK_BYTES) + DECODER_BYTES_PER_PIXEL.get(image.format, 0)
+    memory = pixels * per_pixel
+    if image.format in DRAFT_FORMATS and image.info.get("progressive"):
+        memory += full_width * full_height * PROGRESSIVE_BYTES_PER_PIXEL
+    # Only formats that declare their frame count in the header: counting GIF frames would parse them all.
+    frames = int(getattr(image, "n_frames", 1)) if image.format in ("PNG", "WEBP") else 1
+    return DecodeCost(image.width, image.height, pixels, memory, frames, full_width * full_height)
+
+
+def check_cost(cost: DecodeCost, limits: DecodeLimits) -> None:
+    """Refuse (ImageError "decompression_bomb") an image that would cost more than ``limits``."""
+    size = f"{cost.width}x{cost.height}"
+    if cost.pixels > limits.max_pixels:
+        problem = f"image too large: {size} pixels to decode > {limits.max_pixels:,}"
+    elif cost.bytes > limits.max_bytes:
+        problem = f"image too costly to decode: {size} needs ~{cost.bytes / MB:,.0f} MB > {limits.max_bytes / MB:,.0f}"
+    elif cost.frames > limits.max_frames:
+        problem = f"too many frames: {cost.frames} > {limits.max_frames}"
+    else:
+        return
+    raise ImageError(f"decompression bomb: {problem}", "decompression_bomb")
+
+
+def inspect_cost(data: bytes, draft_size: int | None = None) -> DecodeCost:
+    """Header only: the cost of decoding ``data``; raises ImageError when the header is unusable."""
+    return decode_cost(open_image(data, draft_size))
+
+
+class _image_errors:
+    """Pillow's many exception types -> ImageError with a reason a person can read."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        if error is None or isinstance(error, ImageError):
+            return False
+        if isinstance(error, Image.DecompressionBombError):
+            raise ImageError(f"decompression bomb: {error}", "decompression_bomb") from None
+        if isinstance(error, UnidentifiedImageError):
+            raise ImageError("not an image (unrecognised format)", "not_an_image") from None
+        if isinstance(error, MemoryError):
+            raise ImageError("image too large to decode (out of memory)", "decompression_bomb") from None
+        if isinstance(error, (OSError, SyntaxError, ValueError, EOFError, TypeError, IndexError, KeyError,
+                              struct_error, ZeroDivisionError, OverflowError)):
+            raise ImageError(f"corrupt or truncated image: {error}") from None
+        return False
+
+
+def decode(data: bytes, draft_size: int | None = None, limits: DecodeLimits = CLI_LIMITS) -> Image.Image:
+    """Bytes -> RGB PIL image with EXIF orientation applied; refused before decoding when over ``limits``."""
+    image = open_image(data, draft_size)
+    check_cost(decode_cost(image), limits)
+    with _image_errors(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image.load()
     try:
         ImageOps.exif_transpose(image, in_place=True)  # in place: no copy for the usual, unrotated photo
     except Exception as error:  # Pillow rewrites the EXIF block here and can choke on malformed tags
         raise ImageError(f"corrupt EXIF metadata: {error}") from None
-    return to_rgb(image)
+    with _image_errors():
+        return to_rgb(image)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -66,9 +170,9 @@ def to_rgb(image: Image.Image) -> Image.Image:
         return image
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         # 16/32-bit greyscale: scale to 8 bits instead of letting Pillow clip at 255.
-        array = np.asarray(image, dtype=np.float64)
-        peak = max(float(array.max()), 1.0)
-        return Image.fromarray((array * (255.0 / peak)).astype(np.uint8)).convert("RGB")
+        array = np.asarray(image, dtype=np.float32)  # float32, scaled in place: 4 bytes a pixel, not 16
+        array *= 255.0 / max(float(array.max()), 1.0)
+        return Image.fromarray(array.astype(np.uint8)).convert("RGB")
     if image.mode == "P":
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA"):
@@ -90,10 +194,10 @@ def resize_shorter_crop(image: Image.Image, size: int) -> np.ndarray:
     return np.asarray(out, dtype=np.uint8)
 
 
-def load_pixels(data: bytes, size: int, decoder: str | None = None) -> np.ndarray:
+def load_pixels(data: bytes, size: int, limits: DecodeLimits = CLI_LIMITS, decoder: str | None = None) -> np.ndarray:
     """Bytes -> encoder input (uint8 size x size x 3); ``decoder`` as in ``DECODERS`` (None: the default)."""
-    image = decode_turbo(data, size) if (decoder or default_decoder()) == "simplejpeg" else None
-    return resize_shorter_crop(image or decode(data, draft_size=size), size)
+    image = decode_turbo(data, size, limits) if (decoder or default_decoder()) == "simplejpeg" else None
+    return resize_shorter_crop(image or decode(data, draft_size=size, limits=limits), size)
 
 
 # --- decoder choice ------------------------------------------------------------------------------------
@@ -120,18 +224,17 @@ def check_decoder(name: str | None) -> str:
     return name
 
 
-def decode_turbo(data: bytes, size: int) -> Image.Image | None:
-    """A plain, upright, sane-sized JPEG decoded by libjpeg-turbo at the smallest scale >= ``size``; None for
-    anything else (other formats, EXIF rotation, CMYK, any error), which ``decode`` then handles with its
-    checks and messages."""
+def decode_turbo(data: bytes, size: int, limits: DecodeLimits = CLI_LIMITS) -> Image.Image | None:
+    """A plain, upright JPEG within ``limits`` decoded by libjpeg-turbo at the smallest scale >= ``size``;
+    None for anything else (other formats, EXIF rotation, CMYK, over budget, any error), which ``decode``
+    then handles with its checks and messages."""
     if simplejpeg is None or data[:3] != b"\xff\xd8\xff":
         return None
     try:
-        header = Image.open(io.BytesIO(data))  # reads the header only
-        if header.format != "JPEG" or header.mode != "RGB" or header.width * header.height > MAX_PIXELS:
-            return None
-        if header.getexif().get(0x0112, 1) != 1:  # EXIF orientation: Pillow's path rotates it
-            return None
+        header = open_image(data, size)  # the header only, at the draft scale libjpeg-turbo will use too
+        if header.format != "JPEG" or header.mode != "RGB" or header.getexif().get(0x0112, 1) != 1:
+            return None  # EXIF rotation, CMYK, greyscale: Pillow's path converts them
+        check_cost(decode_cost(header), limits)
         array = simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=size, min_width=size)
     except Exception:  # noqa: BLE001 - whatever fails here, Pillow's path reports it properly
         return None

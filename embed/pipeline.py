@@ -22,8 +22,9 @@ from tqdm import tqdm
 
 from embed.cache import MANIFEST, CacheWriter, read_manifest, write_failures
 from embed.images import ImageError, load_pixels
+from embed.output import OutputError, check_folder, describe
 from embed.runtime import Encoder, versions
-from embed.sources import ImageRef, iter_sources, select
+from embed.sources import ImageRef, list_sources, select
 
 READER_THREADS = 2
 MISSING_REASON = "no image with this uuid in the sources"
@@ -34,6 +35,7 @@ class EmbedSummary:
     encoded: int = 0
     skipped: int = 0
     failed: int = 0
+    ignored: int = 0  # files that are not images, duplicate uuids, unreadable folders: listed in the failures
     seconds: float = 0.0
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # (uuid, origin, reason)
     missing: list[str] = field(default_factory=list)  # uuids asked for with --ids that have no image
@@ -46,16 +48,17 @@ class EmbedSummary:
     def line(self) -> str:
         return (
             f"embed: {self.encoded} encoded, {self.skipped} skipped (already cached), {self.failed} failed, "
-            f"{len(self.missing)} missing, {self.seconds:.1f} s, {self.images_per_s:.1f} img/s -> {self.cache}"
+            f"{len(self.missing)} missing, {self.ignored} ignored (not images, duplicate uuids), "
+            f"{self.seconds:.1f} s, {self.images_per_s:.1f} img/s -> {self.cache}"
         )
 
 
 def _read(ref: ImageRef, size: int, decoder: str | None = None) -> np.ndarray | str:
     try:
-        return load_pixels(ref.read(), size, decoder)
+        return load_pixels(ref.read(), size, decoder=decoder)
     except ImageError as error:
         return str(error)
-    except (OSError, zipfile.BadZipFile, zlib.error) as error:  # unreadable file or damaged zip member
+    except (OSError, zipfile.BadZipFile, zlib.error, EOFError) as error:  # unreadable file or bad zip member
         return f"cannot read: {error}"
 
 
@@ -96,25 +99,55 @@ def embed_sources(
     machine runs that keeps the decisions of the rows already in ``out``, or of ``agree_with``: the runtime
     record of the heads that will read a new cache)."""
     start = time.perf_counter()
+    listed, ignored = list_sources(sources)  # milliseconds: no pixel is read
+    check_folder(out, "cache folder")  # before loading the encoder: a wrong --out fails in a second
     if (Path(out) / MANIFEST).exists():
         agree_with = read_manifest(Path(out)).get("runtime", {})
     # Static shapes: the batch size only; the short last batch is padded.
     model = Encoder.load(encoder, threads, runtime, precision, (batch_size,), agree_with, decoder)
     writer = CacheWriter(out, model.spec, versions(), runtime=model.record)
-    refs, missing = select(iter_sources(sources), ids)
+    refs, missing = select(listed, ids)
     todo = [ref for ref in refs if ref.uuid not in writer.known]
-    summary = EmbedSummary(skipped=len(refs) - len(todo), missing=missing, cache=str(out))
-    summary.failures = [(u, "", MISSING_REASON) for u in missing]
+    summary = EmbedSummary(skipped=len(refs) - len(todo), missing=missing, cache=str(out), ignored=len(ignored))
+    summary.failures = [(u, "", MISSING_REASON) for u in missing] + [(s.uuid, s.origin, s.reason) for s in ignored]
     bar = tqdm(total=len(todo), unit="img", desc="embed", disable=not progress, file=sys.stderr)
     try:
         _run(model, todo, writer, summary, bar, batch_size)
-    finally:  # also on Ctrl-C: keep every whole batch encoded so far
+    except OSError as error:  # the cache cannot be written (full disk, read-only): keep the finished parts
+        raise _write_error(out, writer, error) from None
+    except KeyboardInterrupt:  # Ctrl-C: keep every batch encoded so far
+        _finish(out, writer, summary)
+        raise
+    finally:
         bar.close()
-        writer.flush()
-        writer.compact()
-        write_failures(Path(out), summary.failures)
         summary.seconds = time.perf_counter() - start
+    _finish(out, writer, summary)
     return summary
+
+
+def _finish(out, writer: CacheWriter, summary: EmbedSummary) -> None:
+    """Write what is encoded but not yet in a part, compact the parts and the failures list."""
+    try:
+        writer.flush()
+    except OSError as error:
+        raise _write_error(out, writer, error) from None
+    try:
+        writer.compact()
+    except OSError:  # compaction only tidies: the parts it would merge are whole and stay readable
+        pass
+    try:
+        write_failures(Path(out), summary.failures)
+    except OSError as error:
+        raise OutputError(f"cannot write the failures list in {out}: {describe(error)}") from None
+
+
+def _write_error(out, writer: CacheWriter, error: OSError) -> OutputError:
+    lost = len(writer.pending_uuids)
+    writer.pending_uuids, writer.pending = [], []  # never written twice, never half-written
+    return OutputError(
+        f"cannot write to cache {out}: {describe(error)}; the cache keeps {len(writer.known)} images in whole "
+        f"parts ({lost} encoded images were not saved); free space and run again to resume"
+    )
 
 
 def _run(model: Encoder, todo, writer: CacheWriter, summary: EmbedSummary, bar, batch_size: int) -> None:

@@ -46,7 +46,7 @@ def calibration_pixels(refs: list[ImageRef], size: int) -> tuple[np.ndarray, str
     for ref in refs:
         data = ref.read()
         try:
-            pixels.append(load_pixels(data, size, "pillow"))  # one decoder for the ranges, whatever is installed
+            pixels.append(load_pixels(data, size, decoder="pillow"))  # one decoder for the ranges, whatever is installed
         except ImageError:
             continue
         digest.update(ref.uuid.encode() + b"\0" + hashlib.sha256(data).digest())

@@ -315,7 +315,7 @@ class Encoder:
         """One image (encoded bytes or PIL image) -> encoder input; raises ImageError."""
         if isinstance(image, Image.Image):
             return resize_shorter_crop(to_rgb(image), self.spec.input_size)
-        return load_pixels(image, self.spec.input_size, self.decoder)
+        return load_pixels(image, self.spec.input_size, decoder=self.decoder)
 
     def embed_images(self, images: Sequence[bytes | Image.Image]) -> tuple[np.ndarray, list[str | None]]:
         """Embeddings for a batch of images; a failed image gets a NaN row and its reason."""

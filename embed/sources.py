@@ -2,10 +2,14 @@
 
 A source yields ``ImageRef``s (uuid + a way to read the bytes) without reading any pixels, so listing
 8,860 images in a zip takes milliseconds and a resumed run can skip cached uuids before touching data.
+Whatever is left out (other file types, a uuid seen twice, a folder that cannot be read, a symlink loop) is
+a ``Skipped`` entry, so that the caller can count and list it. Zip members are streamed with a size cap and
+checked against their headers first (encryption, method, size, compression ratio): a bad member fails alone.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import zipfile
 from collections.abc import Callable, Iterable
@@ -15,6 +19,27 @@ from pathlib import Path, PurePosixPath
 import pandas as pd
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+# Largest image file we read (a 200 MP phone JPEG is ~60-100 MB) and the largest inflation a zip member may
+# claim: images barely compress, so a member that inflates 100x is a bomb (small members are let through).
+MAX_FILE_BYTES = 256 * 2**20
+MAX_RATIO = 100
+RATIO_FLOOR_BYTES = 2**20
+# Methods whose inflation zipfile bounds as it streams; bzip2 and LZMA inflate a whole read at once.
+ZIP_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate"}
+READ_CHUNK = 2**20
+
+
+class SourceError(OSError):
+    """One image (file or zip member) that cannot be read; it fails alone, the run goes on."""
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A file or folder of a source that is not embedded, and why."""
+
+    uuid: str
+    origin: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -31,11 +56,19 @@ def is_image_name(name: str) -> bool:
 
 def iter_sources(sources: Iterable[str | Path]) -> list[ImageRef]:
     """All images of all sources, in order; a uuid seen twice keeps its first occurrence."""
+    return list_sources(sources)[0]
+
+
+def list_sources(sources: Iterable[str | Path]) -> tuple[list[ImageRef], list[Skipped]]:
+    """(images of all sources in order, what was left out); a uuid seen twice keeps its first occurrence."""
     refs: dict[str, ImageRef] = {}
+    skipped: list[Skipped] = []
     for source in sources:
-        for ref in _refs_of(Path(source)):
-            refs.setdefault(ref.uuid, ref)
-    return list(refs.values())
+        for ref in _refs_of(Path(source), skipped):
+            first = refs.setdefault(ref.uuid, ref)
+            if first is not ref:
+                skipped.append(Skipped(ref.uuid, ref.origin, f"duplicate uuid: already read from {first.origin}"))
+    return list(refs.values()), skipped
 
 
 def select(refs: list[ImageRef], ids: Iterable[str] | None) -> tuple[list[ImageRef], list[str]]:
@@ -57,29 +90,109 @@ def read_ids(path: str | Path) -> list[str]:
     return frame["uuid"].astype(str).tolist()
 
 
-def _refs_of(path: Path) -> Iterable[ImageRef]:
+def _refs_of(path: Path, skipped: list[Skipped]) -> list[ImageRef]:
     if not path.exists():
         raise FileNotFoundError(f"image source not found: {path}")
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file())
-        # Judge the path inside the folder, so that images under hidden or __MACOSX folders are skipped too.
-        return [_file_ref(p) for p in files if is_image_name(p.relative_to(path).as_posix())]
-    if zipfile.is_zipfile(path):
-        return _zip_refs(path)
+        return _folder_refs(path, skipped)
+    if path.suffix.lower() == ".zip" or zipfile.is_zipfile(path):
+        return _zip_refs(path, skipped)
     return [_file_ref(path)]
 
 
+def _folder_refs(root: Path, skipped: list[Skipped]) -> list[ImageRef]:
+    """Every image under ``root``, sorted; symlinked folders are followed once (a loop is skipped)."""
+    files: list[Path] = []
+    seen_folders: set[tuple[int, int]] = set()
+
+    def unreadable(error: OSError) -> None:
+        skipped.append(Skipped("", str(error.filename or root), f"cannot read folder: {error.strerror or error}"))
+
+    for folder, subfolders, names in os.walk(root, onerror=unreadable, followlinks=True):
+        identity = _identity(folder)
+        if identity in seen_folders:  # reached again through a symlink: a loop, or the same folder twice
+            skipped.append(Skipped("", folder, "symlink loop: folder already listed"))
+            subfolders[:] = []
+            continue
+        seen_folders.add(identity)
+        subfolders.sort()
+        files.extend(Path(folder) / name for name in names)
+    refs = []
+    for file in sorted(files):
+        inside = file.relative_to(root).as_posix()  # hidden or __MACOSX folders inside the source are skipped
+        if not is_image_name(inside):
+            skipped.append(Skipped(file.stem, str(file), _not_image_reason(inside)))
+        elif not file.is_file():  # a broken symlink, a symlink loop, a socket...
+            skipped.append(Skipped(file.stem, str(file), "not a readable file (broken symlink or special file)"))
+        else:
+            refs.append(_file_ref(file))
+    return refs
+
+
+def _identity(folder: str) -> tuple[int, int]:
+    stat = os.stat(folder)
+    return stat.st_dev, stat.st_ino
+
+
+def _not_image_reason(name: str) -> str:
+    if any(part.startswith(".") or part == "__MACOSX" for part in PurePosixPath(name).parts):
+        return "hidden or macOS metadata file"
+    return f"not an image file name (suffixes: {', '.join(sorted(IMAGE_SUFFIXES))})"
+
+
 def _file_ref(path: Path) -> ImageRef:
-    return ImageRef(uuid=path.stem, origin=str(path), read=path.read_bytes)
+    return ImageRef(uuid=path.stem, origin=str(path), read=lambda: _read_file(path))
 
 
-def _zip_refs(path: Path) -> list[ImageRef]:
+def _read_file(path: Path) -> bytes:
+    with open(path, "rb") as handle:
+        data = handle.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise SourceError(f"file larger than {MAX_FILE_BYTES // 2**20} MB")
+    return data
+
+
+def _zip_refs(path: Path, skipped: list[Skipped]) -> list[ImageRef]:
     reader = _ZipReader(path)
-    return [
-        ImageRef(uuid=PurePosixPath(name).stem, origin=f"{path}:{name}", read=reader.opener(name))
-        for name in reader.names
-        if is_image_name(name)
-    ]
+    refs = []
+    for name in reader.names:
+        origin = f"{path}:{name}"
+        if is_image_name(name):
+            refs.append(ImageRef(uuid=PurePosixPath(name).stem, origin=origin, read=reader.opener(name)))
+        else:
+            skipped.append(Skipped(PurePosixPath(name).stem, origin, _not_image_reason(name)))
+    return refs
+
+
+def check_member(info: zipfile.ZipInfo) -> None:
+    """Refuse a zip member from its header alone: encrypted, unsupported method, too large, too compressible."""
+    if info.flag_bits & 0x1:
+        raise SourceError("encrypted zip member (password protected)")
+    if info.compress_type not in ZIP_METHODS:
+        raise SourceError(f"unsupported zip compression method {info.compress_type}; "
+                          f"re-zip with {' or '.join(ZIP_METHODS.values())}")
+    if info.file_size > MAX_FILE_BYTES:
+        raise SourceError(f"zip member of {info.file_size:,} bytes is larger than {MAX_FILE_BYTES // 2**20} MB")
+    if info.file_size > RATIO_FLOOR_BYTES and info.file_size > MAX_RATIO * max(info.compress_size, 1):
+        raise SourceError(f"zip bomb: member inflates {info.file_size / max(info.compress_size, 1):,.0f}x "
+                          f"(more than {MAX_RATIO}x)")
+
+
+def read_member(archive: zipfile.ZipFile, name: str) -> bytes:
+    """A member's bytes, streamed and capped at the size its header declares (and MAX_FILE_BYTES)."""
+    info = archive.getinfo(name)
+    check_member(info)
+    chunks, size = [], 0
+    try:
+        with archive.open(info) as member:  # zipfile stops at the declared size and checks the CRC at the end
+            while chunk := member.read(READ_CHUNK):
+                size += len(chunk)
+                if size > min(info.file_size, MAX_FILE_BYTES):
+                    raise SourceError("zip member inflates past its declared size")
+                chunks.append(chunk)
+    except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError, RuntimeError) as error:
+        raise SourceError(f"damaged zip member: {error}") from None
+    return b"".join(chunks)
 
 
 class _ZipReader:
@@ -88,11 +201,14 @@ class _ZipReader:
     def __init__(self, path: Path):
         self.path = path
         self.local = threading.local()
-        with zipfile.ZipFile(path) as archive:
-            self.names = [info.filename for info in archive.infolist() if not info.is_dir()]
+        try:
+            with zipfile.ZipFile(path) as archive:
+                self.names = [info.filename for info in archive.infolist() if not info.is_dir()]
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, NotImplementedError) as error:
+            raise ValueError(f"{path} is not a readable zip archive ({error})") from None
 
     def opener(self, name: str) -> Callable[[], bytes]:
-        return lambda: self._archive().read(name)
+        return lambda: read_member(self._archive(), name)
 
     def _archive(self) -> zipfile.ZipFile:
         archive = getattr(self.local, "archive", None)

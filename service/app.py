@@ -3,18 +3,20 @@
     POST /v1/predict   images -> category top-2 and top-k probabilities, tag scores/thresholds/decisions
     GET  /v1/model     encoder, classes, tags, thresholds, training fingerprint
     GET  /v1/stats     encoder calls and images so far (how well micro-batching works), images in flight
-    GET  /healthz      the process answers;  GET /readyz  the model is loaded and warm (503 before)
+    GET  /healthz      the process answers (HEAD too);  GET /readyz  the model is loaded and warm (503 before)
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
+import functools
 import logging
 import os
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import APIRouter, FastAPI, Query, Request, Response
 
 from embed.images import ImageError
 from service.batcher import Batcher
@@ -31,13 +33,14 @@ from service.schemas import (
     Stats,
 )
 from service.settings import Settings
-from service.uploads import Upload, read_uploads
+from service.uploads import Upload, decode_work, read_uploads
 
 log = logging.getLogger("service")
 router = APIRouter()
 
 MODEL_ENV = "VINTED_TAGGER_MODEL"
 ERRORS = {status: {"model": ErrorResponse} for status in (400, 413, 415, 422, 500, 503)}
+ERRORS[503]["description"] = "not ready, shutting down, or overloaded (the whole request; see Retry-After)"
 # The body is read by hand (streamed, with limits), so its two accepted forms are documented here.
 PREDICT_BODY = {
     "requestBody": {
@@ -47,7 +50,8 @@ PREDICT_BODY = {
                 "schema": {
                     "type": "object",
                     "required": ["files"],
-                    "properties": {"files": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+                    "properties": {"files": {"type": "array", "minItems": 1,
+                                             "items": {"type": "string", "format": "binary"}}},
                 }
             },
             "image/*": {"schema": {"type": "string", "format": "binary"}},
@@ -75,7 +79,18 @@ def create_app(model_dir: str | Path | None = None, settings: Settings | None = 
     install_handlers(app)
     app.add_middleware(RequestContext)
     app.include_router(router)
+    app.openapi = functools.partial(openapi_with_limits, app)
     return app
+
+
+def openapi_with_limits(app: FastAPI) -> dict:
+    """The generated schema, plus this app's own limit on the number of files (a setting)."""
+    if app.openapi_schema is None:
+        schema = copy.deepcopy(FastAPI.openapi(app))  # PREDICT_BODY is shared by every app: never edit it
+        body = schema["paths"]["/v1/predict"]["post"]["requestBody"]["content"]["multipart/form-data"]
+        body["schema"]["properties"]["files"]["maxItems"] = app.state.settings.max_files
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 @asynccontextmanager
@@ -96,6 +111,11 @@ async def lifespan(app: FastAPI):
         max_pending=settings.max_pending,
         decode_threads=settings.decode_threads or os.cpu_count() or 1,
         workers=settings.encoder_workers,
+        inspect=functools.partial(decode_work, size=runtime.encoder.spec.input_size,
+                                  limits=settings.decode_limits),
+        heavy_work=settings.heavy_decode_work,
+        heavy_decodes=settings.heavy_decodes,
+        max_heavy_pending=settings.max_heavy_pending,
     )
     batcher.start()
     app.state.runtime, app.state.batcher, app.state.model_info = runtime, batcher, runtime.info()
@@ -117,6 +137,11 @@ def ready_runtime(request: Request):
 @router.get("/healthz", response_model=Health, tags=["health"])
 async def healthz() -> Health:
     return Health()
+
+
+@router.head("/healthz", include_in_schema=False)  # load balancers and monitors probe with HEAD
+async def healthz_head() -> Response:
+    return Response(status_code=200, media_type="application/json")
 
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": ErrorResponse}}, tags=["health"])
@@ -154,27 +179,35 @@ async def predict(
     uploads = await read_uploads(request, request.app.state.settings)
     request.state.images = len(uploads)
     k = min(k, len(runtime.classes))
-    if len(uploads) == 1:
-        results = [await predict_one(request, uploads[0], 0, k)]
-    else:
-        results = await asyncio.gather(*(predict_item(request, u, i, k) for i, u in enumerate(uploads)))
+    batcher: Batcher = request.app.state.batcher
+    # Every image's decode cost from its header, then the request is admitted whole or refused whole (503).
+    costs = await batcher.costs([u.data for u in uploads if u.error is None])
+    by_upload = iter(costs)
+    jobs = [(u, next(by_upload) if u.error is None else None) for u in uploads]
+    with batcher.admission([c for _, c in jobs if isinstance(c, int)]):
+        if len(jobs) == 1:
+            results = [await predict_one(request, *jobs[0], 0, k)]
+        else:
+            results = await asyncio.gather(*(predict_item(request, u, c, i, k) for i, (u, c) in enumerate(jobs)))
     return PredictResponse(model_id=runtime.model_id, results=results)
 
 
-async def predict_one(request: Request, upload: Upload, index: int, k: int):
+async def predict_one(request: Request, upload: Upload, cost, index: int, k: int):
     if upload.error is not None:
         raise upload.error
     try:
-        row = await request.app.state.batcher.predict(upload.data)
+        if isinstance(cost, ImageError):  # its header alone showed it unusable or over the decode budget
+            raise cost
+        row = await request.app.state.batcher.run_image(upload.data, cost)
     except ImageError as error:
         raise image_error(error) from None
     return request.app.state.runtime.prediction(row, k, index, upload.filename)
 
 
-async def predict_item(request: Request, upload: Upload, index: int, k: int):
+async def predict_item(request: Request, upload: Upload, cost, index: int, k: int):
     """predict_one, with a client-side problem turned into this item's error entry."""
     try:
-        return await predict_one(request, upload, index, k)
+        return await predict_one(request, upload, cost, index, k)
     except ApiError as error:
         detail = ErrorDetail(code=error.code, message=error.message)
         return ImageFailure(index=index, filename=upload.filename, error=detail)
@@ -202,10 +235,14 @@ def run(
     """Serve until interrupted (``classify serve``)."""
     import uvicorn
 
+    from classifiers.artifacts import load_model
+
     model_dir = Path(model_dir) if model_dir else default_model_dir()
-    if not (model_dir / "model.json").is_file():  # one clear line instead of a startup traceback
-        raise FileNotFoundError(f"no model at {model_dir} (model.json missing); train one with `classify train`")
+    load_model(model_dir)  # a missing or bad model is one clear line here, never a service that turns ready
+    settings = settings or Settings.from_env()
     configure_logging(log_level)
     app = create_app(model_dir, settings)
-    # log_config=None keeps the logging set up above; the access line comes from RequestContext.
-    uvicorn.run(app, host=host, port=port, log_config=None, log_level=log_level, access_log=False)
+    # log_config=None keeps the logging set up above; the access line comes from RequestContext. On SIGTERM
+    # uvicorn stops accepting, then cuts off what is still open after shutdown_timeout_s (a slow client).
+    uvicorn.run(app, host=host, port=port, log_config=None, log_level=log_level, access_log=False,
+                timeout_graceful_shutdown=settings.shutdown_timeout_s)

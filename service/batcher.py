@@ -8,12 +8,22 @@ workers are busy, new images pile up and become the next batch, so batches grow 
 ``workers`` is how many batches run at once. With one worker, one ONNX Runtime call at a time spreads over
 all cores (intra-op threads). On a small CPU, parallel single-threaded calls can give more images per
 second than one wide call; that trade-off is a setting, measured in bench/service_bench.py.
+
+Admission comes first and is all or nothing: a request's images are counted (and their decode cost, read
+from the headers, weighed) before any is decoded, and when they do not all fit, the whole request gets 503
+with Retry-After. Images whose decode work (embed.images.DecodeCost.work) is over ``heavy_work`` then wait
+in a lane of their own: ``heavy_decodes`` threads at the lowest CPU priority, so decode-heavy uploads neither
+take the threads that ordinary photos need nor the CPU time their encoding needs (they use what is idle).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
+import os
+import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -37,17 +47,27 @@ class Batcher:
         max_pending: int,
         decode_threads: int,
         workers: int = 1,
+        inspect: Callable[[bytes], int] | None = None,
+        heavy_work: float = math.inf,
+        heavy_decodes: int = 1,
+        max_heavy_pending: int = 16,
     ):
         self.decode, self.run_batch = decode, run_batch
+        self.inspect = inspect or (lambda data: 0)  # bytes -> decode cost (raises ImageError for a bad header)
         self.max_batch, self.window_s, self.max_pending = max_batch, window_s, max_pending
+        self.heavy_work, self.max_heavy_pending = heavy_work, max_heavy_pending
         self.decoding = 0  # images in the decode pool: worth a short wait, they will arrive soon
         self.pending = 0  # images accepted and not answered yet
+        self.heavy_pending = 0  # of which over heavy_work
+        self._heavy_lane = asyncio.Semaphore(heavy_decodes)
         self.batches = self.batched_images = 0  # counters, for tests and the benchmark
         self._queue: deque[Item] = deque()
         self._changed = asyncio.Event()
         self._free_workers = asyncio.Semaphore(workers)
         self._running: set[asyncio.Task] = set()
         self._decoders = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
+        self._heavy_decoders = ThreadPoolExecutor(heavy_decodes, thread_name_prefix="decode-heavy",
+                                                  initializer=lowest_priority)
         self._workers = ThreadPoolExecutor(workers, thread_name_prefix="encoder")
         self._task: asyncio.Task | None = None
 
@@ -62,26 +82,63 @@ class Batcher:
         fail([future for _, future in self._queue], shutting_down())
         self._queue.clear()
         self._decoders.shutdown(wait=False, cancel_futures=True)
+        self._heavy_decoders.shutdown(wait=False, cancel_futures=True)
         self._workers.shutdown(wait=False, cancel_futures=True)
 
     async def predict(self, data: bytes):
         """One image -> its row of ``run_batch`` output; raises ImageError for a bad image, 503 when full."""
-        if self.pending >= self.max_pending:  # a flood must not grow memory without bound
-            raise ApiError(503, "overloaded", "too many images in flight; retry shortly", {"Retry-After": "1"})
-        loop = asyncio.get_running_loop()
-        self.pending += 1
+        cost = (await self.costs([data]))[0]
+        if isinstance(cost, Exception):
+            raise cost
+        with self.admission([cost]):
+            return await self.run_image(data, cost)
+
+    async def costs(self, payloads: list[bytes]) -> list[int | Exception]:
+        """Each image's decode cost from its header (or the ImageError that its header gives)."""
+        self.check_room(len(payloads))  # a flood is refused before even its headers are read
+        return await asyncio.get_running_loop().run_in_executor(self._decoders, self._costs, payloads)
+
+    def _costs(self, payloads: list[bytes]) -> list[int | Exception]:
+        out: list[int | Exception] = []
+        for data in payloads:
+            try:
+                out.append(self.inspect(data))
+            except ValueError as error:  # ImageError
+                out.append(error)
+        return out
+
+    def check_room(self, images: int, heavy: int = 0) -> None:
+        if self.pending + images > self.max_pending or self.heavy_pending + heavy > self.max_heavy_pending:
+            raise overloaded()
+
+    @contextlib.contextmanager
+    def admission(self, costs: list[int]):
+        """Take all these images or none (503): memory and queueing stay bounded whatever the load."""
+        heavy = sum(cost > self.heavy_work for cost in costs)
+        self.check_room(len(costs), heavy)
+        self.pending += len(costs)
+        self.heavy_pending += heavy
         try:
+            yield
+        finally:
+            self.pending -= len(costs)
+            self.heavy_pending -= heavy
+
+    async def run_image(self, data: bytes, cost: int = 0):
+        """Decode (in the heavy lane when costly) and encode one admitted image."""
+        loop = asyncio.get_running_loop()
+        heavy = cost > self.heavy_work
+        async with self._heavy_lane if heavy else contextlib.nullcontext():
             self.decoding += 1
             try:
-                pixels = await loop.run_in_executor(self._decoders, self.decode, data)
+                pool = self._heavy_decoders if heavy else self._decoders
+                pixels = await loop.run_in_executor(pool, self.decode, data)
             finally:
                 self.decoding -= 1
                 self._changed.set()
-            future = loop.create_future()
-            self._queue.append((pixels, future))
-            return await future
-        finally:
-            self.pending -= 1
+        future = loop.create_future()
+        self._queue.append((pixels, future))
+        return await future
 
     async def _loop(self) -> None:
         while True:
@@ -131,6 +188,19 @@ class Batcher:
         for future, row in zip(futures, rows):
             if not future.done():
                 future.set_result(row)
+
+
+def lowest_priority() -> None:
+    """Nice the calling thread to 19 (Linux applies it per thread); elsewhere, leave it as it is."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError):
+        pass
+
+
+def overloaded() -> ApiError:
+    return ApiError(503, "overloaded", "too many images in flight; retry the whole request shortly",
+                    {"Retry-After": "1"})
 
 
 def shutting_down() -> ApiError:

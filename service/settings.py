@@ -6,6 +6,8 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
+from embed.images import DecodeLimits
+
 ENV_PREFIX = "VINTED_TAGGER_"
 MB = 1024 * 1024
 
@@ -27,9 +29,24 @@ class Settings:
     decode_threads: int = 0  # image decode pool; 0 = all cores
     runtime: str = "auto"  # encoder runtime and precision (embed.encoders.VARIANTS); auto = the fastest that
     precision: str = "auto"  # keeps the model's decisions, as for `embed`
+    # Decode budget per image, judged from its header (embed/images.py), stricter than the command line's:
+    # pixels decoded (a JPEG after draft reduction: a 200 MP photo decodes ~3 MP) and peak decode memory.
+    decode_max_megapixels: float = 24.0
+    decode_max_mb: float = 192.0
+    decode_max_frames: int = 100
+    # Images that need more than heavy_decode_mb of decode memory, or declare more than heavy_decode_mb million
+    # pixels (a big JPEG entropy-decodes all of them even in draft mode), take a separate lane, heavy_decodes
+    # at a time, and at most max_heavy_pending of them are admitted at once: decode-heavy uploads wait for
+    # each other instead of taking the decode threads every ordinary photo needs.
+    heavy_decode_mb: float = 24.0
+    heavy_decodes: int = 1
+    max_heavy_pending: int = 16
+    shutdown_timeout_s: float = 5.0  # on SIGTERM, requests still open after this are cut off
 
     def __post_init__(self) -> None:
-        positive = [self.max_file_mb, self.max_files, self.max_batch, self.max_pending, self.encoder_workers]
+        positive = [self.max_file_mb, self.max_files, self.max_batch, self.max_pending, self.encoder_workers,
+                    self.decode_max_megapixels, self.decode_max_mb, self.decode_max_frames, self.heavy_decodes,
+                    self.max_heavy_pending, self.shutdown_timeout_s]
         non_negative = [self.batch_window_ms, self.encoder_threads, self.decode_threads]
         if min(positive) <= 0 or min(non_negative) < 0 or self.max_request_mb < self.max_file_mb:
             raise ValueError(f"settings out of range: {self}")
@@ -41,6 +58,14 @@ class Settings:
     @property
     def max_body_bytes(self) -> int:
         return int(self.max_request_mb * MB)
+
+    @property
+    def decode_limits(self) -> DecodeLimits:
+        return DecodeLimits(int(self.decode_max_megapixels * 1e6), int(self.decode_max_mb * MB), self.decode_max_frames)
+
+    @property
+    def heavy_decode_work(self) -> int:
+        return int(self.heavy_decode_mb * MB)
 
     @classmethod
     def from_env(cls, environ: dict | None = None, **overrides) -> Settings:

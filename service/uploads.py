@@ -15,6 +15,7 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect
 
+from embed.images import DecodeLimits, check_cost, inspect_cost
 from service.errors import ApiError
 from service.settings import MB, Settings
 
@@ -30,6 +31,14 @@ class Upload:
     filename: str | None
     data: bytes = b""
     error: ApiError | None = None  # a problem with this file alone, found while reading it
+
+
+def decode_work(data: bytes, size: int, limits: DecodeLimits) -> int:
+    """How heavy an upload is to decode (DecodeCost.work), from its header; ImageError when its header is
+    unusable or it is over the service's decode limits."""
+    cost = inspect_cost(data, draft_size=size)
+    check_cost(cost, limits)
+    return cost.work
 
 
 def too_large(size_limit: int, what: str, code: str) -> ApiError:

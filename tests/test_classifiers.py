@@ -77,7 +77,7 @@ def dataset(tmp_path_factory) -> dict:
     train_labels.to_parquet(folder / "data.parquet")
     test_labels[["uuid"]].to_parquet(folder / "test.parquet")
     test_labels.to_parquet(folder / "test_labels.parquet")
-    model = train(folder / "data.parquet", cache)
+    model = train(folder / "data.parquet", cache, tags=TAGS)
     save_model(model, folder / "model")
     return {"folder": folder, "cache": cache, "labels": labels, "vectors": vectors, "train": train_labels,
             "test": test_labels, "model": model, "tagger": Tagger.load(folder / "model")}
@@ -89,7 +89,7 @@ def dataset(tmp_path_factory) -> dict:
 def test_classes_and_tags_come_from_the_data(dataset) -> None:
     model = dataset["model"]
     assert model.classes == CLASSES  # not the assignment's five, and no "None"/"nan" class from nulls
-    assert model.tag_names == TAGS  # the extra "stripes" column is a tag; color1/group are not
+    assert model.tag_names == TAGS  # the declared extra tag "stripes" is a tag; color1/group are not
     assert model.info["category"]["rows"] == 240 - 30
     assert model.info["tags"]["floral"]["rows"] == 240 - 30
     assert model.info["tags"]["stripes"]["rows"] == 240
@@ -103,22 +103,22 @@ def test_nan_tag_is_unknown_not_zero(dataset, tmp_path) -> None:
     with_nan.loc[tagged, "checker"] = np.nan  # clear positives whose label is unknown
     dropped = labels.drop(index=tagged)
     cache = read_cache(write_cache(tmp_path / "cache", labels["uuid"], vectors))
-    a = train(with_nan, cache).tags["checker"]
-    b = train(dropped, cache).tags["checker"]
+    a = train(with_nan, cache, tags=TAGS).tags["checker"]
+    b = train(dropped, cache, tags=TAGS).tags["checker"]
     # NaN rows are left out: the head equals one trained without them. Read as 0, these 12 positives
     # would have moved both the weights and the threshold.
     assert a.threshold == b.threshold
     np.testing.assert_array_equal(a.scores.coef, b.scores.coef)
     zeros = labels.astype({"checker": "float64"})
     zeros.loc[tagged, "checker"] = 0
-    assert not np.array_equal(train(zeros, cache).tags["checker"].scores.coef, a.scores.coef)
+    assert not np.array_equal(train(zeros, cache, tags=TAGS).tags["checker"].scores.coef, a.scores.coef)
 
 
 def test_missing_uuid_in_training_is_reported_and_dropped(dataset) -> None:
     labels = dataset["train"].copy()
     extra = labels.iloc[:2].assign(uuid=["ghost-1", "ghost-2"])
     with pytest.warns(UserWarning, match="2 of 242 labelled rows have no embedding"):
-        model = train(pd.concat([labels, extra], ignore_index=True), dataset["cache"])
+        model = train(pd.concat([labels, extra], ignore_index=True), dataset["cache"], tags=TAGS)
     assert model.info["rows"]["labelled"] == 240
 
 
@@ -145,7 +145,7 @@ def test_training_uses_the_groups(dataset, monkeypatch) -> None:
         return original(y, groups, n_splits, seed)
 
     monkeypatch.setattr(heads, "make_folds", spy)
-    train(dataset["train"], read_cache(dataset["cache"]))
+    train(dataset["train"], read_cache(dataset["cache"]), tags=TAGS)
     assert len(seen) == 1 + len(TAGS)
     for groups in seen:
         assert groups is not None and all(g.startswith("sender-") for g in groups)
@@ -187,7 +187,7 @@ def test_iteration_cap_is_silent(dataset) -> None:
 
 def test_unknown_head_name_lists_valid_ones(dataset) -> None:
     with pytest.raises(ValueError, match="unknown head 'svm'; valid heads: logreg, lightgbm, auto"):
-        train(dataset["train"], dataset["cache"], head="svm")
+        train(dataset["train"], dataset["cache"], head="svm", tags=TAGS)
 
 
 # ---------------------------------------------------------------------------------------- prediction
@@ -224,7 +224,7 @@ def test_prediction_columns_dtypes_and_order(dataset) -> None:
 
 def test_round_trip_gives_identical_predictions(dataset, tmp_path) -> None:
     vectors = dataset["vectors"]
-    for model in (dataset["model"], train(dataset["train"], dataset["cache"], head="lightgbm")):
+    for model in (dataset["model"], train(dataset["train"], dataset["cache"], head="lightgbm", tags=TAGS)):
         save_model(model, tmp_path / model.info["head"])
         loaded = load_model(tmp_path / model.info["head"])
         for before, after in zip(model.scores(vectors), loaded.scores(vectors)):
@@ -239,7 +239,7 @@ def test_tag_heads_read_only_the_texture_parts(dataset, tmp_path) -> None:
     # head (what the object is) nor the grid (where things are).
     spec = dataclasses.replace(fake_spec(), parts=(("head", 2), ("mean3", 6), ("std3", 4), ("grid5", 2), ("std5", 2)))
     cache = write_cache(tmp_path / "cache", dataset["labels"]["uuid"], dataset["vectors"], spec)
-    model = train(dataset["train"], cache)
+    model = train(dataset["train"], cache, tags=TAGS)
     texture = ((2, 12), (14, 16))
     assert all(tag.columns == texture for tag in model.tags.values())
     assert model.info["tags"]["floral"]["features"] == 12
@@ -265,7 +265,7 @@ def test_texture_columns() -> None:
 
 
 def test_training_is_deterministic(dataset, tmp_path) -> None:
-    save_model(train(dataset["train"], dataset["cache"]), tmp_path / "again")
+    save_model(train(dataset["train"], dataset["cache"], tags=TAGS), tmp_path / "again")
     first, second = dataset["folder"] / "model", tmp_path / "again"
     names = sorted(p.name for p in first.iterdir() if p.name != "training.json")  # timings change run to run
     assert names == sorted(p.name for p in second.iterdir() if p.name != "training.json")
@@ -338,7 +338,7 @@ def test_evaluate_against_hand_computed_metrics() -> None:
         "category2": ["Y", "X", "Z", "Y", "X"],
         "polka dot": [1, 1, 0, 1, 0],
     })
-    result = evaluate(predictions, labels)
+    result = evaluate(predictions, labels, tags=["polka dot"])
     assert result["rows"] == {"predictions": 5, "labels": 6, "matched": 5, "labels_without_prediction": 1}
     category = result["category"]
     # Known categories among predicted rows: a X->X, b X->Y (2nd X), c Y->Y, d Z->X (2nd Y). e is unknown.
@@ -362,7 +362,7 @@ def test_evaluate_against_hand_computed_metrics() -> None:
 def test_cli_train_predict_evaluate(dataset, tmp_path, capsys) -> None:
     folder, out = dataset["folder"], tmp_path / "model"
     assert main(["train", "--data", str(folder / "data.parquet"), "--cache", str(dataset["cache"]),
-                 "--out", str(out)]) == 0
+                 "--out", str(out), "--tags", *TAGS]) == 0
     printed, errors = capsys.readouterr()
     assert printed.count("\ntag ") == len(TAGS) and printed.startswith("category  logreg")
     assert "warning" not in errors
@@ -377,7 +377,7 @@ def test_cli_train_predict_evaluate(dataset, tmp_path, capsys) -> None:
     assert frame["uuid"].tolist() == dataset["test"]["uuid"].tolist()
 
     assert main(["evaluate", "--predictions", str(predictions), "--labels", str(folder / "test_labels.parquet"),
-                 "--json"]) == 0
+                 "--json", "--tags", *TAGS]) == 0
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["category"]["top1"] > 0.9 and metrics["category"]["rows"] == 60
     assert list(metrics["tags"]) == TAGS and metrics["tags_macro"]["f1"] > 0.7, metrics["tags"]
@@ -434,7 +434,7 @@ def test_cli_refuses_cache_of_another_encoder(dataset, tmp_path, capsys) -> None
 
 
 def test_auto_records_both_candidates(dataset) -> None:
-    model = train(dataset["train"], dataset["cache"], head="auto")
+    model = train(dataset["train"], dataset["cache"], head="auto", tags=TAGS)
     for choice in [model.info["category"], *model.info["tags"].values()]:
         assert set(choice["candidates"]) == {"logreg", "lightgbm"} and choice["kind"] in choice["candidates"]
         assert choice["reason"].startswith("auto: best out-of-fold")

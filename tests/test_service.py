@@ -63,7 +63,7 @@ def service_model(tmp_path_factory, lite2_encoder, picture) -> Path:
     )
     embeddings = Embeddings({"encoder": lite2_encoder.spec.to_dict()}, np.array(uuids), vectors)
     folder = tmp_path_factory.mktemp("service-model")
-    save_model(train(labels, embeddings, head="logreg", n_jobs=1), folder)
+    save_model(train(labels, embeddings, head="logreg", n_jobs=1, tags=TAGS), folder)
     return folder
 
 
