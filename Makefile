@@ -12,7 +12,8 @@ CLOTHING := ../shared/data/clothing
 # Embedding cache of the stand-in images (outside the repo; resumable).
 CLOTHING_CACHE ?= $(HOME)/.cache/vinted-tagger/caches/clothing-efficientnet-lite2
 
-.PHONY: setup test demo bench bench-embed bench-heads bench-service bench-variants bench-runtime calibrate notebook serve model clean
+.PHONY: setup test demo bench bench-embed bench-heads bench-service bench-page bench-variants bench-runtime \
+	calibrate notebook serve model page-screenshot clean
 
 setup: $(STAMP)
 
@@ -34,7 +35,7 @@ demo: setup
 	$(BIN)/classify evaluate --predictions $(DEMO_OUT)/predictions.parquet --labels $(DEMO_DATA)/test_labels.parquet
 	@echo "demo: predictions for $(DEMO_DATA)/test.parquet are in $(DEMO_OUT)/predictions.parquet"
 
-bench: bench-runtime bench-embed bench-heads bench-service
+bench: bench-runtime bench-embed bench-heads bench-service bench-page
 
 bench-embed: setup
 	$(BIN)/python bench/embed_bench.py
@@ -52,6 +53,15 @@ bench-runtime: setup
 # The encoder's int8 copy, calibrated on a seeded sample of the stand-in train split (`embed` then runs int8).
 calibrate: setup
 	$(BIN)/embed --calibrate $(CLOTHING)/images.zip --ids $(CLOTHING)/data.parquet
+
+# The seller page in headless Chromium: choosing a photo -> its card shown, 50 times.
+bench-page: setup
+	$(BIN)/python bench/page_bench.py
+
+# The README's picture of the page (docs/page.png), made by the browser tests' own code.
+page-screenshot: setup
+	VINTED_TAGGER_CLOTHING=$(CLOTHING) VINTED_TAGGER_PAGE_SCREENSHOT=docs/page.png \
+		$(BIN)/python -m pytest -q tests/test_page.py -k readme_screenshot
 
 # Out-of-fold scores of embedding variants on the train split: the evidence for the committed layout.
 bench-variants: setup

@@ -4,6 +4,8 @@
     GET  /v1/model     encoder, classes, tags, thresholds, training fingerprint
     GET  /v1/stats     encoder calls and images so far (how well micro-batching works), images in flight
     GET  /healthz      the process answers (HEAD too);  GET /readyz  the model is loaded and warm (503 before)
+    GET  /             the seller page (service/page.py, service/static/), which calls POST /v1/predict
+    GET  /docs, /redoc the API docs, with Swagger UI's and ReDoc's assets served locally (fastapi-offline)
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI, Query, Request, Response
+from fastapi_offline import FastAPIOffline
 
 from embed.images import ImageError
 from service.batcher import Batcher
 from service.errors import ApiError, image_error, install_handlers
 from service.middleware import RequestContext
+from service.page import add_page
 from service.schemas import (
     ErrorDetail,
     ErrorResponse,
@@ -67,11 +71,13 @@ def default_model_dir() -> Path:
 
 
 def create_app(model_dir: str | Path | None = None, settings: Settings | None = None) -> FastAPI:
-    app = FastAPI(
+    # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from the package, not from a CDN.
+    app = FastAPIOffline(
         title="vinted-tagger",
         summary="Top-2 category and pattern tags for clothing photos.",
         version="0.1.0",
         lifespan=lifespan,
+        swagger_ui_parameters={"validatorUrl": None},  # no call to the online spec validator
     )
     app.state.settings = settings or Settings.from_env()
     app.state.model_dir = Path(model_dir) if model_dir else default_model_dir()
@@ -79,6 +85,7 @@ def create_app(model_dir: str | Path | None = None, settings: Settings | None = 
     install_handlers(app)
     app.add_middleware(RequestContext)
     app.include_router(router)
+    add_page(app)
     app.openapi = functools.partial(openapi_with_limits, app)
     return app
 

@@ -1,4 +1,5 @@
-"""Per-request plumbing as one plain ASGI middleware: request id, access log line, last-resort 500.
+"""Per-request plumbing as one plain ASGI middleware: request id, access log line, last-resort 500, and the
+content policy on HTML pages (service/page.py).
 
 Plain ASGI (not BaseHTTPMiddleware) keeps the per-request cost to a few microseconds and never buffers
 bodies. Any exception that reaches it becomes a logged 500 JSON answer, so no request can take the
@@ -14,6 +15,7 @@ import time
 import uuid
 
 from service.errors import error_body
+from service.page import with_content_policy
 
 REQUEST_ID_HEADER = "x-request-id"
 # Echo a caller's id only when it is short and plain, so log lines cannot be forged or bloated.
@@ -50,7 +52,8 @@ class RequestContext:
             if message["type"] == "http.response.start":
                 response["status"] = message["status"]
                 headers = [h for h in message.get("headers", []) if h[0].lower() != b"x-request-id"]
-                message = {**message, "headers": [*headers, (b"x-request-id", request_id.encode())]}
+                headers = with_content_policy([*headers, (b"x-request-id", request_id.encode())])
+                message = {**message, "headers": headers}
             await send(message)
 
         try:

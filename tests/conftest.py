@@ -189,3 +189,37 @@ def broken_image() -> Callable[[str], tuple[bytes, str]]:
         }[kind]
 
     return make
+
+
+# --- a trained model for the service ---------------------------------------------------------------------
+
+SERVICE_CLASSES = ["BLOUSES", "SHIRTS", "TANK_TOPS"]
+SERVICE_TAGS = ["polka dot", "floral"]
+
+
+@pytest.fixture(scope="session")
+def service_model(tmp_path_factory, lite2_encoder, picture) -> Path:
+    """A tiny tagger (3 classes, 2 tags, logistic heads) trained on real Lite2 embeddings of 30 pictures;
+    the service and page tests serve it."""
+    import pandas as pd
+
+    from classifiers.artifacts import save_model
+    from classifiers.train import train
+    from embed.cache import Embeddings
+
+    images = [picture(seed) for seed in range(100, 130)]
+    vectors, errors = lite2_encoder.embed_images(images)
+    assert not any(errors)
+    uuids = [f"img{i:03d}" for i in range(len(images))]
+    labels = pd.DataFrame(
+        {
+            "uuid": uuids,
+            "cc3": [SERVICE_CLASSES[i % 3] for i in range(len(images))],
+            "polka dot": [i % 2 for i in range(len(images))],
+            "floral": [(i // 2) % 2 for i in range(len(images))],
+        }
+    )
+    embeddings = Embeddings({"encoder": lite2_encoder.spec.to_dict()}, np.array(uuids), vectors)
+    folder = tmp_path_factory.mktemp("service-model")
+    save_model(train(labels, embeddings, head="logreg", n_jobs=1, tags=SERVICE_TAGS), folder)
+    return folder

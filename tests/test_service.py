@@ -2,8 +2,8 @@
 per-item errors, response schemas and the request id; then the real server (`python -m service` in a
 subprocess on a free loopback port) over HTTP, whose answer must equal the library's and `classify predict`'s.
 
-The model is a tiny one trained here on EfficientNet-Lite2 embeddings of a few test pictures, so the real
-encoder, heads and image code all run.
+The model is conftest's ``service_model``: a tiny one trained on EfficientNet-Lite2 embeddings of a few test
+pictures, so the real encoder, heads and image code all run.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import os
+import re
 import socket
 import struct
 import subprocess
@@ -20,15 +21,11 @@ import time
 import zlib
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
-from classifiers.artifacts import save_model
 from classifiers.predict import Tagger
-from classifiers.train import train
-from embed.cache import Embeddings
 
 # The service needs the serve extra (FastAPI, uvicorn, python-multipart); without it these tests skip.
 pytest.importorskip("fastapi", reason="pip install 'vinted-tagger[serve]'")
@@ -39,34 +36,13 @@ from service.app import create_app  # noqa: E402
 from service.schemas import ErrorResponse, ImageFailure, ImagePrediction, ModelInfo, PredictResponse  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
-CLASSES = ["BLOUSES", "SHIRTS", "TANK_TOPS"]
+CLASSES = ["BLOUSES", "SHIRTS", "TANK_TOPS"]  # what conftest's service_model was trained on
 TAGS = ["polka dot", "floral"]
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = Settings(max_file_mb=0.05, max_files=3, max_request_mb=0.12)  # 51 KB per file, 3 files, 123 KB
 
 
 # --------------------------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="session")
-def service_model(tmp_path_factory, lite2_encoder, picture) -> Path:
-    """A tiny tagger (3 classes, 2 tags, logistic heads) trained on real Lite2 embeddings of 30 pictures."""
-    images = [picture(seed) for seed in range(100, 130)]
-    vectors, errors = lite2_encoder.embed_images(images)
-    assert not any(errors)
-    uuids = [f"img{i:03d}" for i in range(len(images))]
-    labels = pd.DataFrame(
-        {
-            "uuid": uuids,
-            "cc3": [CLASSES[i % 3] for i in range(len(images))],
-            "polka dot": [i % 2 for i in range(len(images))],
-            "floral": [(i // 2) % 2 for i in range(len(images))],
-        }
-    )
-    embeddings = Embeddings({"encoder": lite2_encoder.spec.to_dict()}, np.array(uuids), vectors)
-    folder = tmp_path_factory.mktemp("service-model")
-    save_model(train(labels, embeddings, head="logreg", n_jobs=1, tags=TAGS), folder)
-    return folder
-
-
 @pytest.fixture(scope="module")
 def client(service_model: Path):
     with TestClient(create_app(service_model, Settings()), raise_server_exceptions=False) as test_client:
@@ -164,6 +140,19 @@ def test_openapi_and_docs(client) -> None:
     assert {"/healthz", "/readyz", "/v1/model", "/v1/stats"} <= set(spec["paths"])
     docs = client.get("/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+def test_page_and_docs_are_served_locally(client) -> None:
+    """Without a browser: every asset the page and the docs name is on this service, and answers."""
+    for path in ("/", "/docs", "/redoc"):
+        response = client.get(path)
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+        assert "default-src 'self'" in response.headers["content-security-policy"]
+        assets = re.findall(r'(?:src|href)="([^"#]+)"', response.text)
+        assert assets and all(a.startswith("/") or a.startswith("data:") for a in assets), (path, assets)
+        for asset in (a for a in assets if a.startswith("/") and a not in ("/docs", "/redoc")):
+            assert client.get(asset).status_code == 200, asset
+    assert "content-security-policy" not in client.get("/healthz").headers  # JSON answers are left alone
 
 
 # ----------------------------------------------------------------------------------------------- predict
@@ -339,7 +328,8 @@ def test_malformed_multipart(client, jpegs) -> None:
 
 def test_unknown_route_and_method(client) -> None:
     error_of(client.get("/v2/predict"), 404, "not_found")
-    error_of(client.get("/"), 404, "not_found")
+    error_of(client.get("/nothing-here"), 404, "not_found")
+    error_of(client.get("/static/no-such-file.js"), 404, "not_found")
     response = client.get("/v1/predict")
     error_of(response, 405, "method_not_allowed")
     assert response.headers["allow"] == "POST"
