@@ -50,7 +50,7 @@ bench-service: setup
 bench-runtime: setup
 	$(BIN)/python bench/runtime_bench.py
 
-# The encoder's int8 copy, calibrated on a seeded sample of the stand-in train split (`embed` then runs int8).
+# The encoder's int8 copy, calibrated on a seeded sample of the stand-in train split (for --precision int8).
 calibrate: setup
 	$(BIN)/embed --calibrate $(CLOTHING)/images.zip --ids $(CLOTHING)/data.parquet
 
