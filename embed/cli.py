@@ -34,7 +34,7 @@ def parser() -> argparse.ArgumentParser:
                    help="encoder runtime (default auto: the fastest this machine has, see README)")
     p.add_argument("--precision", default="auto", choices=("auto", *PRECISIONS),
                    help="encoder arithmetic (default auto: int8 if calibrated, else bf16 where the CPU has it)")
-    p.add_argument("--decoder", default=None, choices=DECODERS, help="JPEG decoder (default: simplejpeg if installed)")
+    p.add_argument("--decoder", default=None, choices=DECODERS, help="JPEG decoder (default: pillow)")
     p.add_argument("--calibrate", action="store_true",
                    help="build the encoder's int8 copy from a seeded sample of SOURCE (restricted to --ids) and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

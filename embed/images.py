@@ -201,9 +201,10 @@ def load_pixels(data: bytes, size: int, limits: DecodeLimits = CLI_LIMITS, decod
 
 
 # --- decoder choice ------------------------------------------------------------------------------------
-# "simplejpeg": libjpeg-turbo with DCT scaling for plain upright JPEGs (faster than Pillow's decode, same
-# pixels to within rounding; bench/embed_bench.py); everything else goes through Pillow's ``decode``.
-# "pillow": Pillow's draft mode for every image. Resizing is Pillow's bicubic for both.
+# "pillow" (default): Pillow's ``decode`` (draft mode, budget, EXIF) for every image. "simplejpeg":
+# libjpeg-turbo with DCT scaling for plain upright JPEGs, everything else through ``decode``; same pixels to
+# within rounding, but not faster on the stand-in once its header checks are paid (bench/embed_bench.py,
+# `decoders`). Resizing is Pillow's bicubic for both.
 DECODERS = ("simplejpeg", "pillow")
 try:
     import simplejpeg
@@ -212,7 +213,7 @@ except ImportError:  # the [fast] extra is not installed: Pillow decodes everyth
 
 
 def default_decoder() -> str:
-    return "simplejpeg" if simplejpeg is not None else "pillow"
+    return "pillow"
 
 
 def check_decoder(name: str | None) -> str:

@@ -189,3 +189,22 @@ def test_cli_runtime_mistakes_are_one_line_and_exit_2(capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["x.zip", "--out", "c", "--precision", "fp16"])
     assert exit_info.value.code == 2 and "invalid choice: 'fp16'" in capsys.readouterr().err
+
+
+def test_decoders_give_the_same_pixels_and_rotated_jpegs_go_through_pillow(picture, image_bytes) -> None:
+    pytest.importorskip("simplejpeg")
+    from PIL import Image
+
+    from embed.images import decode_turbo, load_pixels
+
+    data = image_bytes(picture(4, (200, 150)))
+    turbo, pillow = load_pixels(data, 64, decoder="simplejpeg"), load_pixels(data, 64, decoder="pillow")
+    assert turbo.shape == pillow.shape == (64, 64, 3)
+    assert np.abs(turbo.astype(int) - pillow).mean() < 2.0
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated: libjpeg-turbo would ignore it, so Pillow decodes (and rotates) it
+    rotated = image_bytes(picture(4, (200, 150)), exif=exif.tobytes())
+    assert decode_turbo(rotated, 64) is None and decode_turbo(b"not a jpeg", 64) is None
+    np.testing.assert_array_equal(load_pixels(rotated, 64, decoder="simplejpeg"), load_pixels(rotated, 64, decoder="pillow"))
+    with pytest.raises(ValueError, match="valid: simplejpeg, pillow"):
+        Encoder(runtime.ensure_onnx(get_encoder(LITE2))[1], runtime.ensure_onnx(get_encoder(LITE2))[0], decoder="png")
