@@ -8,12 +8,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_DATA := demo-data
 DEMO_OUT := demo-out
-CLOTHING := ../shared/data/clothing
+CLOTHING ?= ../shared/data/clothing
 # Embedding cache of the stand-in images (outside the repo; resumable).
 CLOTHING_CACHE ?= $(HOME)/.cache/vinted-tagger/caches/clothing-efficientnet-lite2
 
-.PHONY: setup test demo bench bench-embed bench-heads bench-service bench-page bench-variants bench-runtime \
-	calibrate notebook serve model page-screenshot clean
+.PHONY: setup test demo bench bench-embed bench-heads bench-service bench-page bench-variants bench-scale \
+	bench-runtime calibrate notebook serve model predictions page-screenshot clean
 
 setup: $(STAMP)
 
@@ -54,6 +54,10 @@ bench-runtime: setup
 calibrate: setup
 	$(BIN)/embed --calibrate $(CLOTHING)/images.zip --ids $(CLOTHING)/data.parquet
 
+# Local vs Ray engine on the stand-in images, appends to and streaming predict over a 200,000-row cache.
+bench-scale: setup
+	$(BIN)/python bench/scale_bench.py --images $(CLOTHING)/images.zip
+
 # The seller page in headless Chromium: choosing a photo -> its card shown, 50 times.
 bench-page: setup
 	$(BIN)/python bench/page_bench.py
@@ -74,6 +78,12 @@ notebook: setup
 model: setup
 	$(BIN)/embed $(CLOTHING)/images.zip --out $(CLOTHING_CACHE) --quiet
 	$(BIN)/classify train --data $(CLOTHING)/data.parquet --cache $(CLOTHING_CACHE) --out artifacts/model
+
+# The deliverable: predictions.parquet (committed) for the stand-in test.parquet from the committed model.
+# Embeds only the test images the cache lacks; re-run it after `make model`.
+predictions: setup
+	$(BIN)/embed $(CLOTHING)/images.zip --out $(CLOTHING_CACHE) --ids $(CLOTHING)/test.parquet --quiet
+	$(BIN)/classify predict --model artifacts/model --cache $(CLOTHING_CACHE) --ids $(CLOTHING)/test.parquet --out predictions.parquet
 
 serve: setup
 	$(BIN)/classify serve

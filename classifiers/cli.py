@@ -106,7 +106,7 @@ def add_predict(parser: argparse.ArgumentParser) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from classifiers.predict import Tagger, predict_cache
+    from classifiers.predict import Tagger, predict_cache_to
     from embed.output import check_file
     from embed.sources import read_ids
 
@@ -116,13 +116,15 @@ def run_predict(args: argparse.Namespace) -> int:
     if args.cache:
         if not Path(args.cache).exists():
             raise FileNotFoundError(f"cache folder {args.cache} does not exist")
-        frame, missing = predict_cache(tagger, args.cache, ids, with_scores=args.with_scores)
+        # Streamed part by part into row groups: memory stays flat whatever the cache's size.
+        rows, missing = predict_cache_to(tagger, args.cache, args.out, ids, with_scores=args.with_scores)
     else:
         frame, missing = predict_images(tagger, args.images, ids, args.with_scores, args.runtime, args.precision)
+        write_predictions(frame, Path(args.out))
+        rows = len(frame)
     if missing:
         print(f"{len(missing)} uuid(s) without an embedding left out: {_examples(missing)}", file=sys.stderr)
-    write_predictions(frame, Path(args.out))
-    print(f"wrote {len(frame)} rows to {args.out}")
+    print(f"wrote {rows} rows to {args.out}")
     return 0
 
 

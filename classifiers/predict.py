@@ -4,13 +4,16 @@
     tagger.predict_vectors(vectors)              # DataFrame: category1, category2, <tags...>
     tagger.predict_images([jpeg_bytes, ...])     # list of dicts (or {"error": ...} for a failed image)
     predict_cache(tagger, "CACHE", ids)          # (DataFrame with uuid first, uuids without embedding)
+    predict_cache_to(tagger, "CACHE", "out.parquet", ids)  # the same, streamed part by part into row groups
 
 Only numpy is needed for logistic heads (plus lightgbm for LightGBM heads, onnxruntime for images).
 """
 
 from __future__ import annotations
 
+import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Sequence
 
@@ -19,7 +22,7 @@ import pandas as pd
 
 from classifiers.artifacts import DEFAULT_MODEL_DIR, load_model
 from classifiers.model import TaggerModel
-from embed.cache import cache_runtimes, check_same_encoder, read_cache
+from embed.cache import cache_runtimes, check_same_encoder, iter_batches, read_manifest, vectors_of
 from embed.encoders import check_same_decisions
 
 
@@ -111,6 +114,9 @@ def top_two(proba: np.ndarray) -> np.ndarray:
     return np.argsort(-proba, axis=1, kind="stable")[:, :2]
 
 
+BATCH_ROWS = 4096  # cache rows scored at a time: memory stays flat whatever the cache's size
+
+
 def predict_cache(tagger: Tagger, cache_folder: str | Path, ids: Sequence[str] | None = None,
                   with_scores: bool = False) -> tuple[pd.DataFrame, list[str]]:
     """Predictions for ``ids`` (default: every uuid of the cache), in that order, with ``uuid`` first.
@@ -118,25 +124,95 @@ def predict_cache(tagger: Tagger, cache_folder: str | Path, ids: Sequence[str] |
     Returns (predictions, uuids without an embedding); those uuids are left out of the predictions.
     A cache made by another encoder than the model's raises EncoderMismatch.
     """
-    embeddings = read_cache(cache_folder)
-    check_same_encoder(tagger.encoder_spec, embeddings.encoder, f"cache {cache_folder}")
-    for record in cache_runtimes(embeddings.manifest):
+    missing: list[str] = []
+    frames = list(iter_predictions(tagger, cache_folder, ids, with_scores, missing))
+    return pd.concat(frames, ignore_index=True), missing
+
+
+def predict_cache_to(tagger: Tagger, cache_folder: str | Path, out: str | Path, ids: Sequence[str] | None = None,
+                     with_scores: bool = False) -> tuple[int, list[str]]:
+    """``predict_cache`` written to the Parquet file ``out`` one row group per batch (atomically): without
+    ``ids`` memory holds one batch of embeddings; with ``ids`` also their predictions, to keep ids' order.
+    Returns (rows written, uuids without an embedding)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    missing: list[str] = []
+    rows = 0
+    try:
+        with pq.ParquetWriter(temp, _schema(tagger, with_scores)) as writer:
+            for frame in iter_predictions(tagger, cache_folder, ids, with_scores, missing):
+                writer.write_table(pa.Table.from_pandas(frame, schema=writer.schema, preserve_index=False))
+                rows += len(frame)
+        os.replace(temp, out)
+    finally:
+        temp.unlink(missing_ok=True)
+    return rows, missing
+
+
+def iter_predictions(tagger: Tagger, cache_folder: str | Path, ids: Sequence[str] | None, with_scores: bool,
+                     missing: list[str]) -> Iterator[pd.DataFrame]:
+    """Prediction frames batch by batch (in cache order, or in ``ids`` order as one frame at the end);
+    appends to ``missing`` the uuids without a usable embedding."""
+    manifest = read_manifest(Path(cache_folder))
+    check_same_encoder(tagger.encoder_spec, manifest["encoder"], f"cache {cache_folder}")
+    for record in cache_runtimes(manifest):
         check_same_decisions(tagger.runtime, record, f"cache {cache_folder}")
-    wanted = [str(u) for u in (embeddings.uuids if ids is None else ids)]
-    vectors, found = embeddings.take(wanted)
-    # NaN rows would be a failed embedding written by mistake: report them as missing, predict nothing.
-    finite = np.isfinite(vectors).all(axis=1)
-    found_rows = np.flatnonzero(found)
-    found[found_rows[~finite]] = False
-    vectors = vectors[finite]
-    uuids = [u for u, f in zip(wanted, found) if f]
-    missing = [u for u, f in zip(wanted, found) if not f]
-    category, tags = tagger.scores(vectors)
+    dim = manifest["encoder"]["dim"]
+    wanted = None if ids is None else [str(u) for u in ids]
+    done: list[pd.DataFrame] = []
+    for batch in prefetched(iter_batches(cache_folder, ["uuid", "embedding"], wanted, BATCH_ROWS)):
+        uuids = np.asarray(batch.column("uuid").to_pylist(), dtype=object)
+        vectors = vectors_of(batch, dim)
+        # NaN rows would be a failed embedding written by mistake: report them as missing, predict nothing.
+        finite = np.isfinite(vectors).all(axis=1)
+        missing.extend(uuids[~finite])
+        frame = _frame(tagger, uuids[finite], vectors[finite], with_scores)
+        if wanted is None:
+            yield frame
+        else:
+            done.append(frame)
+    if wanted is not None:
+        frame = pd.concat([_frame(tagger, np.array([], dtype=object), np.zeros((0, dim), np.float32), with_scores),
+                           *done], ignore_index=True)
+        order = {u: i for i, u in enumerate(frame["uuid"])}
+        missing[:] = [u for u in wanted if u not in order]  # NaN rows are not in ``order`` either
+        yield frame.iloc[[order[u] for u in wanted if u in order]].reset_index(drop=True)
+
+
+def prefetched(items: Iterator):
+    """The same items, the next one read in a thread while the caller works on this one (Parquet decoding
+    and BLAS both release the GIL, so reading and scoring overlap); memory holds one extra item."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    done = object()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as pool:
+        ahead = pool.submit(next, items, done)
+        while (item := ahead.result()) is not done:
+            ahead = pool.submit(next, items, done)
+            yield item
+
+
+def _frame(tagger: Tagger, uuids: np.ndarray, vectors: np.ndarray, with_scores: bool) -> pd.DataFrame:
+    category, tags = tagger.scores(vectors) if len(vectors) else (np.zeros((0, len(tagger.classes))),
+                                                                   np.zeros((0, len(tagger.tags))))
     frame = tagger.table(category, tags)
-    frame.insert(0, "uuid", pd.Series(uuids, dtype=object))
+    frame.insert(0, "uuid", pd.Series(list(uuids), dtype=object))
     if with_scores:
         frame = pd.concat([frame, score_columns(tagger, category, tags)], axis=1)
-    return frame, missing
+    return frame
+
+
+def _schema(tagger: Tagger, with_scores: bool):
+    import pyarrow as pa
+
+    empty = _frame(tagger, np.array([], dtype=object), np.zeros((0, 1), np.float32), with_scores)
+    fields = [pa.field(name, pa.string() if name in ("uuid", "category1", "category2") else
+                       (pa.int64() if name in tagger.tags else pa.float64())) for name in empty.columns]
+    return pa.schema(fields)
 
 
 def score_columns(tagger: Tagger, category: np.ndarray, tags: np.ndarray) -> pd.DataFrame:

@@ -39,7 +39,8 @@ def train(data: pd.DataFrame | str | Path, cache: Embeddings | str | Path, head:
     labels = read_labels(data)
     tag_names = tag_columns(labels, tags)  # before reading the cache: a wrong tag column fails at once
     category_values(labels)
-    embeddings = cache if isinstance(cache, Embeddings) else read_cache(cache)
+    # Only the labelled rows are read from a cache folder (a filtered scan), not the whole cache.
+    embeddings = cache if isinstance(cache, Embeddings) else read_cache(cache, uuids=labels["uuid"].astype(str))
     labels, vectors = _join(labels, embeddings)
     groups = groups_of(labels)
     info: dict = {"format_version": FORMAT_VERSION, "head": head, "seed": seed, "group_aware_cv": groups is not None,
@@ -88,13 +89,22 @@ def _train_category(labels, vectors, groups, head, seed, n_jobs) -> tuple[Catego
 
 
 def _train_tag(name, labels, vectors, columns, groups, head, seed, n_jobs) -> tuple[TagScorer, dict]:
+    fitted, choice, y = fit_tag(name, labels, vectors, columns, groups, head, seed, n_jobs)
+    record = {"rows": len(y), "positives": int(y.sum()), "threshold": fitted.threshold_,
+              "features": vectors.shape[1] if columns is None else len(column_index(columns)), **_record(fitted, choice)}
+    return dataclasses.replace(fitted.scorer_, columns=columns), record
+
+
+def fit_tag(name, labels, vectors, columns, groups, head="logreg", seed=heads_module.SEED, n_jobs=2) -> tuple:
+    """One tag head on the rows where its label is known and the given columns, as ``train`` fits it.
+
+    Returns (fitted head, why this kind, its labels); the head keeps its out-of-fold scores (``oof_``),
+    which its threshold (``threshold_``) was chosen on: what the notebook's threshold curves plot."""
     y = tag_values(labels, name)
     known = ~np.isnan(y)  # unknown is not absent: those rows are left out of this head
     inputs = vectors[known] if columns is None else vectors[known][:, column_index(columns)]
     fitted, choice = fit_tag_head(head, name, inputs, y[known], None if groups is None else groups[known], seed, n_jobs)
-    record = {"rows": int(known.sum()), "positives": int(y[known].sum()), "threshold": fitted.threshold_,
-              "features": inputs.shape[1], **_record(fitted, choice)}
-    return dataclasses.replace(fitted.scorer_, columns=columns), record
+    return fitted, choice, y[known]
 
 
 def texture_columns(encoder: dict, dim: int) -> tuple[tuple[int, int], ...] | None:

@@ -1,10 +1,25 @@
-"""The embedding cache: a folder of Parquet parts (``uuid``, fixed-size float32 ``embedding``) + a manifest.
+"""The embedding cache: a folder of immutable Parquet parts (``uuid``, fixed-size float32 ``embedding``) + a manifest.
 
 The folder is a plain Parquet dataset: ``pandas.read_parquet(CACHE)`` reads it, because the manifest
-(``_manifest.json``) and failures list (``_failures.csv``) start with an underscore, which Parquet readers
-skip. Every file is written to a temporary name and renamed, so a killed run leaves only whole parts and
-the next run resumes from them. A cache belongs to one encoder (name + weight checksum): adding another
-encoder's embeddings, or reading it with heads trained on another encoder, is refused.
+(``_manifest.json``), failures list (``_failures.csv``), lock (``_lock``) and compaction journal start with an
+underscore, and temporary files with a dot, which Parquet readers skip.
+
+Format 2 (this one) keeps three rules, so that the cache grows without ever being rewritten:
+- Parts are immutable: each is written once, to a temporary name then renamed, by the one writer of the cache.
+- One writer per cache: ``CacheWriter`` holds an exclusive lock (``_lock``, released by the kernel even on
+  ``kill -9``) and refuses to open while another holds it. It only writes uuids the cache does not hold, so
+  parts never overlap and a reader needs no global de-duplication.
+- Compaction (``compact``) only merges small parts, one group at a time, crash-safe: the merged part stays
+  hidden (``_part-...``) while a journal names what it replaces; the sources are deleted, then the merged
+  part is renamed into view. A killed compaction is finished on the next open. A plain reader may briefly
+  miss a group's rows during the final rename but never sees a row twice; our own readers follow the journal
+  and see every row once at any moment.
+
+A format-1 cache (older releases: compacted by rewriting, could hold duplicate rows) is still read
+(de-duplicated by uuid, with a warning) and is upgraded in place by the next writer.
+
+A cache belongs to one encoder (name + weight checksum): adding another encoder's embeddings, or reading
+it with heads trained on another encoder, is refused.
 """
 
 from __future__ import annotations
@@ -13,24 +28,38 @@ import contextlib
 import csv
 import json
 import os
+import socket
+import sys
 import time
+import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import filelock
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from embed.encoders import EncoderSpec, check_same_decisions, variant_of
 
 MANIFEST = "_manifest.json"
 FAILURES = "_failures.csv"
-FORMAT_VERSION = 1
+LOCK = "_lock"
+JOURNAL = "_compaction.json"
+FORMAT_VERSION = 2
+PART_META = b"vinted_tagger"  # Parquet key-value metadata of a part: who made it
+COMPACT_ROWS = 8192  # parts below this many rows are "small"; merged parts hold up to this many
 
 
 class EncoderMismatch(ValueError):
     """Embeddings from one encoder met a cache or model made with another."""
+
+
+class CacheLocked(ValueError):
+    """Another process is writing this cache."""
 
 
 def check_same_encoder(expected: dict, found: dict, what: str) -> None:
@@ -66,10 +95,10 @@ def atomic_write_json(path: Path, data: dict) -> None:
     atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
 
-def write_parquet_atomic(table: pa.Table, path: Path) -> None:
+def write_parquet_atomic(table: pa.Table, path: Path, **options) -> None:
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with _removed_on_error(temp):
-        pq.write_table(table, temp)
+        pq.write_table(table, temp, **options)
         os.replace(temp, path)
 
 
@@ -88,6 +117,15 @@ def embedding_table(uuids: list[str], vectors: np.ndarray) -> pa.Table:
     flat = pa.array(vectors.reshape(-1), type=pa.float32())
     column = pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])
     return pa.table({"uuid": pa.array(uuids, type=pa.string()), "embedding": column})
+
+
+def vectors_of(table: pa.Table | pa.RecordBatch, dim: int) -> np.ndarray:
+    """The ``embedding`` column as a float32 (n, dim) array."""
+    column = table.column("embedding")
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    flat = column.flatten().to_numpy(zero_copy_only=False)
+    return np.asarray(flat, dtype=np.float32).reshape(-1, dim)
 
 
 @dataclass
@@ -110,53 +148,173 @@ class Embeddings:
         return self.vectors[rows[found]], found
 
 
+# --- reading ----------------------------------------------------------------------------------------------
+
+
 def part_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.glob("part-*.parquet"))
+    """The visible parts, oldest first (what a plain Parquet reader reads)."""
+    return sorted(Path(folder).glob("part-*.parquet"))
 
 
-def read_table(folder: Path, columns: list[str] | None = None) -> pa.Table:
-    parts = part_files(folder)
-    if not parts:
-        return embedding_table([], np.zeros((0, 1), np.float32)).select(columns or ["uuid", "embedding"])
-    table = pa.concat_tables([pq.read_table(p, columns=columns) for p in parts])
-    # A run killed between writing a compacted part and deleting its sources leaves duplicates: keep the first.
-    uuids = table.column("uuid").to_numpy(zero_copy_only=False)
-    _, first = np.unique(uuids, return_index=True)
-    if len(first) < len(uuids):
-        table = table.take(np.sort(first))
-    return table
+def live_parts(folder: Path) -> list[Path]:
+    """Parts that together hold every row exactly once, even while a compaction is under way."""
+    folder = Path(folder)
+    journal = _read_journal(folder)
+    if journal is None:
+        return part_files(folder)
+    replaced = set(journal["sources"])
+    parts = [p for p in part_files(folder) if p.name not in replaced]
+    merged = journal.get("merged")
+    if merged and (folder / merged).exists():
+        parts.append(folder / merged)
+    return sorted(parts, key=lambda p: p.name.lstrip("_"))
 
 
 def read_manifest(folder: Path) -> dict:
     path = Path(folder) / MANIFEST
     if not path.exists():
         raise FileNotFoundError(f"{folder} is not an embedding cache (no {MANIFEST}); build it with `embed`")
-    return json.loads(path.read_text())
+    manifest = json.loads(path.read_text())
+    version = manifest.get("format_version")
+    if version not in (1, FORMAT_VERSION):
+        raise ValueError(f"{folder} has cache format {version}; this release reads formats 1 and {FORMAT_VERSION}")
+    return manifest
 
 
-def read_cache(folder: str | Path) -> Embeddings:
+def part_rows(path: Path) -> int:
+    return pq.ParquetFile(path).metadata.num_rows
+
+
+def part_info(path: Path) -> dict:
+    """Who made a part: ``made_by`` (node labels of the encoders), ``written_by`` (host) and ``rows``."""
+    metadata = pq.read_schema(path).metadata or {}
+    info = json.loads(metadata[PART_META]) if PART_META in metadata else {}
+    return {"rows": part_rows(path), **info}
+
+
+def iter_batches(folder: str | Path, columns: list[str] | None = None, uuids: Iterable[str] | None = None,
+                 batch_rows: int = 4096) -> Iterator[pa.RecordBatch]:
+    """The cache's rows, part by part in batches of at most ``batch_rows`` (restricted to ``uuids``),
+    each uuid once. Memory holds one batch, whatever the cache's size (format 1: plus a set of uuids)."""
     folder = Path(folder)
     manifest = read_manifest(folder)
-    table = read_table(folder)
-    dim = manifest["encoder"]["dim"]
-    flat = table.column("embedding").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-    vectors = np.asarray(flat, dtype=np.float32).reshape(-1, dim)
+    parts = live_parts(folder)
+    dedup = manifest["format_version"] == 1 and len(parts) > 1  # one part cannot hold duplicates
+    if dedup:
+        warnings.warn(f"cache {folder} is format 1 and may hold duplicate rows (dropped while reading); "
+                      f"`embed --compact --out {folder}` upgrades it to format {FORMAT_VERSION}", stacklevel=2)
+    wanted = None if uuids is None else pa.array(list(dict.fromkeys(map(str, uuids))), type=pa.string())
+    needed = None if columns is None else list(dict.fromkeys(["uuid", *columns]))
+    seen: set[str] = set()
+    for path in parts:
+        # One part at a time, one batch at a time, no read-ahead: memory holds one batch.
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=needed):
+            if wanted is not None:
+                batch = batch.filter(pc.is_in(batch.column("uuid"), value_set=wanted))
+            if dedup:
+                batch = _drop_seen(batch, seen)
+            if batch.num_rows:
+                yield batch if columns is None else batch.select(columns)
+
+
+def _drop_seen(batch: pa.RecordBatch, seen: set[str]) -> pa.RecordBatch:
+    keep = []
+    for i, uuid in enumerate(batch.column("uuid").to_pylist()):
+        if uuid not in seen:
+            seen.add(uuid)
+            keep.append(i)
+    return batch if len(keep) == batch.num_rows else batch.take(pa.array(keep, type=pa.int64()))
+
+
+def read_table(folder: Path, columns: list[str] | None = None, uuids: Iterable[str] | None = None) -> pa.Table:
+    names = columns or ["uuid", "embedding"]
+    batches = list(iter_batches(folder, names, uuids))
+    if not batches:
+        dim = read_manifest(folder)["encoder"]["dim"]
+        return embedding_table([], np.zeros((0, dim), np.float32)).select(names)
+    table = pa.Table.from_batches(batches)
+    if "uuid" in names:  # parts never overlap; this guards against a hand-copied duplicate part
+        uuid_values = table.column("uuid").to_numpy(zero_copy_only=False)
+        _, first = np.unique(uuid_values, return_index=True)
+        if len(first) < len(uuid_values):
+            table = table.take(np.sort(first))
+    return table
+
+
+def read_cache(folder: str | Path, uuids: Iterable[str] | None = None) -> Embeddings:
+    """The cache in memory; with ``uuids``, only those rows are read (a filtered scan, not the whole cache)."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    table = read_table(folder, uuids=uuids)
+    vectors = vectors_of(table, manifest["encoder"]["dim"])
     return Embeddings(manifest, table.column("uuid").to_numpy(zero_copy_only=False).astype(str), vectors)
 
 
+# --- writing ----------------------------------------------------------------------------------------------
+
+
+def node_label() -> str:
+    """Where this process runs, for part metadata: the host name (the Ray engine adds its node)."""
+    return socket.gethostname()
+
+
 class CacheWriter:
-    """Appends embeddings to a cache folder in whole, atomically written parts."""
+    """The one writer of a cache folder: appends embeddings in immutable, atomically written parts.
+
+    Use as a context manager (or call ``close``): the lock is held from opening to closing. Rows are
+    buffered per ``made_by`` label, so each part records which node encoded it.
+    """
 
     def __init__(self, folder: str | Path, spec: EncoderSpec, versions: dict, flush_rows: int = 1024,
                  runtime: dict | None = None):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.flush_rows = flush_rows
-        self.pending_uuids: list[str] = []
-        self.pending: list[np.ndarray] = []
-        self.manifest = self._open_manifest(spec, versions)
-        self._record_runtime(runtime)
-        self.known = set(read_table(self.folder, columns=["uuid"]).column("uuid").to_pylist())
+        self.lock = _acquire(self.folder)
+        try:
+            recover(self.folder)
+            self.manifest = self._open_manifest(spec, versions)
+            if self.manifest["format_version"] == 1:
+                upgrade(self.folder, self.manifest)
+            self._record_runtime(runtime)
+        except BaseException:
+            self.lock.release()
+            raise
+        self.written: set[str] = set()  # uuids added by this writer (parts never overlap)
+        self.rows_before = sum(part_rows(p) for p in live_parts(self.folder))
+        self.pending: dict[str, tuple[list[str], list[np.ndarray]]] = {}
+        self.parts_written = 0
+
+    def __enter__(self) -> CacheWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Flush what is pending and release the lock."""
+        if self.lock.is_locked:
+            try:
+                self.flush()
+            finally:
+                self.release()
+
+    def release(self) -> None:
+        """Release the lock without writing what is pending (the caller flushed, or gave up on it)."""
+        if self.lock.is_locked:
+            self.lock.release()
+
+    def drop_pending(self) -> int:
+        """Forget the rows not yet written (after a failed write); returns how many."""
+        lost = [u for names, _ in self.pending.values() for u in names]
+        self.pending = {}
+        self.written.difference_update(lost)
+        return len(lost)
+
+    @property
+    def rows(self) -> int:
+        """Rows in the cache's written parts."""
+        return self.rows_before + len(self.written) - sum(len(n) for n, _ in self.pending.values())
 
     def _open_manifest(self, spec: EncoderSpec, versions: dict) -> dict:
         encoder = spec.to_dict()
@@ -167,20 +325,15 @@ class CacheWriter:
         if part_files(self.folder):
             raise ValueError(f"{self.folder} holds Parquet parts but no {MANIFEST}; refusing to guess their encoder")
         now = _now()
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "encoder": encoder,
-            "versions": versions,
-            "created_at": now,
-            "updated_at": now,
-            "rows": 0,
-        }
+        manifest = {"format_version": FORMAT_VERSION, "encoder": encoder, "versions": versions,
+                    "created_at": now, "updated_at": now, "rows": 0}
         atomic_write_json(self.folder / MANIFEST, manifest)
         return manifest
 
     def _record_runtime(self, runtime: dict | None) -> None:
         """The runtime record (embed.runtime.Encoder.record) of what fills the cache; another variant may add
         rows only if it gives the same decisions, and is then listed under ``also_ran``."""
+        self.variant = None if runtime is None else runtime["variant"]  # what this writer's rows come from
         if runtime is None:
             return
         if "runtime" not in self.manifest and self.manifest["rows"] == 0:
@@ -192,35 +345,155 @@ class CacheWriter:
         if variant_of(recorded) != runtime["variant"] and runtime["variant"] not in self.manifest.get("also_ran", []):
             self.manifest["also_ran"] = [*self.manifest.get("also_ran", []), runtime["variant"]]
 
-    def add(self, uuids: list[str], vectors: np.ndarray) -> None:
-        self.pending_uuids.extend(uuids)
-        self.pending.append(vectors)
-        if len(self.pending_uuids) >= self.flush_rows:
-            self.flush()
+    def missing(self, uuids: Iterable[str]) -> list[str]:
+        """The ``uuids`` the cache does not hold yet, in order (reads the cache's uuid column, part by part)."""
+        todo = dict.fromkeys(uuids)
+        if todo:
+            for batch in iter_batches(self.folder, ["uuid"], todo):
+                for uuid in batch.column("uuid").to_pylist():
+                    todo.pop(uuid, None)
+        return list(todo)
+
+    def add(self, uuids: list[str], vectors: np.ndarray, made_by: str | None = None) -> None:
+        keep = [i for i, u in enumerate(uuids) if u not in self.written]  # a retried batch adds nothing twice
+        if not keep:
+            return
+        label = made_by or node_label()
+        names, arrays = self.pending.setdefault(label, ([], []))
+        names.extend(uuids[i] for i in keep)
+        arrays.append(np.asarray(vectors)[keep])
+        self.written.update(uuids[i] for i in keep)
+        if len(names) >= self.flush_rows:
+            self._flush_label(label)
 
     def flush(self) -> None:
-        if not self.pending_uuids:
-            return
-        table = embedding_table(self.pending_uuids, np.concatenate(self.pending))
-        name = f"part-{time.time_ns():020d}.parquet"
-        write_parquet_atomic(table, self.folder / name)
-        self.known.update(self.pending_uuids)
-        self.pending_uuids, self.pending = [], []
-        self._write_manifest()
+        for label in list(self.pending):
+            self._flush_label(label)
 
-    def compact(self) -> None:
-        """Merge all parts into one, so that many resumed runs do not leave many small files."""
-        parts = part_files(self.folder)
-        if len(parts) <= 1:
-            return
-        write_parquet_atomic(read_table(self.folder), self.folder / f"part-{time.time_ns():020d}.parquet")
-        for part in parts:
-            part.unlink()
+    def _flush_label(self, label: str) -> None:
+        names, arrays = self.pending[label]
+        if names:
+            write_part(self.folder, embedding_table(names, np.concatenate(arrays)), [label])
+            self.parts_written += 1
+        del self.pending[label]  # only once written: a failed write leaves the rows pending (see drop_pending)
+        if names:
+            self._write_manifest()
+
+    def compact(self, target_rows: int = COMPACT_ROWS) -> int:
+        """Merge small parts (fewer than ``target_rows`` rows) into parts of up to ``target_rows``; returns
+        how many parts were merged away. Big parts are never read or rewritten."""
+        self.flush()
+        return compact(self.folder, target_rows)  # rows stay the same: parts never overlap
 
     def _write_manifest(self) -> None:
-        self.manifest["rows"] = len(self.known)
+        self.manifest["rows"] = self.rows
         self.manifest["updated_at"] = _now()
         atomic_write_json(self.folder / MANIFEST, self.manifest)
+
+
+def _acquire(folder: Path) -> filelock.BaseFileLock:
+    lock = filelock.FileLock(folder / LOCK, timeout=0, fallback_to_soft=False)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise CacheLocked(f"cache {folder} is being written by another process (it holds {folder / LOCK}); "
+                          "wait for that run to finish, one writer per cache") from None
+    return lock
+
+
+def write_part(folder: Path, table: pa.Table, made_by: list[str], hidden: bool = False) -> Path:
+    """Write one immutable part atomically; ``hidden`` parts (``_part-...``) are invisible to readers."""
+    info = {"made_by": sorted(set(made_by)), "written_by": node_label(), "written_at": _now()}
+    table = table.replace_schema_metadata({PART_META: json.dumps(info).encode()})
+    stamp = time.time_ns()
+    while (folder / f"part-{stamp:020d}.parquet").exists() or (folder / f"_part-{stamp:020d}.parquet").exists():
+        stamp += 1
+    path = folder / f"{'_' if hidden else ''}part-{stamp:020d}.parquet"
+    # No dictionary and no min/max statistics for the vectors: both cost more to write than they ever save.
+    write_parquet_atomic(table, path, use_dictionary=["uuid"], write_statistics=["uuid"])
+    return path
+
+
+# --- compaction, recovery and upgrade (all under the writer's lock) ----------------------------------------
+
+
+def _read_journal(folder: Path) -> dict | None:
+    path = folder / JOURNAL
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+
+
+def replace_parts(folder: Path, sources: list[Path], table: pa.Table | None, made_by: list[str]) -> None:
+    """Replace ``sources`` by one part holding ``table`` (None or empty: by nothing), crash-safe."""
+    merged = write_part(folder, table, made_by, hidden=True) if table is not None and table.num_rows else None
+    atomic_write_json(folder / JOURNAL, {"sources": [p.name for p in sources],
+                                         "merged": merged.name if merged else None})
+    _finish(folder)
+
+
+def _finish(folder: Path) -> None:
+    """Roll a journalled replacement forward: delete its sources, rename the merged part into view."""
+    journal = _read_journal(folder)
+    for name in journal["sources"]:
+        (folder / name).unlink(missing_ok=True)
+    merged = journal.get("merged")
+    if merged and (folder / merged).exists():
+        os.replace(folder / merged, folder / merged.lstrip("_"))
+    (folder / JOURNAL).unlink()
+
+
+def recover(folder: Path) -> None:
+    """Finish a compaction killed after its journal was written; remove what a killed writer left behind
+    (a hidden merged part without journal, temporary files)."""
+    if (folder / JOURNAL).exists():
+        _finish(folder)
+        print(f"embed: cache {folder}: finished a compaction that was interrupted", file=sys.stderr)
+    for orphan in folder.glob("_part-*.parquet"):
+        orphan.unlink()
+    for temp in folder.glob(".*.tmp"):
+        temp.unlink()
+
+
+def compact(folder: Path, target_rows: int = COMPACT_ROWS) -> int:
+    small = [(p, part_rows(p)) for p in part_files(folder)]
+    small = [(p, n) for p, n in small if n < target_rows]
+    groups, group, rows = [], [], 0
+    for path, n in small:
+        if group and rows + n > target_rows:
+            groups.append(group)
+            group, rows = [], 0
+        group.append(path)
+        rows += n
+    groups.append(group)
+    merged = 0
+    for group in (g for g in groups if len(g) > 1):
+        made_by = [label for p in group for label in part_info(p).get("made_by", [])]
+        replace_parts(folder, group, pa.concat_tables([pq.read_table(p) for p in group]), made_by)
+        merged += len(group)
+    return merged
+
+
+def upgrade(folder: Path, manifest: dict) -> None:
+    """Format 1 -> 2: rewrite only the parts holding a uuid that an earlier part already holds."""
+    seen: set[str] = set()
+    dropped = 0
+    for path in part_files(folder):
+        uuids = pq.read_table(path, columns=["uuid"]).column("uuid").to_pylist()
+        keep = []
+        for i, uuid in enumerate(uuids):
+            if uuid not in seen:
+                seen.add(uuid)
+                keep.append(i)
+        if len(keep) < len(uuids):
+            dropped += len(uuids) - len(keep)
+            kept = pq.read_table(path).take(pa.array(keep, type=pa.int64()))
+            replace_parts(folder, [path], kept, part_info(path).get("made_by", []))
+    manifest.update(format_version=FORMAT_VERSION, rows=len(seen), updated_at=_now())
+    atomic_write_json(folder / MANIFEST, manifest)
+    print(f"embed: cache {folder} upgraded from format 1 to {FORMAT_VERSION} "
+          f"({dropped} duplicate rows dropped, {len(seen)} rows kept)", file=sys.stderr)
 
 
 def write_failures(folder: Path, failures: list[tuple[str, str, str]]) -> Path:

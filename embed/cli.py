@@ -2,6 +2,8 @@
 
     embed SOURCE... --out CACHE [--encoder NAME] [--ids IDS.parquet] [--batch-size N]
                     [--runtime auto|onnxruntime|openvino] [--precision auto|fp32|bf16|int8]
+                    [--engine local|ray] [--address ADDR] [--workers N]
+    embed --compact --out CACHE
     embed --list-encoders
     embed --export-only [--encoder NAME]
     embed --calibrate SOURCE... [--ids TRAIN.parquet] [--encoder NAME]   (builds the int8 copy)
@@ -15,7 +17,7 @@ import sys
 
 from embed.encoders import PRECISIONS, RUNTIMES, get_encoder, table_text
 from embed.images import DECODERS
-from embed.pipeline import MISSING_REASON, embed_sources
+from embed.pipeline import ENGINES, MISSING_REASON, compact_cache, embed_sources
 from embed.runtime import Encoder, encoder_dir
 from embed.sources import read_ids
 
@@ -33,10 +35,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--runtime", default="auto", choices=("auto", *RUNTIMES),
                    help="encoder runtime (default auto: the fastest this machine has, see README)")
     p.add_argument("--precision", default="auto", choices=("auto", *PRECISIONS),
-                   help="encoder arithmetic (default auto: int8 if calibrated, else bf16 where the CPU has it)")
+                   help="encoder arithmetic (default auto: bf16 where the CPU has it, else fp32; int8 needs --calibrate)")
     p.add_argument("--decoder", default=None, choices=DECODERS, help="JPEG decoder (default: pillow)")
     p.add_argument("--calibrate", action="store_true",
                    help="build the encoder's int8 copy from a seeded sample of SOURCE (restricted to --ids) and exit")
+    p.add_argument("--engine", default="local", choices=ENGINES,
+                   help="local (default): this process; ray: decode + encode on a Ray cluster (the ray extra)")
+    p.add_argument("--address", default=None, help="ray engine: cluster address (host:port, ray://...); "
+                   "default: a local cluster")
+    p.add_argument("--workers", type=int, default=None, help="ray engine: encoder actors (default: cluster CPUs / threads)")
+    p.add_argument("--compact", action="store_true", help="merge the small parts of --out and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--list-encoders", action="store_true", help="print the encoder table and exit")
     p.add_argument("--export-only", action="store_true", help="build the encoder's ONNX file and exit")
@@ -55,14 +63,22 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.calibrate:
             return calibrate(args)
+        if args.compact:
+            if not args.out:
+                parser().error("--compact needs --out CACHE")
+            merged = compact_cache(args.out)
+            print(f"embed: compacted {args.out}: {merged} small parts merged")
+            return 0
         if not args.sources or not args.out:
             parser().error("SOURCE and --out are required")
         if args.batch_size < 1:
             parser().error("--batch-size must be at least 1")
         ids = read_ids(args.ids) if args.ids else None
+        if args.engine != "ray" and (args.address or args.workers):
+            parser().error("--address and --workers need --engine ray")
         summary = embed_sources(
             args.sources, args.out, args.encoder, ids, args.batch_size, not args.quiet, args.threads,
-            args.runtime, args.precision, args.decoder,
+            args.runtime, args.precision, args.decoder, engine=args.engine, address=args.address, workers=args.workers,
         )
     except KeyboardInterrupt:
         print("embed: interrupted; the cache keeps every finished part, run again to resume", file=sys.stderr)

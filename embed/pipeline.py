@@ -1,8 +1,10 @@
 """The reader -> mapper -> writer loop that fills an embedding cache.
 
-Reader threads read and decode the next images (libjpeg-turbo, Pillow and zlib release the GIL) while the
-main thread runs the encoder (ONNX Runtime or OpenVINO, which release it too) on whole batches, and the cache writer appends atomic Parquet parts. Uuids already in the cache are skipped
-before anything is read, so an interrupted run resumes where the last whole part ended.
+Reader threads read and decode the next images (Pillow and zlib release the GIL) while the main thread runs
+the encoder (ONNX Runtime or OpenVINO, which release it too) on whole batches, and the cache writer appends
+atomic Parquet parts. Uuids already in the cache are skipped before anything is read, so an interrupted run
+resumes where the last whole part ended. With ``engine="ray"`` the same listing, skipping and writing run
+here, and decode + encode run on a Ray cluster.
 """
 
 from __future__ import annotations
@@ -80,6 +82,9 @@ def decoded(refs: list[ImageRef], size: int, workers: int, ahead: int,
             yield ref, future.result()
 
 
+ENGINES = ("local", "ray")
+
+
 def embed_sources(
     sources: list[str | Path],
     out: str | Path,
@@ -92,12 +97,20 @@ def embed_sources(
     precision: str = "auto",
     decoder: str | None = None,
     agree_with: dict | None = None,
+    engine: str = "local",
+    address: str | None = None,
+    workers: int | None = None,
 ) -> EmbedSummary:
     """Embed every image of ``sources`` (restricted to ``ids``) that ``out`` does not hold yet.
 
     ``runtime``/``precision`` name a variant of ``embed.encoders.VARIANTS`` or ``auto`` (the fastest this
     machine runs that keeps the decisions of the rows already in ``out``, or of ``agree_with``: the runtime
-    record of the heads that will read a new cache)."""
+    record of the heads that will read a new cache). ``engine`` "local" runs the loop below in this process;
+    "ray" runs decode + encode on a Ray cluster (embed/ray_engine.py; ``address`` and ``workers`` are its
+    options). Both write the same cache.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; valid engines: {', '.join(ENGINES)}")
     start = time.perf_counter()
     listed, ignored = list_sources(sources)  # milliseconds: no pixel is read
     check_folder(out, "cache folder")  # before loading the encoder: a wrong --out fails in a second
@@ -106,35 +119,41 @@ def embed_sources(
     # Static shapes: the batch size only; the short last batch is padded.
     model = Encoder.load(encoder, threads, runtime, precision, (batch_size,), agree_with, decoder)
     writer = CacheWriter(out, model.spec, versions(), runtime=model.record)
-    refs, missing = select(listed, ids)
-    todo = [ref for ref in refs if ref.uuid not in writer.known]
-    summary = EmbedSummary(skipped=len(refs) - len(todo), missing=missing, cache=str(out), ignored=len(ignored))
-    summary.failures = [(u, "", MISSING_REASON) for u in missing] + [(s.uuid, s.origin, s.reason) for s in ignored]
-    bar = tqdm(total=len(todo), unit="img", desc="embed", disable=not progress, file=sys.stderr)
     try:
-        _run(model, todo, writer, summary, bar, batch_size)
-    except OSError as error:  # the cache cannot be written (full disk, read-only): keep the finished parts
-        raise _write_error(out, writer, error) from None
-    except KeyboardInterrupt:  # Ctrl-C: keep every batch encoded so far
+        refs, missing = select(listed, ids)
+        wanted = set(writer.missing(ref.uuid for ref in refs))  # cached uuids are skipped before any read
+        todo = [ref for ref in refs if ref.uuid in wanted]
+        summary = EmbedSummary(skipped=len(refs) - len(todo), missing=missing, cache=str(out), ignored=len(ignored))
+        summary.failures = [(u, "", MISSING_REASON) for u in missing] + [(s.uuid, s.origin, s.reason) for s in ignored]
+        bar = tqdm(total=len(todo), unit="img", desc="embed", disable=not progress, file=sys.stderr)
+        try:
+            if engine == "ray":
+                from embed.ray_engine import run_on_ray  # Ray is an optional extra
+
+                run_on_ray(model.spec, todo, writer, summary, bar, batch_size, address, workers, threads)
+            else:
+                _run(model, todo, writer, summary, bar, batch_size)
+        except OSError as error:  # the cache cannot be written (full disk, read-only): keep the finished parts
+            raise _write_error(out, writer, error) from None
+        except KeyboardInterrupt:  # Ctrl-C: keep every batch encoded so far
+            _finish(out, writer, summary)
+            raise
+        finally:
+            bar.close()
+            summary.seconds = time.perf_counter() - start
         _finish(out, writer, summary)
-        raise
     finally:
-        bar.close()
-        summary.seconds = time.perf_counter() - start
-    _finish(out, writer, summary)
+        writer.release()  # the lock: another writer may open the cache now
     return summary
 
 
 def _finish(out, writer: CacheWriter, summary: EmbedSummary) -> None:
-    """Write what is encoded but not yet in a part, compact the parts and the failures list."""
+    """Write what is encoded but not yet in a part, and the failures list. Nothing is compacted: parts are
+    immutable and an append never rewrites the cache (``embed --compact`` merges small parts on request)."""
     try:
         writer.flush()
     except OSError as error:
         raise _write_error(out, writer, error) from None
-    try:
-        writer.compact()
-    except OSError:  # compaction only tidies: the parts it would merge are whole and stay readable
-        pass
     try:
         write_failures(Path(out), summary.failures)
     except OSError as error:
@@ -142,12 +161,34 @@ def _finish(out, writer: CacheWriter, summary: EmbedSummary) -> None:
 
 
 def _write_error(out, writer: CacheWriter, error: OSError) -> OutputError:
-    lost = len(writer.pending_uuids)
-    writer.pending_uuids, writer.pending = [], []  # never written twice, never half-written
+    lost = writer.drop_pending()  # never written twice, never half-written
     return OutputError(
-        f"cannot write to cache {out}: {describe(error)}; the cache keeps {len(writer.known)} images in whole "
+        f"cannot write to cache {out}: {describe(error)}; the cache keeps {writer.rows} images in whole "
         f"parts ({lost} encoded images were not saved); free space and run again to resume"
     )
+
+
+def compact_cache(out: str | Path) -> int:
+    """``embed --compact``: merge the cache's small parts; returns how many parts were merged away."""
+    from embed.cache import read_manifest
+    from embed.encoders import EncoderSpec
+
+    spec = EncoderSpec.from_dict(read_manifest(Path(out))["encoder"])
+    with CacheWriter(out, spec, versions()) as writer:
+        return writer.compact()
+
+
+def record_failure(summary: EmbedSummary, bar, uuid: str, origin: str, reason: str) -> None:
+    summary.failed += 1
+    summary.failures.append((uuid, origin, reason))
+    bar.update(1)
+
+
+def record_encoded(writer: CacheWriter, summary: EmbedSummary, bar, uuids: list[str], vectors: np.ndarray,
+                   made_by: str | None = None) -> None:
+    writer.add(uuids, vectors, made_by)
+    summary.encoded += len(uuids)
+    bar.update(len(uuids))
 
 
 def _run(model: Encoder, todo, writer: CacheWriter, summary: EmbedSummary, bar, batch_size: int) -> None:
@@ -155,9 +196,7 @@ def _run(model: Encoder, todo, writer: CacheWriter, summary: EmbedSummary, bar, 
     pixels: list[np.ndarray] = []
     for ref, result in decoded(todo, model.spec.input_size, READER_THREADS, 4 * batch_size, model.decoder):
         if isinstance(result, str):
-            summary.failed += 1
-            summary.failures.append((ref.uuid, ref.origin, result))
-            bar.update(1)
+            record_failure(summary, bar, ref.uuid, ref.origin, result)
         else:
             uuids.append(ref.uuid)
             pixels.append(result)
@@ -169,6 +208,4 @@ def _run(model: Encoder, todo, writer: CacheWriter, summary: EmbedSummary, bar, 
 
 
 def _encode(model: Encoder, writer: CacheWriter, summary: EmbedSummary, bar, uuids, pixels) -> None:
-    writer.add(uuids, model.encode(np.stack(pixels)))
-    summary.encoded += len(uuids)
-    bar.update(len(uuids))
+    record_encoded(writer, summary, bar, uuids, model.encode(np.stack(pixels)))

@@ -2,6 +2,10 @@
 
 A source yields ``ImageRef``s (uuid + a way to read the bytes) without reading any pixels, so listing
 8,860 images in a zip takes milliseconds and a resumed run can skip cached uuids before touching data.
+An ``ImageRef`` also names its bytes as (``location``, ``member``), so that another process (a Ray worker)
+can rebuild it with ``ref_at`` and read the bytes itself. A Parquet/CSV list of paths (a ``path`` column,
+optional ``uuid``; paths may be URIs such as ``s3://bucket/x.jpg``, read through pyarrow's filesystems) is a
+source too.
 Whatever is left out (other file types, a uuid seen twice, a folder that cannot be read, a symlink loop) is
 a ``Skipped`` entry, so that the caller can count and list it. Zip members are streamed with a size cap and
 checked against their headers first (encryption, method, size, compression ratio): a bad member fails alone.
@@ -9,6 +13,7 @@ checked against their headers first (encryption, method, size, compression ratio
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import zipfile
@@ -19,6 +24,7 @@ from pathlib import Path, PurePosixPath
 import pandas as pd
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+PATH_LIST_SUFFIXES = {".parquet", ".csv"}
 # Largest image file we read (a 200 MP phone JPEG is ~60-100 MB) and the largest inflation a zip member may
 # claim: images barely compress, so a member that inflates 100x is a bomb (small members are let through).
 MAX_FILE_BYTES = 256 * 2**20
@@ -47,6 +53,8 @@ class ImageRef:
     uuid: str
     origin: str  # human-readable location, for error messages
     read: Callable[[], bytes]
+    location: str = ""  # file, zip archive or URI holding the bytes
+    member: str | None = None  # name inside a zip archive
 
 
 def is_image_name(name: str) -> bool:
@@ -64,7 +72,7 @@ def list_sources(sources: Iterable[str | Path]) -> tuple[list[ImageRef], list[Sk
     refs: dict[str, ImageRef] = {}
     skipped: list[Skipped] = []
     for source in sources:
-        for ref in _refs_of(Path(source), skipped):
+        for ref in _refs_of(source, skipped):
             first = refs.setdefault(ref.uuid, ref)
             if first is not ref:
                 skipped.append(Skipped(ref.uuid, ref.origin, f"duplicate uuid: already read from {first.origin}"))
@@ -90,14 +98,76 @@ def read_ids(path: str | Path) -> list[str]:
     return frame["uuid"].astype(str).tolist()
 
 
-def _refs_of(path: Path, skipped: list[Skipped]) -> list[ImageRef]:
+def _refs_of(path: Path | str, skipped: list[Skipped]) -> list[ImageRef]:
+    if "://" in str(path):
+        return _uri_refs(str(path))
+    path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"image source not found: {path}")
     if path.is_dir():
         return _folder_refs(path, skipped)
     if path.suffix.lower() == ".zip" or zipfile.is_zipfile(path):
         return _zip_refs(path, skipped)
+    if path.suffix.lower() in PATH_LIST_SUFFIXES:
+        return _path_list_refs(path)
     return [_file_ref(path)]
+
+
+def ref_at(uuid: str, origin: str, location: str, member: str | None) -> ImageRef:
+    """Rebuild a ref from its location, in any process (zip archives are opened once per process)."""
+    if member is not None:
+        stat = Path(location).stat()
+        return ImageRef(uuid, origin, _zip_reader(location, stat.st_mtime_ns, stat.st_size).opener(member),
+                        location, member)
+    return ImageRef(uuid, origin, functools.partial(read_location, location), location)
+
+
+def read_location(location: str) -> bytes:
+    """The bytes of a local file, or of a URI through pyarrow's filesystems (s3://, gs://, hdfs://...)."""
+    if "://" not in location:
+        return _read_file(Path(location))
+    from pyarrow import fs
+
+    filesystem, path = fs.FileSystem.from_uri(location)
+    with filesystem.open_input_stream(path) as stream:
+        data = stream.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise SourceError(f"file larger than {MAX_FILE_BYTES // 2**20} MB")
+    return data
+
+
+@functools.lru_cache(maxsize=16)
+def _zip_reader(path: str, mtime_ns: int, size: int) -> _ZipReader:
+    """One reader per archive and process; a rewritten archive (other mtime or size) is opened anew."""
+    return _ZipReader(Path(path))
+
+
+def _path_list_refs(path: Path) -> list[ImageRef]:
+    frame = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path, dtype=str)
+    if "path" not in frame.columns:
+        raise ValueError(f"path list {path} has no 'path' column (columns: {', '.join(map(str, frame.columns))})")
+    refs = []
+    for i, location in enumerate(frame["path"].astype(str)):
+        if "://" not in location and not Path(location).is_absolute():
+            location = str(path.parent / location)  # relative paths are relative to the list
+        uuid = str(frame["uuid"].iloc[i]) if "uuid" in frame.columns else PurePosixPath(location).stem
+        refs.append(ref_at(uuid, location, location, None))
+    return refs
+
+
+def _uri_refs(uri: str) -> list[ImageRef]:
+    from pyarrow import fs
+
+    filesystem, root = fs.FileSystem.from_uri(uri)
+    info = filesystem.get_file_info(root)
+    if info.type == fs.FileType.NotFound:
+        raise FileNotFoundError(f"image source not found: {uri}")
+    if info.type == fs.FileType.File:
+        return [ref_at(PurePosixPath(root).stem, uri, uri, None)]
+    scheme = uri.split("://", 1)[0]
+    files = sorted(f.path for f in filesystem.get_file_info(fs.FileSelector(root, recursive=True)) if f.is_file)
+    return [ref_at(PurePosixPath(f).stem, f"{scheme}://{f}", f"{scheme}://{f}", None)
+            for f in files if is_image_name(PurePosixPath(f).relative_to(root).as_posix())]
 
 
 def _folder_refs(root: Path, skipped: list[Skipped]) -> list[ImageRef]:
@@ -141,7 +211,7 @@ def _not_image_reason(name: str) -> str:
 
 
 def _file_ref(path: Path) -> ImageRef:
-    return ImageRef(uuid=path.stem, origin=str(path), read=lambda: _read_file(path))
+    return ImageRef(uuid=path.stem, origin=str(path), read=lambda: _read_file(path), location=str(path))
 
 
 def _read_file(path: Path) -> bytes:
@@ -158,7 +228,8 @@ def _zip_refs(path: Path, skipped: list[Skipped]) -> list[ImageRef]:
     for name in reader.names:
         origin = f"{path}:{name}"
         if is_image_name(name):
-            refs.append(ImageRef(uuid=PurePosixPath(name).stem, origin=origin, read=reader.opener(name)))
+            refs.append(ImageRef(uuid=PurePosixPath(name).stem, origin=origin, read=reader.opener(name),
+                                 location=str(path), member=name))
         else:
             skipped.append(Skipped(PurePosixPath(name).stem, origin, _not_image_reason(name)))
     return refs

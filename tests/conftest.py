@@ -223,3 +223,17 @@ def service_model(tmp_path_factory, lite2_encoder, picture) -> Path:
     folder = tmp_path_factory.mktemp("service-model")
     save_model(train(labels, embeddings, head="logreg", n_jobs=1, tags=SERVICE_TAGS), folder)
     return folder
+
+
+# --- Ray (issue 12: embed --engine ray) -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tagger_home: Path):
+    """One local Ray cluster (2 CPUs) for the whole session; its workers see this session's encoder home."""
+    ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'vinted-tagger[ray]')")
+    repo = str(Path(__file__).resolve().parents[1])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             runtime_env={"env_vars": {"VINTED_TAGGER_HOME": str(tagger_home), "PYTHONPATH": repo}})
+    yield ray
+    ray.shutdown()

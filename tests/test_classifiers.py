@@ -58,9 +58,8 @@ def synthetic(n: int = 300, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
 
 
 def write_cache(folder: Path, uuids, vectors, spec=None) -> Path:
-    writer = CacheWriter(folder, spec or fake_spec(), versions={})
-    writer.add(list(uuids), np.asarray(vectors, dtype=np.float32))
-    writer.flush()
+    with CacheWriter(folder, spec or fake_spec(), versions={}) as writer:
+        writer.add(list(uuids), np.asarray(vectors, dtype=np.float32))
     return folder
 
 
@@ -454,3 +453,38 @@ def test_fold_without_a_class_and_two_classes() -> None:
     two = CategoryLogReg().fit(X[:80], y[:80], groups[:80])
     assert two.scorer_.scores.coef.shape == (2, 4)
     assert (two.predict_proba(X[:80]).argmax(axis=1) == (y[:80] == "B")).mean() > 0.9
+
+
+def test_streaming_predict_on_a_many_part_cache_equals_in_memory(dataset, tmp_path, monkeypatch) -> None:
+    import pyarrow.parquet as pq
+
+    from classifiers import predict as predict_module
+    from embed.cache import part_files
+
+    labels, vectors = dataset["labels"], dataset["vectors"]
+    with CacheWriter(tmp_path / "cache", fake_spec(), versions={}, flush_rows=16) as writer:
+        for start in range(0, len(labels), 16):
+            writer.add(labels["uuid"].iloc[start : start + 16].tolist(), vectors[start : start + 16])
+    assert len(part_files(tmp_path / "cache")) == -(-len(labels) // 16)
+    monkeypatch.setattr(predict_module, "BATCH_ROWS", 10)  # several batches per part, many row groups
+
+    out = tmp_path / "predictions.parquet"
+    assert main(["predict", "--model", str(dataset["folder"] / "model"), "--cache", str(tmp_path / "cache"),
+                 "--out", str(out), "--with-scores"]) == 0
+    assert pq.ParquetFile(out).metadata.num_row_groups >= len(labels) // 10
+    streamed = pd.read_parquet(out)
+    tagger = dataset["tagger"]
+    expected = tagger.predict_vectors(vectors)
+    expected.insert(0, "uuid", labels["uuid"].to_numpy())
+    streamed = streamed.sort_values("uuid").reset_index(drop=True)
+    expected = expected.sort_values("uuid").reset_index(drop=True)
+    pd.testing.assert_frame_equal(streamed[expected.columns], expected, check_dtype=False)  # str vs object
+    in_memory, _ = predict_cache(tagger, dataset["cache"], with_scores=True)
+    pd.testing.assert_frame_equal(streamed, in_memory.sort_values("uuid").reset_index(drop=True), check_dtype=False)
+
+    # With --ids: their order, streamed over the same many-part cache.
+    ids = labels["uuid"].tolist()[::-7] + ["ghost"]
+    pd.DataFrame({"uuid": ids}).to_parquet(tmp_path / "ids.parquet")
+    assert main(["predict", "--model", str(dataset["folder"] / "model"), "--cache", str(tmp_path / "cache"),
+                 "--ids", str(tmp_path / "ids.parquet"), "--out", str(out)]) == 0
+    assert pd.read_parquet(out)["uuid"].tolist() == ids[:-1]

@@ -97,7 +97,7 @@ def test_tiny_open_clip_run_and_cache_format(tmp_path, small_zip, tiny_clip, tin
     assert len(encoder["mean"]) == len(encoder["std"]) == 3
     assert manifest["rows"] == len(frame) == 5
     assert {"onnxruntime", "numpy", "pillow"} <= set(manifest["versions"])
-    assert manifest["created_at"].startswith("20") and manifest["format_version"] == 1
+    assert manifest["created_at"].startswith("20") and manifest["format_version"] == 2
     assert failures(out) == {}
 
 

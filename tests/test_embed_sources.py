@@ -93,3 +93,32 @@ def test_missing_source(tmp_path: Path) -> None:
 )
 def test_is_image_name(name: str, expected: bool) -> None:
     assert is_image_name(name) is expected
+
+
+def test_a_parquet_or_csv_list_of_paths(tmp_path: Path, write_image) -> None:
+    a = write_image(tmp_path / "photos" / "a.jpg", seed=0)
+    b = write_image(tmp_path / "photos" / "b.png", seed=1)
+    import pandas as pd
+
+    pd.DataFrame({"path": [str(a), "photos/b.png"], "uuid": ["item-1", "item-2"]}).to_parquet(tmp_path / "list.parquet")
+    refs = iter_sources([tmp_path / "list.parquet"])
+    assert [r.uuid for r in refs] == ["item-1", "item-2"]  # the uuid column wins over the file stem
+    assert refs[1].read() == b.read_bytes()  # relative paths are relative to the list's folder
+    (tmp_path / "list.csv").write_text(f"path\n{a}\n")
+    assert [r.uuid for r in iter_sources([tmp_path / "list.csv"])] == ["a"]
+    (tmp_path / "bad.csv").write_text("file\nx.jpg\n")
+    with pytest.raises(ValueError, match="no 'path' column"):
+        iter_sources([tmp_path / "bad.csv"])
+
+
+def test_refs_can_be_rebuilt_in_another_process(tmp_path: Path, picture, image_bytes) -> None:
+    """What a Ray worker does: rebuild a ref from (location, member) and read the same bytes."""
+    from embed.sources import ref_at
+
+    jpeg = image_bytes(picture(0))
+    with zipfile.ZipFile(tmp_path / "data.zip", "w") as zf:
+        zf.writestr("data/x.jpg", jpeg)
+    (ref,) = iter_sources([tmp_path / "data.zip"])
+    again = ref_at(ref.uuid, ref.origin, ref.location, ref.member)
+    assert (again.location, again.member) == (str(tmp_path / "data.zip"), "data/x.jpg")
+    assert again.read() == jpeg

@@ -1,0 +1,137 @@
+"""Benchmark scaling out: local vs Ray engine, appending to a big cache, streaming prediction over it.
+
+    python bench/scale_bench.py [--images ../shared/data/clothing/images.zip] [--limit N] [--rows 200000]
+
+1. Embeds the stand-in images (all 8,860, or the first --limit) with the local engine, then with the Ray
+   engine on a local Ray cluster started beforehand (as a running cluster would be), same machine, same
+   ONNX Runtime fp32 encoder, fresh caches: ``local_images_per_s``, ``ray_images_per_s``, ``ray_over_local``,
+   and the largest difference between the two caches' embeddings.
+2. Builds a synthetic cache of --rows rows (EfficientNet-Lite2's 4,480-d, random unit vectors, 1,024-row
+   parts), then times appending 10,000 new rows to it (``append_10k_s``) and to an empty cache
+   (``append_10k_empty_s``): opening the writer, finding which uuids are missing, writing the parts.
+3. Runs ``classify predict --cache`` over the synthetic cache in a subprocess with the committed model:
+   ``predict_peak_rss_mb`` (from the kernel) and ``predict_rows_per_s`` (rows / the command's wall time).
+Writes bench/results/scale.json and prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from classifiers.artifacts import DEFAULT_MODEL_DIR, load_model  # noqa: E402
+from embed.cache import CacheWriter, read_cache  # noqa: E402
+from embed.encoders import EncoderSpec  # noqa: E402
+from embed.pipeline import embed_sources  # noqa: E402
+from embed.sources import iter_sources  # noqa: E402
+
+DEFAULT_IMAGES = ROOT.parent / "shared" / "data" / "clothing" / "images.zip"
+APPEND_ROWS = 10_000
+
+
+def engines(images: Path, limit: int | None, work: Path, batch_size: int) -> dict:
+    import ray
+
+    ids = None if limit is None else [ref.uuid for ref in iter_sources([images])[:limit]]
+    local = embed_sources([images], work / "local", ids=ids, batch_size=batch_size, progress=False)
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        distributed = embed_sources([images], work / "ray", ids=ids, batch_size=batch_size, progress=False,
+                                    engine="ray")
+    finally:
+        ray.shutdown()
+    a, b = read_cache(work / "local"), read_cache(work / "ray")
+    order_a, order_b = np.argsort(a.uuids), np.argsort(b.uuids)
+    assert (a.uuids[order_a] == b.uuids[order_b]).all(), "the engines cached different uuids"
+    return {
+        "images": local.encoded,
+        "local_images_per_s": round(local.images_per_s, 1),
+        "ray_images_per_s": round(distributed.images_per_s, 1),
+        "ray_over_local": round(distributed.images_per_s / local.images_per_s, 3),
+        "ray_vs_local_max_abs_diff": float(np.abs(a.vectors[order_a] - b.vectors[order_b]).max()),
+        "failed": local.failed,
+    }
+
+
+def unit_rows(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
+    vectors = rng.standard_normal((n, dim), dtype=np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def fill(folder: Path, spec: EncoderSpec, start: int, n: int, rng: np.random.Generator) -> float:
+    """Append rows ``start..start+n`` the way ``embed`` does; returns the seconds it took."""
+    began = time.perf_counter()
+    with CacheWriter(folder, spec, versions={}) as writer:
+        chunk = 1024
+        wanted = writer.missing(f"syn{i:09d}" for i in range(start, start + n))
+        for i in range(0, len(wanted), chunk):
+            names = wanted[i : i + chunk]
+            writer.add(names, unit_rows(rng, len(names), spec.dim))
+    return time.perf_counter() - began
+
+
+def appends(spec: EncoderSpec, rows: int, work: Path) -> dict:
+    rng = np.random.default_rng(0)
+    big = work / "synthetic"
+    build_s = fill(big, spec, 0, rows, rng)
+    append_big = fill(big, spec, rows, APPEND_ROWS, rng)
+    append_empty = fill(work / "empty", spec, rows, APPEND_ROWS, rng)
+    return {"synthetic_rows": rows, "synthetic_build_s": round(build_s, 2), "append_10k_s": round(append_big, 3),
+            "append_10k_empty_s": round(append_empty, 3), "append_ratio": round(append_big / append_empty, 3)}
+
+
+def predict(cache: Path, rows: int, work: Path) -> dict:
+    out = work / "predictions.parquet"
+    command = [sys.executable, "-m", "classifiers", "predict", "--cache", str(cache), "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    began = time.perf_counter()
+    subprocess.run(command, check=True, env=env, capture_output=True)
+    seconds = time.perf_counter() - began
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the largest child so far: this one
+    return {"predict_seconds": round(seconds, 2), "predict_rows_per_s": round(rows / seconds),
+            "predict_peak_rss_mb": round(peak_kb / 1024)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
+    parser.add_argument("--limit", type=int, default=None, help="embed only the first N images (a quick run)")
+    parser.add_argument("--rows", type=int, default=200_000, help="rows of the synthetic cache")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "scale.json")
+    args = parser.parse_args()
+    if not args.images.exists():
+        sys.exit(f"scale_bench: {args.images} not found; pass --images")
+    work = Path(tempfile.mkdtemp(prefix="scale-bench-", dir=args.work))
+    try:
+        spec = EncoderSpec.from_dict(load_model(DEFAULT_MODEL_DIR).encoder)
+        result = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+                  "images_source": args.images.name, "limit": args.limit, "batch_size": args.batch_size}
+        result.update(engines(args.images, args.limit, work, args.batch_size))
+        result.update(appends(spec, args.rows, work))
+        # The synthetic cache now holds rows + 10,000 rows.
+        result.update(predict(work / "synthetic", args.rows + APPEND_ROWS, work))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

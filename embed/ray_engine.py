@@ -1,0 +1,162 @@
+"""``embed --engine ray``: decode + encode on a Ray cluster with Ray Data, written into the same cache.
+
+The driver (``embed``) lists the sources and drops the uuids the cache already holds before any byte is
+read, exactly as the local engine does. The remaining refs become a Ray dataset of locations (uuid, origin,
+file or archive, member); ``map_batches`` runs ``EncodeBatches`` on an actor pool: each actor holds one
+encoder session (its threads = the actor's CPUs), reads the bytes itself (local paths, zip members, or URIs
+through pyarrow's filesystems), decodes them with the product's own reader and encodes the batch. A bad
+image becomes a row with its reason, never an exception, so no block is ever dropped. Results stream back
+to the driver (``iter_batches``), whose ``CacheWriter`` is the cache's one writer: it holds the lock,
+writes immutable parts and records in each part which node encoded its rows. A killed driver loses only the
+rows not yet written; the next run skips what is cached. A killed actor is restarted by Ray and its batch
+retried; the writer never adds a uuid twice.
+
+Only this module imports ray, and only ``embed --engine ray`` imports this module.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from embed.cache import CacheWriter, vectors_of
+from embed.encoders import EncoderSpec
+from embed.pipeline import EmbedSummary, decoded, record_encoded, record_failure
+from embed.sources import ImageRef, ref_at
+
+BLOCKS_PER_WORKER = 4  # at least this many input blocks per actor, so every actor gets work
+ACTOR_START_S = 600  # a pool that cannot start in this time (too few CPUs for --workers) fails clearly
+STANDARD_RESOURCES = {"CPU", "GPU", "memory", "object_store_memory"}
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise RuntimeError("the ray engine needs the ray extra: pip install 'vinted-tagger[ray]'") from None
+    return ray
+
+
+def connect(ray, address: str | None) -> bool:
+    """Join the cluster at ``address`` (or start a local one); True when this call started the connection."""
+    if ray.is_initialized():
+        return False
+    env = {name: os.environ[name] for name in ("VINTED_TAGGER_HOME", "PYTHONPATH") if name in os.environ}
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                 runtime_env={"env_vars": env} if env else None)
+    except ConnectionError as error:
+        raise RuntimeError(f"cannot reach the Ray cluster at {address}: {error}") from None
+    return True
+
+
+def plan(ray, threads: int | None, workers: int | None) -> tuple[int, int]:
+    """(CPUs per actor = encoder threads, number of actors) for the cluster's CPUs."""
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    if threads is None:
+        threads = max(1, cpus // workers) if workers else min(2, cpus)
+    return threads, workers or max(1, cpus // threads)
+
+
+def node_label(ray) -> str:
+    """host/node-id[/custom resources] of the node this actor runs on: which node made a part."""
+    node_id = ray.get_runtime_context().get_node_id()
+    resources = next((n["Resources"] for n in ray.nodes() if n["NodeID"] == node_id), {})
+    custom = sorted(r for r in resources if r not in STANDARD_RESOURCES and ":" not in r)
+    return "/".join([socket.gethostname(), node_id[:12], *(["+".join(custom)] if custom else [])])
+
+
+class EncodeBatches:
+    """A Ray Data actor: one encoder session; location rows -> (uuid, origin, error, embedding, node) rows."""
+
+    def __init__(self, spec: dict, threads: int, variant: str | None = None):
+        import ray
+
+        from embed.encoders import VARIANTS
+        from embed.runtime import Encoder
+
+        # The variant the driver chose and the cache records (auto here could pick another one).
+        chosen = VARIANTS.get(variant) if variant else None
+        options = {"runtime": chosen.runtime, "precision": chosen.precision} if chosen else {}
+        self.encoder = Encoder.load(spec, threads=threads, **options)
+        self.threads = threads
+        self.node = node_label(ray)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = batch.to_pydict()
+        refs = [ref_at(*fields) for fields in zip(rows["uuid"], rows["origin"], rows["location"], rows["member"])]
+        size, dim = self.encoder.spec.input_size, self.encoder.spec.dim
+        errors: list[str | None] = []
+        ok, pixels = [], []
+        for i, (_, result) in enumerate(decoded(refs, size, self.threads, ahead=len(refs))):
+            errors.append(result if isinstance(result, str) else None)
+            if not isinstance(result, str):
+                ok.append(i)
+                pixels.append(result)
+        vectors = np.zeros((len(refs), dim), np.float32)
+        if pixels:
+            vectors[ok] = self.encoder.encode(np.stack(pixels))
+        flat = pa.array(vectors.reshape(-1), type=pa.float32())
+        return pa.table({
+            "uuid": pa.array(rows["uuid"], pa.string()),
+            "origin": pa.array(rows["origin"], pa.string()),
+            "error": pa.array(errors, pa.string()),
+            "embedding": pa.FixedSizeListArray.from_arrays(flat, dim),
+            "node": pa.array([self.node] * len(refs), pa.string()),
+        })
+
+
+def run_on_ray(spec: EncoderSpec, todo: list[ImageRef], writer: CacheWriter, summary: EmbedSummary, bar,
+               batch_size: int, address: str | None, workers: int | None, threads: int | None) -> None:
+    ray = import_ray()
+    if workers is not None and workers < 1:
+        raise ValueError("--workers must be at least 1")
+    started = connect(ray, address)
+    try:
+        if todo:
+            threads, workers = plan(ray, threads, workers)
+            try:
+                for batch in encoded_batches(ray, spec, todo, batch_size, workers, threads, writer.variant):
+                    consume(batch, spec.dim, writer, summary, bar)
+            except ray.exceptions.GetTimeoutError:
+                raise RuntimeError(f"the cluster could not start {workers} encoder actors of {threads} CPUs each "
+                                   f"within {ACTOR_START_S} s; pass fewer --workers or --threads") from None
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def encoded_batches(ray, spec: EncoderSpec, todo: list[ImageRef], batch_size: int, workers: int, threads: int,
+                    variant: str | None = None):
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # embed's own bar counts images
+    context.print_on_execution_start = False
+    # Start every actor (each loads its encoder session) before any batch is handed out, so that work spreads
+    # over the whole pool rather than going to whichever actor was ready first.
+    context.wait_for_min_actors_s = ACTOR_START_S
+    items = [{"uuid": r.uuid, "origin": r.origin, "location": r.location, "member": r.member} for r in todo]
+    blocks = min(len(items), max(workers * BLOCKS_PER_WORKER, -(-len(items) // (4 * batch_size))))
+    dataset = ray.data.from_items(items, override_num_blocks=blocks).map_batches(
+        EncodeBatches,
+        fn_constructor_kwargs={"spec": spec.to_dict(), "threads": threads, "variant": variant},
+        batch_size=batch_size,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=workers),
+        num_cpus=threads,  # Ray Data's own default restarts a lost actor and retries its batch
+    )
+    return dataset.iter_batches(batch_size=None, batch_format="pyarrow")
+
+
+def consume(batch: pa.Table, dim: int, writer: CacheWriter, summary: EmbedSummary, bar) -> None:
+    """Failures to the summary, embeddings to the writer, grouped by the node that made them."""
+    failed = pc.is_valid(batch.column("error"))
+    for uuid, origin, reason in zip(*(batch.filter(failed).column(c).to_pylist() for c in ("uuid", "origin", "error"))):
+        record_failure(summary, bar, uuid, origin, reason)
+    good = batch.filter(pc.invert(failed))
+    for node in pc.unique(good.column("node")).to_pylist():
+        rows = good.filter(pc.equal(good.column("node"), node))
+        record_encoded(writer, summary, bar, rows.column("uuid").to_pylist(), vectors_of(rows, dim), node)
