@@ -15,8 +15,8 @@ CLOTHING_CACHE ?= $(HOME)/.cache/vinted-tagger/caches/clothing-efficientnet-lite
 # Fine-tuning runs (one folder per variant, resumable) and the adapted encoders' caches (outside the repo).
 FINETUNE_RUNS ?= $(HOME)/.cache/vinted-tagger/finetune
 
-.PHONY: setup test demo bench bench-embed bench-heads bench-service bench-page bench-variants bench-scale notebook \
-	serve model predictions finetune page-screenshot clean
+.PHONY: setup test demo bench bench-embed bench-heads bench-service bench-page bench-variants bench-scale \
+	bench-runtime calibrate notebook serve model predictions finetune page-screenshot clean
 
 setup: $(STAMP)
 
@@ -38,7 +38,7 @@ demo: setup
 	$(BIN)/classify evaluate --predictions $(DEMO_OUT)/predictions.parquet --labels $(DEMO_DATA)/test_labels.parquet
 	@echo "demo: predictions for $(DEMO_DATA)/test.parquet are in $(DEMO_OUT)/predictions.parquet"
 
-bench: bench-embed bench-heads bench-service bench-page
+bench: bench-runtime bench-embed bench-heads bench-service bench-page
 
 bench-embed: setup
 	$(BIN)/python bench/embed_bench.py
@@ -48,6 +48,14 @@ bench-heads: setup
 
 bench-service: setup
 	$(BIN)/python bench/service_bench.py
+
+# Every encoder runtime x precision on the same images, interleaved (bench/results/runtime.json).
+bench-runtime: setup
+	$(BIN)/python bench/runtime_bench.py
+
+# The encoder's int8 copy, calibrated on a seeded sample of the stand-in train split (for --precision int8).
+calibrate: setup
+	$(BIN)/embed --calibrate $(CLOTHING)/images.zip --ids $(CLOTHING)/data.parquet
 
 # Local vs Ray engine on the stand-in images, appends to and streaming predict over a 200,000-row cache.
 bench-scale: setup

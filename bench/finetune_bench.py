@@ -37,6 +37,9 @@ from embed.runtime import Encoder, encoder_home  # noqa: E402
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "clothing"
 FROZEN = "efficientnet-lite2"
 MARGIN = 0.02  # the adoption rule's margin, on top-1 and on macro tag F1
+# Every encoder runs on the same runtime and precision (the portable reference), so that scores and encode
+# times compare; the frozen cache was made with it.
+REFERENCE = {"runtime": "onnxruntime", "precision": "fp32"}
 
 
 def heldout_uuids(runs: list[Path]) -> list[str]:
@@ -68,7 +71,7 @@ def encode_ms(names: list[str], images: Path, uuids: list[str], repeats: int = 3
     from embed.images import load_pixels
     from embed.sources import iter_sources, select
 
-    encoders = {name: Encoder.load(name, threads=2) for name in names}
+    encoders = {name: Encoder.load(name, threads=2, **REFERENCE) for name in names}
     refs, _ = select(iter_sources([images]), uuids[:64])
     pixels = np.stack([load_pixels(ref.read(), encoders[names[0]].spec.input_size) for ref in refs])
     best = {name: float("inf") for name in names}
@@ -172,7 +175,8 @@ def main() -> int:
     curves = {run.name: json.loads((run / "curves.json").read_text()) for run in runs}
     results, own = {}, {}
     for variant, name in names.items():
-        print(embed_sources([images], caches[variant], name, progress=False).line(), file=sys.stderr)
+        summary = embed_sources([images], caches[variant], name, progress=False, **REFERENCE)
+        print(summary.line(), file=sys.stderr)
         results[variant] = heads_protocol(name, caches[variant], train_labels, held, test)
         print(f"finetune_bench: {variant}: {json.dumps(results[variant]['test'])}", file=sys.stderr)
     held_labels = train_labels[train_labels["uuid"].isin(set(held))]

@@ -29,7 +29,7 @@ from classifiers.labels import category_values, fingerprint, groups_of, read_lab
 from classifiers.model import FORMAT_VERSION, TaggerModel
 from classifiers.scorers import CategoryScorer, TagScorer, column_index
 from embed.cache import Embeddings, read_cache
-from embed.encoders import part_slices
+from embed.encoders import REFERENCE_VARIANT, part_slices
 
 TEXTURE_PARTS = ("mean", "std")  # name prefixes of the embedding parts the tag heads read
 
@@ -76,6 +76,9 @@ def train(data: pd.DataFrame | str | Path, cache: Embeddings | str | Path, head:
     if held_labels is not None:
         category, tags = _calibrate(category, tags, held_labels, held_vectors, info)
     info["data_fingerprint"] = fingerprint(labels, list(tags))
+    # What made the embeddings (runtime, precision, decoder): prediction refuses embeddings whose decisions
+    # are not measured to match (embed.encoders.SAME_DECISIONS). An old cache without it ran ONNX Runtime fp32.
+    info["runtime"] = embeddings.manifest.get("runtime", {"variant": REFERENCE_VARIANT})
     timing["total_seconds"] = _seconds_since(started)
     return TaggerModel(category, tags, dict(embeddings.encoder), info, timing)
 

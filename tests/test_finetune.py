@@ -120,13 +120,13 @@ def test_exported_onnx_of_the_adapted_weights_matches_pytorch(smoke, picture):
 
     name = f"{LITE2_WEIGHTS_PREFIX}{smoke['folder'] / 'run' / 'encoder.safetensors'}"
     spec = get_encoder(name)
-    encoder = Encoder.load(spec, threads=2)
+    encoder = Encoder.load(spec, threads=2, runtime="onnxruntime", precision="fp32")
     pixels = np.stack([encoder.pixels(picture(seed, (300, 260))) for seed in (1, 2)])
     onnx = encoder.encode(pixels)
     with torch.inference_mode():
         torch_out = LiteEmbedder(spec, lite_classifier(spec).eval())(torch.from_numpy(pixels)).numpy()
     assert np.abs(onnx - torch_out).max() < 1e-4
-    frozen = Encoder.load("efficientnet-lite2", threads=2).encode(pixels)
+    frozen = Encoder.load("efficientnet-lite2", threads=2, runtime="onnxruntime", precision="fp32").encode(pixels)
     assert np.abs(onnx - frozen).max() > 1e-3  # the adapted weights are not ImageNet's
     assert encoder.spec.slug != get_encoder("efficientnet-lite2").slug
 
