@@ -10,7 +10,7 @@ DEMO_DATA := demo-data
 DEMO_OUT := demo-out
 CLOTHING ?= ../shared/data/clothing
 # Embedding cache of the stand-in images (outside the repo; resumable).
-CLOTHING_CACHE ?= $(HOME)/.cache/vinted-tagger/caches/clothing-efficientnet-lite2
+CLOTHING_CACHE ?= $(HOME)/.cache/vinted-tagger/caches/clothing-efficientnet-lite2-openvino-bf16
 
 .PHONY: setup test demo bench bench-embed bench-heads bench-service bench-page bench-variants bench-scale \
 	bench-runtime calibrate notebook serve model predictions page-screenshot clean
