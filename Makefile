@@ -10,7 +10,7 @@ DEMO_DATA := demo-data
 DEMO_OUT := demo-out
 CLOTHING ?= ../shared/data/clothing
 # Embedding cache of the stand-in images (outside the repo; resumable).
-CLOTHING_CACHE ?= $(HOME)/.cache/vinted-tagger/caches/clothing-efficientnet-lite2
+CLOTHING_CACHE ?= $(HOME)/.cache/vinted-tagger/caches/clothing-efficientnet-lite2-openvino-bf16
 
 # Fine-tuning runs (one folder per variant, resumable) and the adapted encoders' caches (outside the repo).
 FINETUNE_RUNS ?= $(HOME)/.cache/vinted-tagger/finetune

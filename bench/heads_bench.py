@@ -50,7 +50,7 @@ def heads_ms_per_image(tagger: Tagger, vectors, repeats: int = 20) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--cache", type=Path, default=encoder_home() / "caches" / "clothing-efficientnet-lite2")
+    parser.add_argument("--cache", type=Path, default=encoder_home() / "caches" / "clothing-efficientnet-lite2-openvino-bf16")
     parser.add_argument("--head", default="logreg")
     parser.add_argument("--model-out", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "heads.json")
