@@ -156,7 +156,8 @@ def main() -> int:
     parser.add_argument("--runs", type=Path, required=True, help="folder of embed-finetune output folders")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--caches", type=Path, default=encoder_home() / "caches")
-    parser.add_argument("--frozen-cache", type=Path, default=encoder_home() / "caches" / "clothing-efficientnet-lite2")
+    parser.add_argument("--frozen-cache", type=Path, default=encoder_home() / "caches" / "clothing-efficientnet-lite2",
+                        help="cache of the ImageNet encoder on ONNX Runtime fp32 (built or resumed)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "finetune.json")
     args = parser.parse_args()
     if not (args.data / "images.zip").exists():
