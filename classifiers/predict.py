@@ -160,9 +160,12 @@ def iter_predictions(tagger: Tagger, cache_folder: str | Path, ids: Sequence[str
         uuids = np.asarray(batch.column("uuid").to_pylist(), dtype=object)
         vectors = vectors_of(batch, dim)
         # NaN rows would be a failed embedding written by mistake: report them as missing, predict nothing.
-        finite = np.isfinite(vectors).all(axis=1)
-        missing.extend(uuids[~finite])
-        frame = _frame(tagger, uuids[finite], vectors[finite], with_scores)
+        # (A row's sum is finite only when all its values are: one pass, no (rows, dim) mask.)
+        finite = np.isfinite(vectors.sum(axis=1, dtype=np.float64))
+        if not finite.all():
+            missing.extend(uuids[~finite])
+            uuids, vectors = uuids[finite], vectors[finite]
+        frame = _frame(tagger, uuids, vectors, with_scores)
         if wanted is None:
             yield frame
         else:
