@@ -15,8 +15,8 @@ import pytest
 
 from embed import cache as cache_module
 from embed import cli
-from embed.cache import (JOURNAL, MANIFEST, CacheLocked, CacheWriter, embedding_table, live_parts, part_files,
-                         part_info, read_cache, write_parquet_atomic)
+from embed.cache import (JOURNAL, MANIFEST, CacheLocked, CacheWriter, embedding_table, iter_batches, live_parts,
+                         part_files, part_info, read_cache, vectors_of, write_parquet_atomic)
 from embed.encoders import ENCODERS
 
 DIM = 8
@@ -184,6 +184,17 @@ def test_format_1_cache_is_read_and_upgraded(tmp_path, capsys) -> None:
     assert "upgraded from format 1 to 2 (24 duplicate rows dropped, 20 rows kept)" in capsys.readouterr().err
     assert_exact(folder, 20)
     assert len(part_files(folder)) == 2  # the third part held only duplicates
+
+
+def test_format_1_cache_streams_each_uuid_once(tmp_path) -> None:
+    folder = tmp_path / "v1"
+    make_v1_cache(folder)
+    uuids, vectors = rows(20)
+    with pytest.warns(UserWarning, match="format 1"):
+        batches = list(iter_batches(folder, ["uuid", "embedding"], batch_rows=5))
+    got = [u for batch in batches for u in batch.column("uuid").to_pylist()]
+    assert got == uuids  # the first part's rows, then only the new ones of the next parts
+    assert np.array_equal(np.vstack([vectors_of(b, DIM) for b in batches]), vectors)
 
 
 def test_embed_compact_cli(tmp_path, capsys) -> None:
