@@ -8,12 +8,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_DATA := demo-data
 DEMO_OUT := demo-out
-CLOTHING := ../shared/data/clothing
+CLOTHING ?= ../shared/data/clothing
 # Embedding cache of the stand-in images (outside the repo; resumable).
 CLOTHING_CACHE ?= $(HOME)/.cache/vinted-tagger/caches/clothing-efficientnet-lite2
 
-.PHONY: setup test demo bench bench-embed bench-heads bench-service bench-page bench-variants bench-scale notebook \
-	serve model page-screenshot clean
+.PHONY: setup test demo bench bench-embed bench-heads bench-service bench-page bench-variants bench-scale \
+	bench-runtime calibrate notebook serve model predictions page-screenshot clean
 
 setup: $(STAMP)
 
@@ -35,7 +35,7 @@ demo: setup
 	$(BIN)/classify evaluate --predictions $(DEMO_OUT)/predictions.parquet --labels $(DEMO_DATA)/test_labels.parquet
 	@echo "demo: predictions for $(DEMO_DATA)/test.parquet are in $(DEMO_OUT)/predictions.parquet"
 
-bench: bench-embed bench-heads bench-service bench-page
+bench: bench-runtime bench-embed bench-heads bench-service bench-page
 
 bench-embed: setup
 	$(BIN)/python bench/embed_bench.py
@@ -45,6 +45,14 @@ bench-heads: setup
 
 bench-service: setup
 	$(BIN)/python bench/service_bench.py
+
+# Every encoder runtime x precision on the same images, interleaved (bench/results/runtime.json).
+bench-runtime: setup
+	$(BIN)/python bench/runtime_bench.py
+
+# The encoder's int8 copy, calibrated on a seeded sample of the stand-in train split (for --precision int8).
+calibrate: setup
+	$(BIN)/embed --calibrate $(CLOTHING)/images.zip --ids $(CLOTHING)/data.parquet
 
 # Local vs Ray engine on the stand-in images, appends to and streaming predict over a 200,000-row cache.
 bench-scale: setup
@@ -70,6 +78,12 @@ notebook: setup
 model: setup
 	$(BIN)/embed $(CLOTHING)/images.zip --out $(CLOTHING_CACHE) --quiet
 	$(BIN)/classify train --data $(CLOTHING)/data.parquet --cache $(CLOTHING_CACHE) --out artifacts/model
+
+# The deliverable: predictions.parquet (committed) for the stand-in test.parquet from the committed model.
+# Embeds only the test images the cache lacks; re-run it after `make model`.
+predictions: setup
+	$(BIN)/embed $(CLOTHING)/images.zip --out $(CLOTHING_CACHE) --ids $(CLOTHING)/test.parquet --quiet
+	$(BIN)/classify predict --model artifacts/model --cache $(CLOTHING_CACHE) --ids $(CLOTHING)/test.parquet --out predictions.parquet
 
 serve: setup
 	$(BIN)/classify serve

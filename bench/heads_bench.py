@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 import pandas as pd  # noqa: E402
 
 from classifiers.artifacts import save_model  # noqa: E402
-from classifiers.evaluate import evaluate  # noqa: E402
+from classifiers.evaluate import bootstrap_intervals, evaluate  # noqa: E402
 from classifiers.predict import Tagger, predict_cache  # noqa: E402
 from classifiers.train import train  # noqa: E402
 from embed.cache import read_cache  # noqa: E402
@@ -74,8 +74,11 @@ def main() -> int:
         predictions, missing = predict_cache(tagger, args.cache, ids)
         vectors, _ = embeddings.take(ids)
         ms_per_image = heads_ms_per_image(tagger, vectors)
-    scores = evaluate(predictions, pd.read_parquet(args.data / "test_labels.parquet"))
+    labels = pd.read_parquet(args.data / "test_labels.parquet")
+    scores = evaluate(predictions, labels)
     result = summarise(scores, model, train_s, ms_per_image, artifact_mb, len(missing), args.head)
+    result["encoder_mb"] = round(tagger.encoder().onnx_path.stat().st_size / 1e6, 1)
+    result["ci95"] = bootstrap_intervals(predictions, labels)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print_table(result)
@@ -88,6 +91,7 @@ def summarise(scores: dict, model, train_s: float, ms: float, mb: float, missing
         "head": head,
         "top1": round(scores["category"]["top1"], 4),
         "top2": round(scores["category"]["top2"], 4),
+        "top2_correct": round(scores["category"]["top2"] * scores["category"]["rows"]),
         "category_rows": scores["category"]["rows"],
         "tag_f1": {t: round(m["f1"], 4) for t, m in tags.items()},
         "tag_precision": {t: round(m["precision"], 4) for t, m in tags.items()},

@@ -432,3 +432,84 @@ def sliced_embeddings(embeddings, names: Iterable[str], parts: dict[str, slice] 
     manifest["encoder"]["parts"] = [[name, sizes[name]] for name in names]
     manifest["encoder"]["pooling"] = f"ablation: {' + '.join(names)}"
     return Embeddings(manifest, embeddings.uuids, vectors)
+
+
+def deployed_tag_oof(data, embeddings, head: str = "logreg",
+                     tags: list[str] | None = None) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
+    """Per tag: (labels, out-of-fold scores, threshold) of the tag head exactly as ``classify train`` fits it
+    (same rows, the texture columns it reads, same folds and C grid): the scores its threshold was chosen on."""
+    from classifiers.labels import groups_of, read_labels, tag_columns as label_tags
+    from classifiers.train import fit_tag, texture_columns
+
+    labels = read_labels(data)
+    vectors, found = embeddings.take(labels["uuid"].astype(str).tolist())
+    labels, vectors = labels[found].reset_index(drop=True), vectors[found]
+    columns = texture_columns(embeddings.encoder, vectors.shape[1])
+    out = {}
+    for tag in label_tags(labels, tags):
+        fitted, _, y = fit_tag(tag, labels, vectors, columns, groups_of(labels), head)
+        out[tag] = (y, np.asarray(fitted.oof_), float(fitted.threshold_))
+    return out
+
+
+def group_subsets(labels: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
+    """The rows of a random ``fraction`` of the uploader groups (every row its own group without ``group``)."""
+    from classifiers.labels import groups_of
+
+    groups = groups_of(labels)
+    groups = np.arange(len(labels)).astype(str) if groups is None else groups
+    unique = np.unique(groups)
+    keep = np.random.default_rng(seed).choice(unique, size=max(1, round(fraction * len(unique))), replace=False)
+    return labels[np.isin(groups, keep)].reset_index(drop=True)
+
+
+def learning_curve(data: pd.DataFrame, embeddings, test_labels: pd.DataFrame | None, fractions=(0.25, 0.5, 1.0),
+                   seeds=(0, 1), head: str = "logreg") -> pd.DataFrame:
+    """Heads trained (by ``classifiers.train``) on a share of the training groups, scored out of fold and on
+    the test split; one row per (fraction, seed); the whole set is trained once."""
+    import warnings
+
+    from classifiers.evaluate import evaluate
+    from classifiers.predict import Tagger
+    from classifiers.train import train
+
+    rows = []
+    for fraction in fractions:
+        for seed in (seeds if fraction < 1 else seeds[:1]):
+            subset = group_subsets(data, fraction, seed) if fraction < 1 else data
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # rare classes with fewer rows than folds, expected here
+                model = train(subset, embeddings, head=head)
+            row = {"fraction": fraction, "seed": seed, "images": len(subset),
+                   "CV top-1": model.info["category"]["cv"]["top1"],
+                   "CV macro tag F1": float(np.mean([t["cv"]["f1"] for t in model.info["tags"].values()]))}
+            if test_labels is not None:
+                vectors, found = embeddings.take(test_labels["uuid"].astype(str).tolist())
+                predicted = Tagger(model).predict_vectors(vectors[found]).assign(
+                    uuid=test_labels["uuid"][found].to_numpy())
+                result = evaluate(predicted, test_labels)
+                row.update({"test top-1": result["category"]["top1"], "test top-2": result["category"]["top2"],
+                            "test macro tag F1": result["tags_macro"]["f1"]})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# Garment families of the stand-in's 17 classes: a grouping a reader can tell apart in one picture.
+GARMENT_FAMILY = {
+    **dict.fromkeys(["T-Shirt", "Longsleeve", "Polo", "Undershirt", "Top", "Blouse", "Shirt", "Body"], "tops"),
+    **dict.fromkeys(["Outwear", "Blazer", "Hoodie"], "outerwear"),
+    **dict.fromkeys(["Dress", "Skirt"], "dresses & skirts"),
+    **dict.fromkeys(["Pants", "Shorts"], "trousers & shorts"),
+    **dict.fromkeys(["Shoes", "Hat"], "shoes & hats"),
+}
+
+
+def garment_family(categories: pd.Series, unknown: str = "(no category label)") -> pd.Series:
+    """The family of each category; a class outside the table (e.g. the assignment's) stands for itself."""
+    return categories.map(lambda c: unknown if pd.isna(c) else GARMENT_FAMILY.get(c, c))
+
+
+def predicted_tags_without_labels(scored: pd.DataFrame, labels: pd.DataFrame, tags: Sequence[str]) -> pd.DataFrame:
+    """Rows whose tags are unlabelled (e.g. the flat-lay photos) with their predicted tags and scores."""
+    unlabelled = labels.loc[labels[list(tags)].isna().all(axis=1), "uuid"]
+    return scored[scored["uuid"].isin(set(unlabelled))].reset_index(drop=True)

@@ -101,6 +101,8 @@ def add_predict(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ids", help="Parquet with a uuid column: predict these, in this order")
     parser.add_argument("--out", required=True, help="predictions Parquet to write")
     parser.add_argument("--with-scores", action="store_true", help="add p_<class> and score_<tag> columns")
+    parser.add_argument("--runtime", default="auto", help="with --images: encoder runtime (auto, onnxruntime, openvino)")
+    parser.add_argument("--precision", default="auto", help="with --images: encoder precision (auto, fp32, bf16, int8)")
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -117,7 +119,7 @@ def run_predict(args: argparse.Namespace) -> int:
         # Streamed part by part into row groups: memory stays flat whatever the cache's size.
         rows, missing = predict_cache_to(tagger, args.cache, args.out, ids, with_scores=args.with_scores)
     else:
-        frame, missing = predict_images(tagger, args.images, ids, args.with_scores)
+        frame, missing = predict_images(tagger, args.images, ids, args.with_scores, args.runtime, args.precision)
         write_predictions(frame, Path(args.out))
         rows = len(frame)
     if missing:
@@ -126,7 +128,8 @@ def run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def predict_images(tagger, sources: list[str], ids: list[str] | None, with_scores: bool):
+def predict_images(tagger, sources: list[str], ids: list[str] | None, with_scores: bool,
+                   runtime: str = "auto", precision: str = "auto"):
     """Embed ``sources`` with the model's encoder into a temporary cache, then predict from it."""
     from classifiers.predict import predict_cache
     from embed import pipeline
@@ -137,7 +140,8 @@ def predict_images(tagger, sources: list[str], ids: list[str] | None, with_score
     with tempfile.TemporaryDirectory(prefix="classify-") as folder:
         cache = Path(folder) / "cache"
         summary = pipeline.embed_sources(sources, cache, encoder=tagger.encoder_spec["name"], ids=ids,
-                                         progress=sys.stderr.isatty())
+                                         progress=sys.stderr.isatty(), runtime=runtime, precision=precision,
+                                         agree_with=tagger.runtime)
         missing = set(summary.missing)  # reported by predict_cache below; here only the images that failed
         failed = [(uuid, reason) for uuid, _, reason in summary.failures if uuid not in missing]
         if failed:

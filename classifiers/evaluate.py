@@ -129,3 +129,73 @@ def format_report(result: dict) -> str:
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
+
+
+def bootstrap_intervals(predictions: pd.DataFrame, labels: pd.DataFrame, tags: list[str] | None = None,
+                        n_resamples: int = 1000, level: float = 0.95, seed: int = 0, by_group: bool = True) -> dict:
+    """Percentile bootstrap intervals for every metric of ``evaluate`` (same ``tags``), in the same nesting:
+    ``{"category": {"top1": [low, high], "top2": ...}, "tags": {tag: {"precision", "recall", "f1"}},
+    "tags_macro": {...}}``.
+
+    With ``by_group`` and a ``group`` column in ``labels``, whole uploaders are resampled (a cluster
+    bootstrap): photos of one uploader are not independent, so resampling rows would give intervals that
+    are too narrow. Each task resamples its own labelled rows; a metric undefined in a resample is skipped.
+    """
+    labels = read_labels(labels)
+    tags = tag_columns(labels, tags)
+    check_predictions(predictions, tags)
+    joined = labels.merge(predictions, on="uuid", how="inner", suffixes=("", "__predicted"))
+    rng = np.random.default_rng(seed)
+    quantiles = [(1 - level) / 2, 1 - (1 - level) / 2]
+    groups = joined["group"] if by_group and "group" in joined else None
+    out: dict = {"level": level, "resamples": n_resamples, "unit": "group" if groups is not None else "row",
+                 "category": {}, "tags": {}}
+
+    truth = category_values(joined)
+    known = truth.notna().to_numpy()
+    if known.any():
+        first = joined["category1"].astype(str).to_numpy(dtype=object) == truth.to_numpy(dtype=object)
+        second = joined["category2"].astype(str).to_numpy(dtype=object) == truth.to_numpy(dtype=object)
+        weights = _resample_weights(rng, known, groups, n_resamples)
+        for name, hits in (("top1", first), ("top2", first | second)):
+            out["category"][name] = _interval(_weighted_ratio(weights, hits[known], np.ones(known.sum())), quantiles)
+
+    per_tag = {}
+    for tag in tags:
+        y = tag_values(joined, tag)
+        known = ~np.isnan(y)
+        if not known.any():
+            continue
+        truth_t, predicted = y[known].astype(bool), joined[f"{tag}__predicted"].to_numpy(dtype=np.float64)[known] >= 0.5
+        weights = _resample_weights(rng, known, groups, n_resamples)
+        tp, fp, fn = (weights @ (truth_t & predicted), weights @ (~truth_t & predicted), weights @ (truth_t & ~predicted))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per_tag[tag] = {"precision": tp / (tp + fp), "recall": tp / (tp + fn), "f1": 2 * tp / (2 * tp + fp + fn)}
+        out["tags"][tag] = {k: _interval(v, quantiles) for k, v in per_tag[tag].items()}
+    if per_tag:  # the macro mean of each resample (tags resampled independently, as they are labelled apart)
+        out["tags_macro"] = {k: _interval(np.mean([m[k] for m in per_tag.values()], axis=0), quantiles)
+                             for k in ("precision", "recall", "f1")}
+    return out
+
+
+def _resample_weights(rng: np.random.Generator, known: np.ndarray, groups: pd.Series | None,
+                      n_resamples: int) -> np.ndarray:
+    """(n_resamples, known rows) counts: how often each row is drawn when rows (or whole groups) are resampled."""
+    if groups is None:
+        units = np.arange(int(known.sum()))
+    else:
+        units = pd.factorize(groups[known].astype(str))[0]
+    n_units = units.max() + 1
+    draws = rng.multinomial(n_units, np.full(n_units, 1 / n_units), size=n_resamples)  # (B, units)
+    return draws[:, units].astype(np.float64)
+
+
+def _weighted_ratio(weights: np.ndarray, hits: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (weights @ hits.astype(np.float64)) / (weights @ counts)
+
+
+def _interval(values: np.ndarray, quantiles: list[float]) -> list[float] | None:
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    return [round(float(q), 4) for q in np.quantile(values, quantiles)] if len(values) else None

@@ -22,7 +22,8 @@ import pandas as pd
 
 from classifiers.artifacts import DEFAULT_MODEL_DIR, load_model
 from classifiers.model import TaggerModel
-from embed.cache import check_same_encoder, iter_batches, read_manifest, vectors_of
+from embed.cache import cache_runtimes, check_same_encoder, iter_batches, read_manifest, vectors_of
+from embed.encoders import check_same_decisions
 
 
 class Tagger:
@@ -48,6 +49,11 @@ class Tagger:
     @property
     def encoder_spec(self) -> dict:
         return self.model.encoder
+
+    @property
+    def runtime(self) -> dict:
+        """The runtime record of the embeddings the heads were trained on (embed.runtime.Encoder.record)."""
+        return self.model.info.get("runtime", {})
 
     def scores(self, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(category probabilities (n, C) in ``classes`` order, tag probabilities (n, T) in ``tags`` order)."""
@@ -97,7 +103,7 @@ class Tagger:
             if self._encoder is None:
                 from embed.runtime import Encoder  # onnxruntime: only image prediction pays for it
 
-                encoder = Encoder.load(self.encoder_spec)
+                encoder = Encoder.load(self.encoder_spec, agree_with=self.runtime)
                 check_same_encoder(self.encoder_spec, encoder.spec.to_dict(), "the image encoder")
                 self._encoder = encoder
         return self._encoder
@@ -154,6 +160,8 @@ def iter_predictions(tagger: Tagger, cache_folder: str | Path, ids: Sequence[str
     appends to ``missing`` the uuids without a usable embedding."""
     manifest = read_manifest(Path(cache_folder))
     check_same_encoder(tagger.encoder_spec, manifest["encoder"], f"cache {cache_folder}")
+    for record in cache_runtimes(manifest):
+        check_same_decisions(tagger.runtime, record, f"cache {cache_folder}")
     dim = manifest["encoder"]["dim"]
     wanted = None if ids is None else [str(u) for u in ids]
     done: list[pd.DataFrame] = []
@@ -203,3 +211,11 @@ def score_columns(tagger: Tagger, category: np.ndarray, tags: np.ndarray) -> pd.
     columns = {f"p_{name}": category[:, j] for j, name in enumerate(tagger.classes)}
     columns.update({f"score_{name}": tags[:, j] for j, name in enumerate(tagger.tags)})
     return pd.DataFrame(columns)
+
+
+def decision_agreement(tagger: Tagger, vectors: np.ndarray, other: np.ndarray) -> dict[str, float]:
+    """Share of rows on which the same heads decide the same from two embeddings of the same images (e.g.
+    fp32 and bf16): ``category1`` and each tag's 0/1 decision."""
+    first, second = tagger.predict_vectors(vectors), tagger.predict_vectors(other)
+    columns = ["category1", *tagger.tags]
+    return {name: float((first[name].to_numpy() == second[name].to_numpy()).mean()) for name in columns}

@@ -26,7 +26,7 @@ from classifiers.labels import category_values, fingerprint, groups_of, read_lab
 from classifiers.model import FORMAT_VERSION, TaggerModel
 from classifiers.scorers import CategoryScorer, TagScorer, column_index
 from embed.cache import Embeddings, read_cache
-from embed.encoders import part_slices
+from embed.encoders import REFERENCE_VARIANT, part_slices
 
 TEXTURE_PARTS = ("mean", "std")  # name prefixes of the embedding parts the tag heads read
 
@@ -57,6 +57,9 @@ def train(data: pd.DataFrame | str | Path, cache: Embeddings | str | Path, head:
         tags[name], info["tags"][name] = _train_tag(name, labels, vectors, texture, groups, head, seed, n_jobs)
         timing[f"tag_seconds/{name}"] = _seconds_since(head_started)
     info["data_fingerprint"] = fingerprint(labels, list(tags))
+    # What made the embeddings (runtime, precision, decoder): prediction refuses embeddings whose decisions
+    # are not measured to match (embed.encoders.SAME_DECISIONS). An old cache without it ran ONNX Runtime fp32.
+    info["runtime"] = embeddings.manifest.get("runtime", {"variant": REFERENCE_VARIANT})
     timing["total_seconds"] = _seconds_since(started)
     return TaggerModel(category, tags, dict(embeddings.encoder), info, timing)
 
@@ -86,13 +89,22 @@ def _train_category(labels, vectors, groups, head, seed, n_jobs) -> tuple[Catego
 
 
 def _train_tag(name, labels, vectors, columns, groups, head, seed, n_jobs) -> tuple[TagScorer, dict]:
+    fitted, choice, y = fit_tag(name, labels, vectors, columns, groups, head, seed, n_jobs)
+    record = {"rows": len(y), "positives": int(y.sum()), "threshold": fitted.threshold_,
+              "features": vectors.shape[1] if columns is None else len(column_index(columns)), **_record(fitted, choice)}
+    return dataclasses.replace(fitted.scorer_, columns=columns), record
+
+
+def fit_tag(name, labels, vectors, columns, groups, head="logreg", seed=heads_module.SEED, n_jobs=2) -> tuple:
+    """One tag head on the rows where its label is known and the given columns, as ``train`` fits it.
+
+    Returns (fitted head, why this kind, its labels); the head keeps its out-of-fold scores (``oof_``),
+    which its threshold (``threshold_``) was chosen on: what the notebook's threshold curves plot."""
     y = tag_values(labels, name)
     known = ~np.isnan(y)  # unknown is not absent: those rows are left out of this head
     inputs = vectors[known] if columns is None else vectors[known][:, column_index(columns)]
     fitted, choice = fit_tag_head(head, name, inputs, y[known], None if groups is None else groups[known], seed, n_jobs)
-    record = {"rows": int(known.sum()), "positives": int(y[known].sum()), "threshold": fitted.threshold_,
-              "features": inputs.shape[1], **_record(fitted, choice)}
-    return dataclasses.replace(fitted.scorer_, columns=columns), record
+    return fitted, choice, y[known]
 
 
 def texture_columns(encoder: dict, dim: int) -> tuple[tuple[int, int], ...] | None:

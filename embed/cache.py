@@ -48,7 +48,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from embed.encoders import EncoderSpec
+from embed.encoders import EncoderSpec, check_same_decisions, variant_of
 
 MANIFEST = "_manifest.json"
 FAILURES = "_failures.csv"
@@ -82,6 +82,11 @@ def check_same_encoder(expected: dict, found: dict, what: str) -> None:
             f"(dim {found.get('dim')}: {found.get('pooling')}), not dim {expected.get('dim')}: "
             f"{expected.get('pooling')}; re-embed the images into a new cache"
         )
+
+
+def cache_runtimes(manifest: dict) -> list[dict]:
+    """The runtime record of every variant whose embeddings a cache holds (none recorded: ONNX Runtime fp32)."""
+    return [manifest.get("runtime") or {}, *({"variant": name} for name in manifest.get("also_ran", []))]
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -321,7 +326,8 @@ class CacheWriter:
     buffered per ``made_by`` label, so each part records which node encoded it.
     """
 
-    def __init__(self, folder: str | Path, spec: EncoderSpec, versions: dict, flush_rows: int = 1024):
+    def __init__(self, folder: str | Path, spec: EncoderSpec, versions: dict, flush_rows: int = 1024,
+                 runtime: dict | None = None):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.flush_rows = flush_rows
@@ -331,6 +337,7 @@ class CacheWriter:
             self.manifest = self._open_manifest(spec, versions)
             if self.manifest["format_version"] == 1:
                 upgrade(self.folder, self.manifest)
+            self._record_runtime(runtime)
         except BaseException:
             self.lock.release()
             raise
@@ -383,6 +390,21 @@ class CacheWriter:
                     "created_at": now, "updated_at": now, "rows": 0}
         atomic_write_json(self.folder / MANIFEST, manifest)
         return manifest
+
+    def _record_runtime(self, runtime: dict | None) -> None:
+        """The runtime record (embed.runtime.Encoder.record) of what fills the cache; another variant may add
+        rows only if it gives the same decisions, and is then listed under ``also_ran``."""
+        self.variant = None if runtime is None else runtime["variant"]  # what this writer's rows come from
+        if runtime is None:
+            return
+        if "runtime" not in self.manifest and self.manifest["rows"] == 0:
+            self.manifest["runtime"] = runtime
+            atomic_write_json(self.folder / MANIFEST, self.manifest)
+            return
+        recorded = self.manifest.get("runtime")
+        check_same_decisions(recorded, runtime, f"cache {self.folder}")
+        if variant_of(recorded) != runtime["variant"] and runtime["variant"] not in self.manifest.get("also_ran", []):
+            self.manifest["also_ran"] = [*self.manifest.get("also_ran", []), runtime["variant"]]
 
     def missing(self, uuids: Iterable[str]) -> list[str]:
         """The ``uuids`` the cache does not hold yet, in order (reads the cache's uuid column, part by part)."""

@@ -1,10 +1,12 @@
 """``embed``: build or extend an embedding cache from image sources.
 
     embed SOURCE... --out CACHE [--encoder NAME] [--ids IDS.parquet] [--batch-size N]
-          [--engine local|ray] [--address ADDR] [--workers N]
+                    [--runtime auto|onnxruntime|openvino] [--precision auto|fp32|bf16|int8]
+                    [--engine local|ray] [--address ADDR] [--workers N]
     embed --compact --out CACHE
     embed --list-encoders
     embed --export-only [--encoder NAME]
+    embed --calibrate SOURCE... [--ids TRAIN.parquet] [--encoder NAME]   (builds the int8 copy)
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import argparse
 import sys
 
 
-from embed.encoders import get_encoder, table_text
+from embed.encoders import PRECISIONS, RUNTIMES, get_encoder, table_text
+from embed.images import DECODERS
 from embed.pipeline import ENGINES, MISSING_REASON, compact_cache, embed_sources
 from embed.runtime import Encoder, encoder_dir
 from embed.sources import read_ids
@@ -22,13 +25,20 @@ SHOWN_FAILURES = 20
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="embed", description="Embed images into a Parquet cache (ONNX Runtime).")
+    p = argparse.ArgumentParser(prog="embed", description="Embed images into a Parquet cache.")
     p.add_argument("sources", nargs="*", help="zip archives, folders or image files; the uuid is the file stem")
     p.add_argument("--out", help="cache folder (created or resumed)")
     p.add_argument("--encoder", default="efficientnet-lite2", help="encoder name (see --list-encoders)")
     p.add_argument("--ids", help="Parquet file with a uuid column: embed only these uuids")
-    p.add_argument("--batch-size", type=int, default=16, help="images per ONNX Runtime call (memory grows with it)")
-    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: all cores)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per encoder call (memory grows with it)")
+    p.add_argument("--threads", type=int, default=None, help="encoder threads (default: all cores)")
+    p.add_argument("--runtime", default="auto", choices=("auto", *RUNTIMES),
+                   help="encoder runtime (default auto: the fastest this machine has, see README)")
+    p.add_argument("--precision", default="auto", choices=("auto", *PRECISIONS),
+                   help="encoder arithmetic (default auto: bf16 where the CPU has it, else fp32; int8 needs --calibrate)")
+    p.add_argument("--decoder", default=None, choices=DECODERS, help="JPEG decoder (default: pillow)")
+    p.add_argument("--calibrate", action="store_true",
+                   help="build the encoder's int8 copy from a seeded sample of SOURCE (restricted to --ids) and exit")
     p.add_argument("--engine", default="local", choices=ENGINES,
                    help="local (default): this process; ray: decode + encode on a Ray cluster (the ray extra)")
     p.add_argument("--address", default=None, help="ray engine: cluster address (host:port, ray://...); "
@@ -51,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
             Encoder.load(get_encoder(args.encoder))
             print(f"embed: encoder {args.encoder} ready in {encoder_dir(get_encoder(args.encoder))}")
             return 0
+        if args.calibrate:
+            return calibrate(args)
         if args.compact:
             if not args.out:
                 parser().error("--compact needs --out CACHE")
@@ -66,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             parser().error("--address and --workers need --engine ray")
         summary = embed_sources(
             args.sources, args.out, args.encoder, ids, args.batch_size, not args.quiet, args.threads,
-            engine=args.engine, address=args.address, workers=args.workers,
+            args.runtime, args.precision, args.decoder, engine=args.engine, address=args.address, workers=args.workers,
         )
     except KeyboardInterrupt:
         print("embed: interrupted; the cache keeps every finished part, run again to resume", file=sys.stderr)
@@ -77,6 +89,20 @@ def main(argv: list[str] | None = None) -> int:
     report(summary)
     nothing_done = summary.encoded == 0 and summary.skipped == 0
     return 1 if nothing_done else 0
+
+
+def calibrate(args) -> int:
+    from embed.quantize import calibrate as quantise  # needs the onnx package ([export] extra)
+    from embed.sources import iter_sources, select
+
+    if not args.sources:
+        parser().error("--calibrate needs SOURCE (training images)")
+    refs, _ = select(iter_sources(args.sources), read_ids(args.ids) if args.ids else None)
+    record = quantise(get_encoder(args.encoder), refs)
+    calibration = record["calibration"]
+    print(f"embed: int8 copy of {args.encoder} calibrated on {calibration['images']} images "
+          f"(seed {calibration['seed']}, sample {calibration['fingerprint'][:12]}) in {encoder_dir(get_encoder(args.encoder))}")
+    return 0
 
 
 def report(summary) -> None:

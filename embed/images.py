@@ -194,6 +194,49 @@ def resize_shorter_crop(image: Image.Image, size: int) -> np.ndarray:
     return np.asarray(out, dtype=np.uint8)
 
 
-def load_pixels(data: bytes, size: int, limits: DecodeLimits = CLI_LIMITS) -> np.ndarray:
-    """Bytes -> encoder input (uint8 size x size x 3)."""
-    return resize_shorter_crop(decode(data, draft_size=size, limits=limits), size)
+def load_pixels(data: bytes, size: int, limits: DecodeLimits = CLI_LIMITS, decoder: str | None = None) -> np.ndarray:
+    """Bytes -> encoder input (uint8 size x size x 3); ``decoder`` as in ``DECODERS`` (None: the default)."""
+    image = decode_turbo(data, size, limits) if (decoder or default_decoder()) == "simplejpeg" else None
+    return resize_shorter_crop(image or decode(data, draft_size=size, limits=limits), size)
+
+
+# --- decoder choice ------------------------------------------------------------------------------------
+# "pillow" (default): Pillow's ``decode`` (draft mode, budget, EXIF) for every image. "simplejpeg":
+# libjpeg-turbo with DCT scaling for plain upright JPEGs, everything else through ``decode``; same pixels to
+# within rounding, but not faster on the stand-in once its header checks are paid (bench/embed_bench.py,
+# `decoders`). Resizing is Pillow's bicubic for both.
+DECODERS = ("simplejpeg", "pillow")
+try:
+    import simplejpeg
+except ImportError:  # the [fast] extra is not installed: Pillow decodes everything
+    simplejpeg = None
+
+
+def default_decoder() -> str:
+    return "pillow"
+
+
+def check_decoder(name: str | None) -> str:
+    name = name or default_decoder()
+    if name not in DECODERS:
+        raise ValueError(f"unknown decoder {name!r}; valid: {', '.join(DECODERS)}")
+    if name == "simplejpeg" and simplejpeg is None:
+        raise ValueError("decoder simplejpeg is not installed: pip install 'vinted-tagger[fast]'")
+    return name
+
+
+def decode_turbo(data: bytes, size: int, limits: DecodeLimits = CLI_LIMITS) -> Image.Image | None:
+    """A plain, upright JPEG within ``limits`` decoded by libjpeg-turbo at the smallest scale >= ``size``;
+    None for anything else (other formats, EXIF rotation, CMYK, over budget, any error), which ``decode``
+    then handles with its checks and messages."""
+    if simplejpeg is None or data[:3] != b"\xff\xd8\xff":
+        return None
+    try:
+        header = open_image(data, size)  # the header only, at the draft scale libjpeg-turbo will use too
+        if header.format != "JPEG" or header.mode != "RGB" or header.getexif().get(0x0112, 1) != 1:
+            return None  # EXIF rotation, CMYK, greyscale: Pillow's path converts them
+        check_cost(decode_cost(header), limits)
+        array = simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=size, min_width=size)
+    except Exception:  # noqa: BLE001 - whatever fails here, Pillow's path reports it properly
+        return None
+    return Image.fromarray(array)

@@ -1,9 +1,10 @@
 """The reader -> mapper -> writer loop that fills an embedding cache.
 
-Reader threads read and decode images (Pillow and zlib release the GIL), the main thread runs ONNX Runtime
-on whole batches, and the cache writer appends atomic Parquet parts. Uuids already in the cache are skipped
-before anything is read, so an interrupted run resumes where the last whole part ended. With
-``engine="ray"`` the same listing, skipping and writing run here, and decode + encode run on a Ray cluster.
+Reader threads read and decode the next images (Pillow and zlib release the GIL) while the main thread runs
+the encoder (ONNX Runtime or OpenVINO, which release it too) on whole batches, and the cache writer appends
+atomic Parquet parts. Uuids already in the cache are skipped before anything is read, so an interrupted run
+resumes where the last whole part ended. With ``engine="ray"`` the same listing, skipping and writing run
+here, and decode + encode run on a Ray cluster.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from embed.cache import CacheWriter, write_failures
+from embed.cache import MANIFEST, CacheWriter, read_manifest, write_failures
 from embed.images import ImageError, load_pixels
 from embed.output import OutputError, check_folder, describe
 from embed.runtime import Encoder, versions
@@ -54,29 +55,30 @@ class EmbedSummary:
         )
 
 
-def _read(ref: ImageRef, size: int) -> np.ndarray | str:
+def _read(ref: ImageRef, size: int, decoder: str | None = None) -> np.ndarray | str:
     try:
-        return load_pixels(ref.read(), size)
+        return load_pixels(ref.read(), size, decoder=decoder)
     except ImageError as error:
         return str(error)
     except (OSError, zipfile.BadZipFile, zlib.error, EOFError) as error:  # unreadable file or bad zip member
         return f"cannot read: {error}"
 
 
-def decoded(refs: list[ImageRef], size: int, workers: int, ahead: int) -> Iterator[tuple[ImageRef, object]]:
+def decoded(refs: list[ImageRef], size: int, workers: int, ahead: int,
+            decoder: str | None = None) -> Iterator[tuple[ImageRef, object]]:
     """(ref, pixels or error string), in order, decoding up to ``ahead`` images in advance."""
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
         queue: deque[tuple[ImageRef, Future]] = deque()
         items = iter(refs)
         for ref in items:
-            queue.append((ref, pool.submit(_read, ref, size)))
+            queue.append((ref, pool.submit(_read, ref, size, decoder)))
             if len(queue) >= ahead:
                 break
         while queue:
             ref, future = queue.popleft()
             next_ref = next(items, None)
             if next_ref is not None:
-                queue.append((next_ref, pool.submit(_read, next_ref, size)))
+                queue.append((next_ref, pool.submit(_read, next_ref, size, decoder)))
             yield ref, future.result()
 
 
@@ -91,22 +93,32 @@ def embed_sources(
     batch_size: int = 16,
     progress: bool = True,
     threads: int | None = None,
+    runtime: str = "auto",
+    precision: str = "auto",
+    decoder: str | None = None,
+    agree_with: dict | None = None,
     engine: str = "local",
     address: str | None = None,
     workers: int | None = None,
 ) -> EmbedSummary:
     """Embed every image of ``sources`` (restricted to ``ids``) that ``out`` does not hold yet.
 
-    ``engine`` "local" runs the loop below in this process; "ray" runs decode + encode on a Ray cluster
-    (embed/ray_engine.py; ``address`` and ``workers`` are its options). Both write the same cache.
+    ``runtime``/``precision`` name a variant of ``embed.encoders.VARIANTS`` or ``auto`` (the fastest this
+    machine runs that keeps the decisions of the rows already in ``out``, or of ``agree_with``: the runtime
+    record of the heads that will read a new cache). ``engine`` "local" runs the loop below in this process;
+    "ray" runs decode + encode on a Ray cluster (embed/ray_engine.py; ``address`` and ``workers`` are its
+    options). Both write the same cache.
     """
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; valid engines: {', '.join(ENGINES)}")
     start = time.perf_counter()
     listed, ignored = list_sources(sources)  # milliseconds: no pixel is read
     check_folder(out, "cache folder")  # before loading the encoder: a wrong --out fails in a second
-    model = Encoder.load(encoder, threads=threads)
-    writer = CacheWriter(out, model.spec, versions())
+    if (Path(out) / MANIFEST).exists():
+        agree_with = read_manifest(Path(out)).get("runtime", {})
+    # Static shapes: the batch size only; the short last batch is padded.
+    model = Encoder.load(encoder, threads, runtime, precision, (batch_size,), agree_with, decoder)
+    writer = CacheWriter(out, model.spec, versions(), runtime=model.record)
     try:
         refs, missing = select(listed, ids)
         wanted = set(writer.missing(ref.uuid for ref in refs))  # cached uuids are skipped before any read
@@ -182,7 +194,7 @@ def record_encoded(writer: CacheWriter, summary: EmbedSummary, bar, uuids: list[
 def _run(model: Encoder, todo, writer: CacheWriter, summary: EmbedSummary, bar, batch_size: int) -> None:
     uuids: list[str] = []
     pixels: list[np.ndarray] = []
-    for ref, result in decoded(todo, model.spec.input_size, READER_THREADS, ahead=4 * batch_size):
+    for ref, result in decoded(todo, model.spec.input_size, READER_THREADS, 4 * batch_size, model.decoder):
         if isinstance(result, str):
             record_failure(summary, bar, ref.uuid, ref.origin, result)
         else:

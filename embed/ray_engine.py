@@ -94,12 +94,16 @@ def node_label(ray) -> str:
 class EncodeBatches:
     """A Ray Data actor: one encoder session; location rows -> (uuid, origin, error, embedding, node) rows."""
 
-    def __init__(self, spec: dict, threads: int):
+    def __init__(self, spec: dict, threads: int, variant: str | None = None):
         import ray
 
+        from embed.encoders import VARIANTS
         from embed.runtime import Encoder
 
-        self.encoder = Encoder.load(spec, threads=threads)
+        # The variant the driver chose and the cache records (auto here could pick another one).
+        chosen = VARIANTS.get(variant) if variant else None
+        options = {"runtime": chosen.runtime, "precision": chosen.precision} if chosen else {}
+        self.encoder = Encoder.load(spec, threads=threads, **options)
         self.threads = threads
         self.node = node_label(ray)
 
@@ -137,7 +141,7 @@ def run_on_ray(spec: EncoderSpec, todo: list[ImageRef], writer: CacheWriter, sum
         if todo:
             threads, workers = plan(ray, threads, workers)
             try:
-                for batch in encoded_batches(ray, spec, todo, batch_size, workers, threads):
+                for batch in encoded_batches(ray, spec, todo, batch_size, workers, threads, writer.variant):
                     consume(batch, spec.dim, writer, summary, bar)
             except ray.exceptions.GetTimeoutError:
                 raise RuntimeError(f"the cluster could not start {workers} encoder actors of {threads} CPUs each "
@@ -147,7 +151,8 @@ def run_on_ray(spec: EncoderSpec, todo: list[ImageRef], writer: CacheWriter, sum
             ray.shutdown()
 
 
-def encoded_batches(ray, spec: EncoderSpec, todo: list[ImageRef], batch_size: int, workers: int, threads: int):
+def encoded_batches(ray, spec: EncoderSpec, todo: list[ImageRef], batch_size: int, workers: int, threads: int,
+                    variant: str | None = None):
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # embed's own bar counts images
     context.print_on_execution_start = False
@@ -158,7 +163,7 @@ def encoded_batches(ray, spec: EncoderSpec, todo: list[ImageRef], batch_size: in
     blocks = min(len(items), max(workers * BLOCKS_PER_WORKER, -(-len(items) // (4 * batch_size))))
     dataset = ray.data.from_items(items, override_num_blocks=blocks).map_batches(
         EncodeBatches,
-        fn_constructor_kwargs={"spec": spec.to_dict(), "threads": threads},
+        fn_constructor_kwargs={"spec": spec.to_dict(), "threads": threads, "variant": variant},
         batch_size=batch_size,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=workers),

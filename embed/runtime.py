@@ -1,16 +1,20 @@
-"""Run an encoder on ONNX Runtime: no torch at prediction or serving time.
+"""Run an encoder's ONNX graph on ONNX Runtime or OpenVINO: no torch at prediction or serving time.
 
 Each encoder is exported once to ``$VINTED_TAGGER_HOME/encoders/<slug>/model.onnx`` (default home:
 ``~/.cache/vinted-tagger``) next to ``spec.json``, which records the spec (weights checksum included) and
 the ONNX file's own checksum. ``Encoder.load`` finds that file, verifies it, and exports it first when it is
-missing and torch is installed.
+missing and torch is installed. Its int8 copy (``model.int8.onnx`` + ``int8.json``, made by
+``embed --calibrate``) sits beside it. Which runtime x precision runs is ``embed.encoders.VARIANTS`` data;
+``choose_variant`` picks the fastest this machine can run, and says so in one line when it must fall back.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
+import threading
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
@@ -20,8 +24,14 @@ import onnxruntime as ort
 from PIL import Image
 
 from embed.cache import atomic_write_json
-from embed.encoders import EncoderSpec, file_sha256, get_encoder
-from embed.images import ImageError, load_pixels, resize_shorter_crop, to_rgb
+from embed.encoders import (
+    PREFERENCE, REFERENCE_VARIANT, VARIANTS, EncoderSpec, Variant, check_same_decisions, file_sha256,
+    get_encoder, get_variant, same_decisions, variant_of,
+)
+from embed.images import ImageError, check_decoder, load_pixels, resize_shorter_crop, to_rgb
+
+log = logging.getLogger("embed.runtime")
+INT8_FILE, INT8_RECORD = "model.int8.onnx", "int8.json"
 
 
 def encoder_home() -> Path:
@@ -34,7 +44,8 @@ def encoder_dir(spec: EncoderSpec) -> Path:
 
 def versions() -> dict:
     """Versions of the libraries that shape an embedding, for manifests."""
-    names = ["vinted-tagger", "onnxruntime", "numpy", "pillow", "torch", "timm", "open_clip_torch"]
+    names = ["vinted-tagger", "onnxruntime", "openvino", "simplejpeg", "numpy", "pillow", "torch", "timm",
+             "open_clip_torch"]
     found = {}
     for name in names:
         try:
@@ -73,28 +84,210 @@ def _export(spec: EncoderSpec, folder: Path) -> None:
     atomic_write_json(folder / "spec.json", record)
 
 
+def int8_graph(spec: EncoderSpec, fp32_path: Path) -> tuple[Path, dict] | None:
+    """The encoder's calibrated int8 copy and its record, verified; None when it was never calibrated."""
+    folder = encoder_dir(spec)
+    path, record_file = folder / INT8_FILE, folder / INT8_RECORD
+    if not (path.exists() and record_file.exists()):
+        return None
+    record = json.loads(record_file.read_text())
+    if record.get("fp32_sha256") != file_sha256(fp32_path):
+        raise RuntimeError(f"{path} was quantised from another export; run `embed --calibrate` again")
+    if file_sha256(path) != record.get("onnx_sha256"):
+        raise RuntimeError(f"{path} does not match its recorded checksum; run `embed --calibrate` again")
+    return path, record
+
+
+# --- the two runtimes -----------------------------------------------------------------------------------
+
+
+def openvino_core():
+    """An OpenVINO Core, or None when the [fast] extra is not installed (one per process: it is heavy)."""
+    global _CORE
+    if _CORE is None:
+        try:
+            import openvino
+        except ImportError:
+            return None
+        _CORE = openvino.Core()
+    return _CORE
+
+
+_CORE = None
+
+
+def cpu_capabilities() -> list[str]:
+    """What OpenVINO's CPU plugin can run here (BF16, INT8, FP32, ...)."""
+    return list(openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
+def cannot_run(variant: Variant, spec: EncoderSpec) -> str | None:
+    """Why this machine cannot run ``variant`` (None: it can)."""
+    if variant.runtime == "openvino":
+        core = openvino_core()
+        if core is None:
+            return "openvino is not installed (pip install 'vinted-tagger[fast]')"
+        if variant.cpu and variant.cpu not in cpu_capabilities():
+            return f"this CPU has no {variant.cpu}"
+    if variant.graph == "int8" and not (encoder_dir(spec) / INT8_RECORD).exists():
+        return f"{NOT_CALIBRATED} (run `embed --calibrate SOURCE --ids TRAIN.parquet`)"
+    return None
+
+
+def choose_variant(spec: EncoderSpec, runtime: str = "auto", precision: str = "auto",
+                   agree_with: dict | None = None) -> Variant:
+    """The variant to run: the one asked for, else (``auto``) the fastest one this machine can run, in
+    ``PREFERENCE`` order, among those that keep the decisions of ``agree_with`` (the runtime record of the
+    cache or model the embeddings will meet). A fallback is said in one line on the log, except skipping an
+    int8 that was never calibrated, which is optional."""
+    # The preferred ones first, then the rest with OpenVINO first (it measured faster at every precision).
+    rest = sorted((n for n in VARIANTS if n not in PREFERENCE), key=lambda n: VARIANTS[n].runtime != "openvino")
+    candidates = [VARIANTS[n] for n in (*PREFERENCE, *rest) if _matches(VARIANTS[n], runtime, precision)]
+    if not candidates:
+        get_variant(runtime, precision)  # raises, listing the valid names
+    if agree_with is not None:
+        keeping = [v for v in candidates if _agrees(agree_with, v)]
+        if not keeping:
+            check_same_decisions({"variant": candidates[0].name}, agree_with, "the model or cache")  # raises
+        candidates = keeping
+    skipped = []
+    for variant in candidates:
+        reason = cannot_run(variant, spec)
+        if reason is None:
+            _say_fallback(skipped, variant, quiet_int8=precision == "auto")
+            return variant
+        skipped.append((variant, reason))
+    asked = candidates[0]
+    for name in sorted(FALLBACKS, key=lambda n: VARIANTS[n].runtime != asked.runtime):
+        variant = VARIANTS[name]
+        if (agree_with is None or _agrees(agree_with, variant)) and cannot_run(variant, spec) is None:
+            _say_fallback(skipped, variant, quiet_int8=precision == "auto")
+            return variant
+    raise RuntimeError(f"no encoder runtime can run here: {skipped}")
+
+
+FALLBACKS = ("openvino-fp32", REFERENCE_VARIANT)  # what runs when the variant asked for cannot
+
+
+def _say_fallback(skipped: list[tuple[Variant, str]], chosen: Variant, quiet_int8: bool) -> None:
+    loud = [(v, reason) for v, reason in skipped if not (quiet_int8 and reason.startswith(NOT_CALIBRATED))]
+    if loud:
+        log.warning("encoder: %s is not available here (%s); running %s", loud[0][0].name, loud[0][1], chosen.name)
+
+
+NOT_CALIBRATED = "no calibrated int8 file"
+
+
+def _matches(variant: Variant, runtime: str, precision: str) -> bool:
+    return runtime in ("auto", variant.runtime) and precision in ("auto", variant.precision)
+
+
+def _agrees(record: dict, variant: Variant) -> bool:
+    return same_decisions(variant_of(record), variant.name)
+
+
 def session_options(threads: int | None) -> ort.SessionOptions:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads or os.cpu_count() or 1
     options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # the QDQ graph's unused-initialiser notes are noise, errors still show
     # Spinning threads would burn the cores that decode the next batch.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 
-class Encoder:
-    """An ONNX Runtime session that maps uint8 pixels (N, S, S, 3) to embeddings (N, dim)."""
+class OrtRunner:
+    """ONNX Runtime: any batch size (dynamic shapes cost it nothing measurable)."""
 
-    def __init__(self, spec: EncoderSpec, onnx_path: Path, threads: int | None = None):
+    def __init__(self, path: Path, variant: Variant, threads: int | None, batches: tuple[int, ...]):
+        self.session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+        self.ran = variant.precision
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {"pixels": pixels})[0]
+
+
+class OpenVinoRunner:
+    """OpenVINO, compiled for static batch sizes (static shapes measured ~1.5x faster than a dynamic one).
+
+    A batch runs on the smallest compiled size that holds it, padded with zeros; larger ones in chunks.
+    """
+
+    HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: the ops left unquantised stay fp32
+
+    def __init__(self, path: Path, variant: Variant, threads: int | None, batches: tuple[int, ...]):
+        core = openvino_core()
+        config = {
+            "INFERENCE_PRECISION_HINT": self.HINTS[variant.precision],
+            "PERFORMANCE_HINT": "LATENCY",  # one stream: every thread on one request
+            "INFERENCE_NUM_THREADS": threads or os.cpu_count() or 1,
+        }
+        model = core.read_model(str(path))
+        name, dims = model.input(0).get_any_name(), [d.get_length() for d in list(model.input(0).get_partial_shape())[1:]]
+        self.requests = {}
+        for size in sorted(set(batches)):
+            model.reshape({name: [size, *dims]})
+            compiled = core.compile_model(model, "CPU", config)
+            self.requests[size] = compiled.create_infer_request()
+        # What the CPU plugin really computes in (a CPU without BF16 runs a bf16 hint in f32).
+        reported = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        self.ran = "int8" if variant.precision == "int8" else {"f32": "fp32", "f16": "fp16"}.get(reported, reported)
+        self.sizes = sorted(self.requests)
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        largest = self.sizes[-1]
+        parts = [self._run(pixels[i : i + largest]) for i in range(0, len(pixels), largest)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _run(self, pixels: np.ndarray) -> np.ndarray:
+        n = len(pixels)
+        size = next(s for s in self.sizes if s >= n)
+        if size > n:
+            pixels = np.concatenate([pixels, np.zeros((size - n, *pixels.shape[1:]), pixels.dtype)])
+        out = self.requests[size].infer({0: pixels}, share_inputs=True, share_outputs=False)
+        return np.array(out[0][:n], dtype=np.float32)
+
+
+RUNNERS = {"onnxruntime": OrtRunner, "openvino": OpenVinoRunner}
+
+
+class Encoder:
+    """One runtime session of the encoder's graph: uint8 pixels (N, S, S, 3) -> embeddings (N, dim).
+
+    ``record`` is what a cache or model manifest keeps of it: the variant that actually runs, the precision
+    the runtime reports, the graph's checksum (and for int8 the calibration sample), and the JPEG decoder.
+    """
+
+    def __init__(self, spec: EncoderSpec, onnx_path: Path, threads: int | None = None,
+                 variant: str = REFERENCE_VARIANT, batches: tuple[int, ...] = (1, 16), decoder: str | None = None):
         self.spec = spec
+        self.variant = VARIANTS[variant]
+        self.decoder = check_decoder(decoder)
         self.onnx_path = Path(onnx_path)
-        self.session = ort.InferenceSession(
-            str(onnx_path), session_options(threads), providers=["CPUExecutionProvider"]
-        )
+        graph, calibration = self.onnx_path, None
+        if self.variant.graph == "int8":
+            found = int8_graph(spec, self.onnx_path)
+            if found is None:
+                raise ValueError(f"{variant} needs a calibrated int8 file; run `embed --calibrate` first")
+            graph, calibration = found[0], found[1]["calibration"]
+        self.graph_path = graph
+        self.runner = RUNNERS[self.variant.runtime](graph, self.variant, threads, batches)
+        self.record = {
+            "variant": self.variant.name,
+            "runtime": self.variant.runtime,
+            "precision": self.variant.precision,
+            "ran_precision": self.runner.ran,
+            "graph_sha256": file_sha256(graph),
+            "decoder": self.decoder,
+            **({"calibration": calibration} if calibration else {}),
+        }
+        self._lock = threading.Lock()  # an OpenVINO infer request serves one call at a time
 
     @classmethod
-    def load(cls, spec: EncoderSpec | dict | str, threads: int | None = None) -> Encoder:
+    def load(cls, spec: EncoderSpec | dict | str, threads: int | None = None, runtime: str = "auto",
+             precision: str = "auto", batches: tuple[int, ...] = (1, 16), agree_with: dict | None = None,
+             decoder: str | None = None) -> Encoder:
         if isinstance(spec, str):
             spec = get_encoder(spec)
         elif isinstance(spec, dict):
@@ -102,18 +295,27 @@ class Encoder:
         path, resolved = ensure_onnx(spec)
         if spec.sha256 and resolved.sha256 != spec.sha256:
             raise RuntimeError(f"{path} was exported from other weights than {spec.name} asks for")
-        return cls(dataclasses.replace(resolved, name=spec.name), path, threads)
+        resolved = dataclasses.replace(resolved, name=spec.name)
+        variant = choose_variant(resolved, runtime, precision, agree_with)
+        return cls(resolved, path, threads, variant.name, batches, decoder)
 
     def encode(self, pixels: np.ndarray) -> np.ndarray:
         if len(pixels) == 0:
             return np.zeros((0, self.spec.dim), np.float32)
-        return self.session.run(None, {"pixels": np.ascontiguousarray(pixels, dtype=np.uint8)})[0]
+        with self._lock:
+            return self.runner(np.ascontiguousarray(pixels, dtype=np.uint8))
+
+    def warm(self) -> None:
+        """Run every compiled batch size once, so that no request pays for first-call allocations."""
+        size = self.spec.input_size
+        for n in getattr(self.runner, "sizes", (1,)):
+            self.encode(np.zeros((n, size, size, 3), np.uint8))
 
     def pixels(self, image: bytes | Image.Image) -> np.ndarray:
         """One image (encoded bytes or PIL image) -> encoder input; raises ImageError."""
         if isinstance(image, Image.Image):
             return resize_shorter_crop(to_rgb(image), self.spec.input_size)
-        return load_pixels(image, self.spec.input_size)
+        return load_pixels(image, self.spec.input_size, decoder=self.decoder)
 
     def embed_images(self, images: Sequence[bytes | Image.Image]) -> tuple[np.ndarray, list[str | None]]:
         """Embeddings for a batch of images; a failed image gets a NaN row and its reason."""

@@ -106,7 +106,8 @@ async def lifespan(app: FastAPI):
 
     settings: Settings = app.state.settings
     runtime = await asyncio.to_thread(
-        ModelRuntime.load, app.state.model_dir, settings.encoder_threads, settings.encoder_workers
+        ModelRuntime.load, app.state.model_dir, settings.encoder_threads, settings.encoder_workers,
+        runtime=settings.runtime, precision=settings.precision, max_batch=settings.max_batch,
     )
     await asyncio.to_thread(runtime.warm)
     batcher = Batcher(

@@ -1,4 +1,8 @@
-"""The trained model as the service uses it: the ONNX encoder and the heads, loaded once, plus their facts."""
+"""The trained model as the service uses it: the encoder and the heads, loaded once and warmed, plus their facts.
+
+The encoder runs the variant ``embed`` would pick (fastest that keeps the model's decisions), compiled for
+the shapes the service uses: one image, and each micro-batch size up to ``max_batch``.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ def model_id_of(model_dir: Path) -> str:
 
 
 class ModelRuntime:
-    """Heads plus one or more ONNX Runtime sessions of the encoder.
+    """Heads plus one or more encoder sessions.
 
     Each encoder worker thread borrows a session of its own: concurrent calls on one session share its
     intra-op thread pool and slow each other down, while separate sessions run side by side.
@@ -44,18 +48,26 @@ class ModelRuntime:
         self.model_id = model_id_of(model_dir)
 
     @classmethod
-    def load(cls, model_dir: Path, encoder_threads: int = 0, sessions: int = 1) -> ModelRuntime:
+    def load(cls, model_dir: Path, encoder_threads: int = 0, sessions: int = 1, runtime: str = "auto",
+             precision: str = "auto", max_batch: int = 1) -> ModelRuntime:
         tagger = Tagger.load(model_dir)
-        encoders = [Encoder.load(tagger.encoder_spec, threads=encoder_threads or None) for _ in range(sessions)]
-        check_same_encoder(tagger.encoder_spec, encoders[0].spec.to_dict(), "the image encoder")
+        batches = tuple(range(1, max_batch + 1))  # static shapes: every micro-batch size runs unpadded
+        first = Encoder.load(tagger.encoder_spec, encoder_threads or None, runtime, precision, batches, tagger.runtime)
+        # The other sessions run exactly what the first one chose (no second fallback message).
+        variant = first.variant
+        encoders = [first] + [Encoder.load(tagger.encoder_spec, encoder_threads or None, variant.runtime,
+                                           variant.precision, batches, tagger.runtime) for _ in range(sessions - 1)]
+        check_same_encoder(tagger.encoder_spec, first.spec.to_dict(), "the image encoder")
         return cls(tagger, encoders, model_dir)
 
     def warm(self) -> None:
-        """A dummy image through every session: ONNX Runtime allocates its buffers now, not on a request."""
+        """Every compiled shape of every session once, and the heads: buffers are allocated now, not on a
+        request."""
         size = self.encoder.spec.input_size
         borrowed = [self._free.get() for _ in range(self.sessions)]
         try:
             for encoder in borrowed:
+                encoder.warm()
                 self.tagger.scores(encoder.encode(np.zeros((1, size, size, 3), np.uint8)))
         finally:
             for encoder in borrowed:
@@ -92,7 +104,8 @@ class ModelRuntime:
         return ModelInfo(
             model_id=self.model_id,
             model_dir=str(self.model_dir),
-            encoder=EncoderInfo(name=spec.name, input_size=spec.input_size, dim=spec.dim, weights_sha256=spec.sha256),
+            encoder=EncoderInfo(name=spec.name, input_size=spec.input_size, dim=spec.dim, weights_sha256=spec.sha256,
+                                runtime=self.encoder.variant.runtime, precision=self.encoder.variant.precision),
             classes=self.classes,
             tags=self.tags,
             thresholds={tag: float(t) for tag, t in zip(self.tags, self.thresholds)},

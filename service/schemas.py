@@ -59,6 +59,8 @@ class EncoderInfo(BaseModel):
     input_size: int
     dim: int
     weights_sha256: str | None
+    runtime: str | None = Field(default=None, description="what runs the encoder: onnxruntime or openvino")
+    precision: str | None = Field(default=None, description="its arithmetic: fp32, bf16 or int8")
 
 
 class ModelInfo(BaseModel):

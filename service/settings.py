@@ -27,6 +27,8 @@ class Settings:
     encoder_threads: int = 0  # ONNX Runtime intra-op threads per call; 0 = all cores
     max_pending: int = 256  # images queued or decoding at once; beyond it requests get 503 (memory stays bounded)
     decode_threads: int = 0  # image decode pool; 0 = all cores
+    runtime: str = "auto"  # encoder runtime and precision (embed.encoders.VARIANTS); auto = the fastest that
+    precision: str = "auto"  # keeps the model's decisions, as for `embed`
     # Decode budget per image, judged from its header (embed/images.py), stricter than the command line's:
     # pixels decoded (a JPEG after draft reduction: a 200 MP photo decodes ~3 MP) and peak decode memory.
     decode_max_megapixels: float = 24.0
@@ -74,7 +76,7 @@ class Settings:
             raw = environ.get(ENV_PREFIX + field.name.upper())
             if raw is None or raw.strip() == "":
                 continue
-            kind = float if field.type == "float" else int
+            kind = {"float": float, "int": int, "str": str}[field.type]
             try:
                 values[field.name] = kind(raw)
             except ValueError:

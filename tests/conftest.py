@@ -77,7 +77,7 @@ def tiny_encoder(tiny_clip: TinyClip):
     from embed.runtime import Encoder
 
     with _quiet_export():
-        return Encoder.load(tiny_clip.name, threads=1)
+        return Encoder.load(tiny_clip.name, threads=1, runtime="onnxruntime", precision="fp32")
 
 
 @pytest.fixture(scope="session")
@@ -86,7 +86,7 @@ def lite2_encoder():
     from embed.runtime import Encoder
 
     with _quiet_export():
-        return Encoder.load("efficientnet-lite2", threads=2)
+        return Encoder.load("efficientnet-lite2", threads=2, runtime="onnxruntime", precision="fp32")
 
 
 @contextlib.contextmanager

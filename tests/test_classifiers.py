@@ -299,7 +299,7 @@ def test_predict_images_reports_failures(dataset, monkeypatch) -> None:
 
     loads = []
     fake = FakeEncoder(fake_spec(), dataset["vectors"])
-    monkeypatch.setattr(runtime.Encoder, "load", classmethod(lambda cls, spec, threads=None: loads.append(1) or fake))
+    monkeypatch.setattr(runtime.Encoder, "load", classmethod(lambda cls, spec, threads=None, **options: loads.append(1) or fake))
     tagger = Tagger.load(dataset["folder"] / "model")
     results = tagger.predict_images([b"0", b"bad", b"7"]) + tagger.predict_images([b"3"])
     assert len(loads) == 1  # loaded once, lazily
@@ -387,7 +387,8 @@ def test_cli_predict_images_uses_the_model_encoder(dataset, tmp_path, monkeypatc
 
     calls = []
 
-    def fake_embed_sources(sources, out, encoder="efficientnet-lite2", ids=None, batch_size=32, progress=True):
+    def fake_embed_sources(sources, out, encoder="efficientnet-lite2", ids=None, batch_size=32, progress=True,
+                           **options):
         calls.append(encoder)
         wanted = ids or dataset["labels"]["uuid"].tolist()
         index = {u: i for i, u in enumerate(dataset["labels"]["uuid"])}

@@ -30,6 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 def run(sources, out, encoder, **kwargs):
     kwargs.setdefault("progress", False)
     kwargs.setdefault("threads", 1)
+    kwargs.setdefault("runtime", "onnxruntime")  # the fixtures' runtime: rows compare exactly
+    kwargs.setdefault("precision", "fp32")
     return embed_sources([str(s) for s in sources], out, encoder, **kwargs)
 
 
@@ -274,7 +276,8 @@ def encode(self, pixels):
     return real(self, pixels)
 
 Encoder.encode = encode
-pipeline.embed_sources([source], out, "efficientnet-lite2", batch_size=2, progress=False, threads=1)
+pipeline.embed_sources([source], out, "efficientnet-lite2", batch_size=2, progress=False, threads=1,
+                       runtime="onnxruntime", precision="fp32")
 """
 
 

@@ -1,0 +1,206 @@
+"""Benchmark the encoder's runtimes x precisions in ONE run, interleaved, on the same decoded images.
+
+    python bench/runtime_bench.py [--data ../shared/data/clothing] [--limit N] [--batch-size 16]
+
+1. Builds the int8 copy if it is missing (`embed --calibrate` on the train split: seeded sample).
+2. Decodes the stand-in images chunk by chunk, once, and runs every variant of embed.encoders.VARIANTS on
+   each chunk in turn (batch 16, static shapes where the runtime has them): img/s of the encoder alone.
+3. Batch 1: one image at a time, variants interleaved image by image (median ms).
+4. Cosine of every embedding to ONNX Runtime fp32's (minimum over all images).
+5. Heads trained on each variant's train-split embeddings (classifiers.train, as `classify train`), scored
+   on the test split; and the decisions of the fp32 heads on each variant's test embeddings against their
+   decisions on fp32's (`agreement`: the lowest of category1 and each tag, over all test images).
+Writes bench/results/runtime.json and prints a table. `default` is what `embed` runs on this machine;
+`same_scores` (test scores within 0.005 / 0.01 of fp32's) is what a variant needs to be in PREFERENCE,
+`same_decisions` (agreement >= 0.99) what it needs to be in SAME_DECISIONS (embed/encoders.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from classifiers.evaluate import evaluate  # noqa: E402
+from classifiers.predict import Tagger, decision_agreement  # noqa: E402
+from classifiers.train import train  # noqa: E402
+from embed.cache import Embeddings  # noqa: E402
+from embed.encoders import REFERENCE_VARIANT, VARIANTS, get_encoder  # noqa: E402
+from embed.images import load_pixels  # noqa: E402
+from embed.runtime import INT8_RECORD, Encoder, choose_variant, encoder_dir, ensure_onnx, versions  # noqa: E402
+from embed.sources import iter_sources  # noqa: E402
+
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "clothing"
+ENCODER = "efficientnet-lite2"
+CHUNK = 256  # images decoded at once, then run through every variant
+LATENCY_IMAGES = 64
+
+
+def ensure_int8(data: Path, refs) -> None:
+    spec = get_encoder(ENCODER)
+    _, spec = ensure_onnx(spec)
+    if (encoder_dir(spec) / INT8_RECORD).exists():
+        return
+    from embed.quantize import calibrate
+
+    train_ids = set(pd.read_parquet(data / "data.parquet")["uuid"].astype(str))
+    record = calibrate(spec, [ref for ref in refs if ref.uuid in train_ids])
+    print(f"runtime_bench: int8 calibrated on {record['calibration']['images']} train images", file=sys.stderr)
+
+
+def pick(refs, limit: int | None):
+    """All refs, or a seeded sample of ``limit`` of them (train and test images alike)."""
+    if not limit or limit >= len(refs):
+        return refs
+    picked = np.random.default_rng(0).choice(len(refs), size=limit, replace=False)
+    return [refs[i] for i in sorted(picked)]
+
+
+def encode_all(encoders: dict[str, Encoder], refs, batch_size: int) -> tuple[dict, dict]:
+    """Embeddings and encoder seconds per variant; each chunk is decoded once and run by every variant,
+    in an order that rotates from chunk to chunk (no variant always runs on a cold cache)."""
+    size = next(iter(encoders.values())).spec.input_size
+    vectors = {name: [] for name in encoders}
+    seconds = dict.fromkeys(encoders, 0.0)
+    names = list(encoders)
+    for start in tqdm(range(0, len(refs), CHUNK), desc="runtime_bench", unit="chunk", file=sys.stderr):
+        pixels = np.stack([load_pixels(ref.read(), size) for ref in refs[start : start + CHUNK]])
+        shift = (start // CHUNK) % len(names)
+        for name in names[shift:] + names[:shift]:
+            began = time.perf_counter()
+            out = [encoders[name].encode(pixels[i : i + batch_size]) for i in range(0, len(pixels), batch_size)]
+            seconds[name] += time.perf_counter() - began
+            vectors[name].append(np.concatenate(out))
+    return {name: np.concatenate(parts) for name, parts in vectors.items()}, seconds
+
+
+def batch1_ms(encoders: dict[str, Encoder], refs) -> dict[str, float]:
+    size = next(iter(encoders.values())).spec.input_size
+    times = {name: [] for name in encoders}
+    for ref in refs[:LATENCY_IMAGES]:
+        pixels = load_pixels(ref.read(), size)[None]
+        for name, encoder in encoders.items():
+            began = time.perf_counter()
+            encoder.encode(pixels)
+            times[name].append((time.perf_counter() - began) * 1000)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def cosine_min(a: np.ndarray, b: np.ndarray) -> float:
+    return float(((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))).min())
+
+
+def downstream(data: Path, uuids: np.ndarray, vectors: np.ndarray, encoder: Encoder) -> tuple[dict, Tagger]:
+    """Heads trained on these embeddings of the train split, scored on the test split."""
+    manifest = {"encoder": encoder.spec.to_dict(), "runtime": encoder.record}
+    embeddings = Embeddings(manifest, uuids, vectors)
+    tagger = Tagger(train(data / "data.parquet", embeddings))
+    test_ids = pd.read_parquet(data / "test.parquet")["uuid"].astype(str).tolist()
+    test_vectors, found = embeddings.take(test_ids)
+    frame = tagger.predict_vectors(test_vectors)
+    frame.insert(0, "uuid", [u for u, f in zip(test_ids, found) if f])
+    scores = evaluate(frame, pd.read_parquet(data / "test_labels.parquet"))
+    result = {"top1": round(scores["category"]["top1"], 4), "top2": round(scores["category"]["top2"], 4),
+              "tag_f1": {tag: round(m["f1"], 4) for tag, m in scores["tags"].items()}}
+    return result, tagger
+
+
+AGREEMENT = 0.99  # share of test images on which fp32 heads decide the same from both embeddings
+TOLERANCE = {"top1": 0.005, "top2": 0.005, "tag_f1": 0.01}  # "the same answers" as fp32's
+
+
+def same_scores(scores: dict, reference: dict) -> bool:
+    """Test scores within the tolerances of fp32's: what a variant needs to be a default (PREFERENCE)."""
+    tags = [abs(scores["tag_f1"][t] - reference["tag_f1"][t]) <= TOLERANCE["tag_f1"] + 1e-9 for t in scores["tag_f1"]]
+    return all(tags) and all(abs(scores[k] - reference[k]) <= TOLERANCE[k] + 1e-9 for k in ("top1", "top2"))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--limit", type=int, default=None, help="a seeded sample of N images (default: all)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "runtime.json")
+    args = parser.parse_args()
+    if not (args.data / "images.zip").exists():
+        print(f"runtime_bench: {args.data}/images.zip not found (needs ../shared/data)", file=sys.stderr)
+        return 1
+    load_at_start = os.getloadavg()[0]
+    refs = iter_sources([args.data / "images.zip"])
+    ensure_int8(args.data, refs)
+    refs = pick(refs, args.limit)
+    spec = get_encoder(ENCODER)
+    default = choose_variant(ensure_onnx(spec)[1]).name
+    encoders = {name: Encoder.load(spec, args.threads, v.runtime, v.precision, (1, args.batch_size))
+                for name, v in VARIANTS.items()}
+    vectors, seconds = encode_all(encoders, refs, args.batch_size)
+    latency = batch1_ms(encoders, refs)
+    uuids = np.array([ref.uuid for ref in refs])
+    test_ids = pd.read_parquet(args.data / "test.parquet")["uuid"].astype(str).tolist()
+    reference = vectors[REFERENCE_VARIANT]
+    variants, reference_tagger = {}, None
+    for name in [REFERENCE_VARIANT, *[n for n in encoders if n != REFERENCE_VARIANT]]:
+        scores, tagger = downstream(args.data, uuids, vectors[name], encoders[name])
+        reference_tagger = reference_tagger or tagger
+        index = {u: i for i, u in enumerate(uuids)}
+        rows = [index[u] for u in test_ids if u in index]
+        agreement = decision_agreement(reference_tagger, reference[rows], vectors[name][rows])
+        base = variants.get(REFERENCE_VARIANT, scores)
+        variants[name] = {
+            "images_per_s": round(len(refs) / seconds[name], 1),
+            "batch1_ms": round(latency[name], 2),
+            "cosine_min": round(cosine_min(vectors[name], reference), 5),
+            **scores,
+            "agreement": round(min(agreement.values()), 4),
+            "agreement_by_decision": {k: round(v, 4) for k, v in agreement.items()},
+            "same_decisions": min(agreement.values()) >= AGREEMENT,
+            "same_scores": same_scores(scores, base),
+            "ran_precision": encoders[name].record["ran_precision"],
+        }
+    result = {
+        "ort_fp32_images_per_s": variants[REFERENCE_VARIANT]["images_per_s"],
+        "default_images_per_s": variants[default]["images_per_s"],
+        "default_speedup": round(variants[default]["images_per_s"] / variants[REFERENCE_VARIANT]["images_per_s"], 2),
+        "default": default,
+        "variants": dict(sorted(variants.items())),
+        "images": len(refs),
+        "batch_size": args.batch_size,
+        "threads": args.threads,
+        "machine": {"cores": os.cpu_count(), "processor": platform.processor() or platform.machine()},
+        "load_avg_1min_at_start": load_at_start,
+        "versions": versions(),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print_table(result)
+    return 0
+
+
+def print_table(result: dict) -> None:
+    print("| runtime-precision | img/s (batch 16) | batch 1 ms | cosine min | top-1 | top-2 | tag F1 | agreement "
+          "| same scores / decisions |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, v in result["variants"].items():
+        f1 = " / ".join(f"{x:.3f}" for x in v["tag_f1"].values())
+        mark = " (default)" if name == result["default"] else ""
+        print(f"| {name}{mark} | {v['images_per_s']} | {v['batch1_ms']} | {v['cosine_min']:.4f} | {v['top1']:.3f} | "
+              f"{v['top2']:.3f} | {f1} | {v['agreement']:.3f} | {'yes' if v['same_scores'] else 'no'} / "
+              f"{'yes' if v['same_decisions'] else 'no'} |")
+    print(f"default {result['default']}: {result['default_speedup']}x ONNX Runtime fp32")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

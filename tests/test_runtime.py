@@ -1,0 +1,210 @@
+"""The encoder's runtimes x precisions (embed.encoders.VARIANTS): the same answers as ONNX Runtime fp32 on real
+pixels, a deterministic int8 calibration, fallbacks that say what ran, and precision mismatches refused.
+
+The module runs in a VINTED_TAGGER_HOME of its own (a copy of the session's exported EfficientNet-Lite2),
+because calibrating an int8 copy changes what ``auto`` picks for every later test.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from classifiers.predict import Tagger, decision_agreement, predict_cache
+from classifiers.train import train
+from embed import runtime
+from embed.cache import CacheWriter, read_cache, read_manifest
+from embed.demo_data import make_demo_dataset
+from embed.encoders import PREFERENCE, VARIANTS, PrecisionMismatch, check_same_decisions, get_encoder
+from embed.pipeline import embed_sources
+from embed.quantize import calibrate, calibration_sample
+from embed.runtime import Encoder, choose_variant, encoder_dir
+from embed.sources import iter_sources
+
+pytest.importorskip("openvino", reason="the OpenVINO variants need the [fast] extra")
+LITE2 = "efficientnet-lite2"
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory, lite2_encoder, tiny_encoder) -> Path:
+    """A private home holding copies of the exported Lite2 and tiny open_clip (no int8 yet)."""
+    folder = tmp_path_factory.mktemp("runtime-home")
+    for encoder in (lite2_encoder, tiny_encoder):
+        source = encoder_dir(encoder.spec)
+        shutil.copytree(source, folder / "encoders" / source.name)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VINTED_TAGGER_HOME", str(folder))
+        yield folder
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    return make_demo_dataset(tmp_path_factory.mktemp("runtime-demo"), n_train=96, n_test=48, seed=3)
+
+
+@pytest.fixture(scope="module")
+def int8(home, demo) -> dict:
+    """The int8 copy, calibrated on the demo train images (a small sample keeps the test quick)."""
+    train_ids = set(pd.read_parquet(demo / "data.parquet")["uuid"])
+    refs = [ref for ref in iter_sources([demo / "data.zip"]) if ref.uuid in train_ids]
+    return calibrate(get_encoder(LITE2), refs, count=24)
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+@pytest.mark.parametrize("name", [n for n in VARIANTS if n != "onnxruntime-fp32"])
+def test_every_variant_matches_onnxruntime_fp32_on_real_pixels(name, int8, picture) -> None:
+    variant = VARIANTS[name]
+    pixels = np.stack([np.asarray(picture(seed, (260, 260))) for seed in range(6)])
+    reference = Encoder.load(LITE2, 2, "onnxruntime", "fp32").encode(pixels)
+    encoder = Encoder.load(LITE2, 2, variant.runtime, variant.precision, batches=(1, 4))
+    assert encoder.record["variant"] == name and encoder.record["precision"] == variant.precision
+    # 6 images on static shapes 1 and 4: one full batch plus a padded one; padding must not leak.
+    vectors = encoder.encode(pixels)
+    assert vectors.shape == reference.shape
+    assert cosines(vectors, reference).min() >= variant.min_cosine, name
+    np.testing.assert_allclose(encoder.encode(pixels[:1]), vectors[:1], atol=1e-5)
+
+
+def test_int8_calibration_is_deterministic_and_recorded(int8, demo, home, tiny_clip) -> None:
+    encoder = Encoder.load(LITE2, 2, "openvino", "int8")
+    assert encoder.record["calibration"] == int8["calibration"] and int8["calibration"]["images"] == 24
+    assert encoder.record["graph_sha256"] == int8["onnx_sha256"]
+    # Same sample, same file, byte for byte (on the tiny encoder: quantising Lite2 twice is slow).
+    spec = runtime.ensure_onnx(get_encoder(tiny_clip.name))[1]
+    refs = iter_sources([demo / "data.zip"])
+    first = calibrate(spec, refs, count=8)
+    again = calibrate(spec, list(reversed(refs)), count=8)  # listing order does not matter: same sample
+    assert again["onnx_sha256"] == first["onnx_sha256"] and again["calibration"] == first["calibration"]
+    assert runtime.file_sha256(encoder_dir(spec) / runtime.INT8_FILE) == first["onnx_sha256"]
+    other = calibrate(spec, refs, count=8, seed=1)
+    assert other["calibration"]["fingerprint"] != first["calibration"]["fingerprint"]
+
+
+def test_auto_picks_the_preferred_runnable_variant(int8) -> None:
+    spec = runtime.ensure_onnx(get_encoder(LITE2))[1]
+    assert choose_variant(spec).name == PREFERENCE[0] == "openvino-bf16"
+    assert choose_variant(spec, precision="int8").name == "openvino-int8"  # calibrated: runs when asked for
+    assert choose_variant(spec, runtime="onnxruntime").name == "onnxruntime-fp32"
+    with pytest.raises(ValueError, match="valid: onnxruntime-fp32"):
+        choose_variant(spec, "onnxruntime", "bf16")
+
+
+def test_without_openvino_falls_back_to_onnxruntime_in_one_line(tmp_path, demo, few, monkeypatch, caplog):
+    monkeypatch.setattr(runtime, "openvino_core", lambda: None)
+    with caplog.at_level(logging.WARNING, logger="embed.runtime"):
+        summary = embed_sources([demo / "data.zip"], tmp_path / "cache", LITE2, few, progress=False)
+    assert summary.encoded > 0
+    lines = [r.getMessage() for r in caplog.records if r.name == "embed.runtime"]
+    assert len(lines) == 1 and "openvino is not installed" in lines[0] and "running onnxruntime-fp32" in lines[0]
+    recorded = read_manifest(tmp_path / "cache")["runtime"]
+    assert (recorded["variant"], recorded["runtime"], recorded["precision"]) == ("onnxruntime-fp32", "onnxruntime", "fp32")
+
+
+def test_without_bf16_falls_back_to_fp32_in_one_line(tmp_path, demo, few, monkeypatch, caplog, home):
+    monkeypatch.setattr(runtime, "cpu_capabilities", lambda: ["FP32", "INT8"])
+    monkeypatch.setattr(runtime, "INT8_RECORD", "no-such-int8.json")  # as on a machine never calibrated
+    with caplog.at_level(logging.WARNING, logger="embed.runtime"):
+        embed_sources([demo / "data.zip"], tmp_path / "cache", LITE2, few, progress=False)
+    lines = [r.getMessage() for r in caplog.records if r.name == "embed.runtime"]
+    assert len(lines) == 1 and "no BF16" in lines[0] and "running openvino-fp32" in lines[0]
+    recorded = read_manifest(tmp_path / "cache")["runtime"]
+    assert (recorded["variant"], recorded["ran_precision"]) == ("openvino-fp32", "fp32")
+    assert recorded["decoder"] in ("simplejpeg", "pillow")
+
+
+@pytest.fixture
+def few(demo) -> list[str]:
+    return pd.read_parquet(demo / "test.parquet")["uuid"].tolist()[:6]
+
+
+@pytest.fixture(scope="module")
+def embedded(int8, demo, tmp_path_factory) -> dict[str, Path]:
+    """The demo images embedded by three variants, each into a cache of its own."""
+    folder = tmp_path_factory.mktemp("runtime-caches")
+    caches = {}
+    for name in ("onnxruntime-fp32", "openvino-bf16", "openvino-int8"):
+        variant = VARIANTS[name]
+        caches[name] = folder / name
+        embed_sources([demo / "data.zip"], caches[name], LITE2, progress=False,
+                      runtime=variant.runtime, precision=variant.precision)
+    return caches
+
+
+def test_heads_trained_on_fp32_keep_their_decisions_on_other_precisions(embedded, demo) -> None:
+    """On the demo data every precision keeps the fp32 heads' decisions (the stand-in is the harder test:
+    bench/runtime_bench.py decides SAME_DECISIONS)."""
+    tagger = Tagger(train(demo / "data.parquet", embedded["onnxruntime-fp32"]))
+    assert tagger.runtime["variant"] == "onnxruntime-fp32"
+    test_ids = pd.read_parquet(demo / "test.parquet")["uuid"].tolist()
+    reference, _ = read_cache(embedded["onnxruntime-fp32"]).take(test_ids)
+    for name in ("openvino-bf16", "openvino-int8"):
+        vectors, _ = read_cache(embedded[name]).take(test_ids)
+        agreement = decision_agreement(tagger, reference, vectors)
+        assert min(agreement.values()) >= 0.99, (name, agreement)
+
+
+def test_precision_mismatch_is_refused_where_decisions_are_not_known_to_agree(embedded, demo, tmp_path) -> None:
+    tagger = Tagger(train(demo / "data.parquet", embedded["onnxruntime-fp32"]))
+    spec = runtime.ensure_onnx(get_encoder(LITE2))[1]
+    for name in ("openvino-bf16", "openvino-int8"):  # not in SAME_DECISIONS with fp32 (measured on the stand-in)
+        with pytest.raises(PrecisionMismatch, match=name):
+            predict_cache(tagger, embedded[name])
+        variant = VARIANTS[name]
+        with pytest.raises(PrecisionMismatch):  # explicitly asking for it under fp32 heads
+            choose_variant(spec, variant.runtime, variant.precision, tagger.runtime)
+    # auto under fp32 heads skips bf16 (the default) for the fastest variant that keeps their decisions
+    assert choose_variant(spec, agree_with=tagger.runtime).name == "openvino-fp32"
+    bf16 = read_cache(embedded["openvino-bf16"])
+    with pytest.raises(PrecisionMismatch):  # adding fp32 rows to a bf16 cache
+        CacheWriter(embedded["openvino-bf16"], runtime.EncoderSpec.from_dict(bf16.encoder), {},
+                    runtime={"variant": "onnxruntime-fp32"})
+    # a pair in SAME_DECISIONS mixes: openvino-fp32 rows into an ONNX Runtime fp32 cache, listed as also_ran
+    few = pd.read_parquet(demo / "test.parquet")["uuid"].tolist()[:3]
+    cache = tmp_path / "mixed"
+    embed_sources([demo / "data.zip"], cache, LITE2, few[:2], progress=False, runtime="onnxruntime", precision="fp32")
+    embed_sources([demo / "data.zip"], cache, LITE2, few, progress=False)  # auto keeps the cache's decisions
+    manifest = read_manifest(cache)
+    assert manifest["runtime"]["variant"] == "onnxruntime-fp32" and manifest["also_ran"] == ["openvino-fp32"]
+    frame, _ = predict_cache(tagger, cache, few)
+    assert len(frame) == 3
+    # an unknown precision is never mixed with anything
+    with pytest.raises(PrecisionMismatch, match="unknown runtime/precision"):
+        check_same_decisions({"variant": "onnxruntime-fp32"}, {"variant": "openvino-fp16"}, "cache x")
+
+
+def test_cli_runtime_mistakes_are_one_line_and_exit_2(capsys) -> None:
+    from embed.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--calibrate"])
+    assert exit_info.value.code == 2 and "--calibrate needs SOURCE" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["x.zip", "--out", "c", "--precision", "fp16"])
+    assert exit_info.value.code == 2 and "invalid choice: 'fp16'" in capsys.readouterr().err
+
+
+def test_decoders_give_the_same_pixels_and_rotated_jpegs_go_through_pillow(picture, image_bytes) -> None:
+    pytest.importorskip("simplejpeg")
+    from PIL import Image
+
+    from embed.images import decode_turbo, load_pixels
+
+    data = image_bytes(picture(4, (200, 150)))
+    turbo, pillow = load_pixels(data, 64, decoder="simplejpeg"), load_pixels(data, 64, decoder="pillow")
+    assert turbo.shape == pillow.shape == (64, 64, 3)
+    assert np.abs(turbo.astype(int) - pillow).mean() < 2.0
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated: libjpeg-turbo would ignore it, so Pillow decodes (and rotates) it
+    rotated = image_bytes(picture(4, (200, 150)), exif=exif.tobytes())
+    assert decode_turbo(rotated, 64) is None and decode_turbo(b"not a jpeg", 64) is None
+    np.testing.assert_array_equal(load_pixels(rotated, 64, decoder="simplejpeg"), load_pixels(rotated, 64, decoder="pillow"))
+    with pytest.raises(ValueError, match="valid: simplejpeg, pillow"):
+        Encoder(runtime.ensure_onnx(get_encoder(LITE2))[1], runtime.ensure_onnx(get_encoder(LITE2))[0], decoder="png")
