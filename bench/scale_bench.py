@@ -48,7 +48,9 @@ def engines(images: Path, limit: int | None, work: Path, batch_size: int) -> dic
 
     ids = None if limit is None else [ref.uuid for ref in iter_sources([images])[:limit]]
     local = embed_sources([images], work / "local", ids=ids, batch_size=batch_size, progress=False)
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, configure_logging=False)
+    from embed.ray_engine import start_local
+
+    start_local(ray, num_cpus=os.cpu_count())  # loopback only
     try:
         distributed = embed_sources([images], work / "ray", ids=ids, batch_size=batch_size, progress=False,
                                     engine="ray")

@@ -115,6 +115,7 @@ def top_two(proba: np.ndarray) -> np.ndarray:
 
 
 BATCH_ROWS = 4096  # cache rows scored at a time: memory stays flat whatever the cache's size
+READERS = 2  # parts decoded at once, in threads, while this thread scores: reading is the bottleneck
 
 
 def predict_cache(tagger: Tagger, cache_folder: str | Path, ids: Sequence[str] | None = None,
@@ -164,13 +165,16 @@ def iter_predictions(tagger: Tagger, cache_folder: str | Path, ids: Sequence[str
     dim = manifest["encoder"]["dim"]
     wanted = None if ids is None else [str(u) for u in ids]
     done: list[pd.DataFrame] = []
-    for batch in prefetched(iter_batches(cache_folder, ["uuid", "embedding"], wanted, BATCH_ROWS)):
+    for batch in iter_batches(cache_folder, ["uuid", "embedding"], wanted, BATCH_ROWS, readers=READERS):
         uuids = np.asarray(batch.column("uuid").to_pylist(), dtype=object)
         vectors = vectors_of(batch, dim)
         # NaN rows would be a failed embedding written by mistake: report them as missing, predict nothing.
-        finite = np.isfinite(vectors).all(axis=1)
-        missing.extend(uuids[~finite])
-        frame = _frame(tagger, uuids[finite], vectors[finite], with_scores)
+        # (A row's sum is finite only when all its values are: one pass, no (rows, dim) mask.)
+        finite = np.isfinite(vectors.sum(axis=1))
+        if not finite.all():
+            missing.extend(uuids[~finite])
+            uuids, vectors = uuids[finite], vectors[finite]
+        frame = _frame(tagger, uuids, vectors, with_scores)
         if wanted is None:
             yield frame
         else:
@@ -181,19 +185,6 @@ def iter_predictions(tagger: Tagger, cache_folder: str | Path, ids: Sequence[str
         order = {u: i for i, u in enumerate(frame["uuid"])}
         missing[:] = [u for u in wanted if u not in order]  # NaN rows are not in ``order`` either
         yield frame.iloc[[order[u] for u in wanted if u in order]].reset_index(drop=True)
-
-
-def prefetched(items: Iterator):
-    """The same items, the next one read in a thread while the caller works on this one (Parquet decoding
-    and BLAS both release the GIL, so reading and scoring overlap); memory holds one extra item."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    done = object()
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as pool:
-        ahead = pool.submit(next, items, done)
-        while (item := ahead.result()) is not done:
-            ahead = pool.submit(next, items, done)
-            yield item
 
 
 def _frame(tagger: Tagger, uuids: np.ndarray, vectors: np.ndarray, with_scores: bool) -> pd.DataFrame:

@@ -41,11 +41,32 @@ def import_ray():
     return ray
 
 
+# A local cluster listens on loopback only. Not 127.0.0.1: Ray rewrites exactly 127.0.0.1, localhost and ::1
+# to the host's network address (ray._private.services.resolve_ip_for_localhost), while any other address of
+# 127.0.0.0/8 is kept as given and is loopback all the same.
+LOCAL_NODE_IP = "127.0.0.2"
+
+
+def worker_env() -> dict:
+    """What the workers must see of this process's environment: the encoder home and PYTHONPATH."""
+    return {name: os.environ[name] for name in ("VINTED_TAGGER_HOME", "PYTHONPATH") if name in os.environ}
+
+
+def start_local(ray, num_cpus: int | None = None, env: dict | None = None) -> None:
+    """A Ray cluster on this machine only, its workers seeing ``env`` (default: ``worker_env()``)."""
+    env = worker_env() if env is None else env
+    ray.init(num_cpus=num_cpus, _node_ip_address=LOCAL_NODE_IP, include_dashboard=False, log_to_driver=False,
+             configure_logging=False, runtime_env={"env_vars": env} if env else None)
+
+
 def connect(ray, address: str | None) -> bool:
     """Join the cluster at ``address`` (or start a local one); True when this call started the connection."""
     if ray.is_initialized():
         return False
-    env = {name: os.environ[name] for name in ("VINTED_TAGGER_HOME", "PYTHONPATH") if name in os.environ}
+    if address is None:
+        start_local(ray)
+        return True
+    env = worker_env()
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
                  runtime_env={"env_vars": env} if env else None)

@@ -232,8 +232,9 @@ def service_model(tmp_path_factory, lite2_encoder, picture) -> Path:
 def ray_cluster(tagger_home: Path):
     """One local Ray cluster (2 CPUs) for the whole session; its workers see this session's encoder home."""
     ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'vinted-tagger[ray]')")
+    from embed.ray_engine import start_local
+
     repo = str(Path(__file__).resolve().parents[1])
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
-             runtime_env={"env_vars": {"VINTED_TAGGER_HOME": str(tagger_home), "PYTHONPATH": repo}})
+    start_local(ray, num_cpus=2, env={"VINTED_TAGGER_HOME": str(tagger_home), "PYTHONPATH": repo})  # loopback only
     yield ray
     ray.shutdown()

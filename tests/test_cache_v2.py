@@ -7,6 +7,7 @@ import dataclasses
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +16,8 @@ import pytest
 
 from embed import cache as cache_module
 from embed import cli
-from embed.cache import (JOURNAL, MANIFEST, CacheLocked, CacheWriter, embedding_table, live_parts, part_files,
-                         part_info, read_cache, write_parquet_atomic)
+from embed.cache import (JOURNAL, MANIFEST, CacheLocked, CacheWriter, embedding_table, iter_batches, live_parts,
+                         part_files, part_info, read_cache, vectors_of, write_parquet_atomic, _read_ahead)
 from embed.encoders import ENCODERS
 
 DIM = 8
@@ -184,6 +185,39 @@ def test_format_1_cache_is_read_and_upgraded(tmp_path, capsys) -> None:
     assert "upgraded from format 1 to 2 (24 duplicate rows dropped, 20 rows kept)" in capsys.readouterr().err
     assert_exact(folder, 20)
     assert len(part_files(folder)) == 2  # the third part held only duplicates
+
+
+def test_format_1_cache_streams_each_uuid_once(tmp_path) -> None:
+    folder = tmp_path / "v1"
+    make_v1_cache(folder)
+    uuids, vectors = rows(20)
+    with pytest.warns(UserWarning, match="format 1"):
+        batches = list(iter_batches(folder, ["uuid", "embedding"], batch_rows=5))
+    got = [u for batch in batches for u in batch.column("uuid").to_pylist()]
+    assert got == uuids  # the first part's rows, then only the new ones of the next parts
+    assert np.array_equal(np.vstack([vectors_of(b, DIM) for b in batches]), vectors)
+
+
+def test_parallel_readers_keep_cache_order(tmp_path) -> None:
+    folder = build(tmp_path / "cache", 60, flush_rows=7)
+    wanted = rows(60)[0][::3]
+    one = [b.column("uuid").to_pylist() for b in iter_batches(folder, ["uuid"], wanted, batch_rows=4)]
+    two = [b.column("uuid").to_pylist() for b in iter_batches(folder, ["uuid"], wanted, batch_rows=4, readers=2)]
+    assert two == one and sorted(u for batch in two for u in batch) == sorted(wanted)
+
+
+def test_read_ahead_raises_a_readers_error_and_stops_early() -> None:
+    def broken():
+        yield -1
+        raise OSError("part vanished")
+
+    readings = [lambda i=i: iter(range(10 * i, 10 * i + 5)) for i in range(4)]
+    with pytest.raises(OSError, match="part vanished"):
+        list(_read_ahead([readings[0], broken, readings[1]], readers=2))
+    ahead = _read_ahead(readings, readers=2)
+    assert [next(ahead), next(ahead)] == [0, 1]
+    ahead.close()  # the readers stop and are joined: nothing hangs, nothing is left running
+    assert not [t for t in threading.enumerate() if t.name.startswith("cache-reader")]
 
 
 def test_embed_compact_cli(tmp_path, capsys) -> None:

@@ -1,8 +1,9 @@
 """``embed --engine ray`` (embed/ray_engine.py): same cache as the local engine, bad images reported, resume
-after a killed driver or worker, and a two-node cluster on 127.0.0.1 where both nodes encode.
+after a killed driver or worker, and a two-node cluster in a network namespace of its own where
+both nodes encode.
 
-One local cluster serves the session (``ray_cluster`` in conftest.py); the two-node test starts its own
-with ``ray start`` and tears it down by killing the process groups it started (never ``ray stop``, which
+One local cluster serves the session (``ray_cluster`` in conftest.py, loopback only); the two-node test
+starts its own with ``ray start`` and tears it down by killing the process groups it started (never ``ray stop``, which
 would stop every Ray on the machine)."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import contextlib
 import csv
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -150,60 +152,72 @@ def test_worker_killed_mid_batch(tmp_path, source, local_run, ray_cluster) -> No
 
 
 # --- two nodes on one machine -------------------------------------------------------------------------------
+# Both nodes and the driver run inside one network namespace the test makes, holding only its own loopback:
+# there Ray's "address other nodes can reach" is 127.0.0.1, so nothing the cluster sends can leave it.
+
+HEAD_PORT = 6379  # the namespace is new and empty: every port is free
+NODE_PORTS = {"head": 20001, "node": 20011}  # first of five ports per node, clear of Ray's worker ports
 
 
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
+@pytest.fixture
+def netns() -> list[str]:
+    """The prefix that runs a command inside a fresh network namespace (only ``lo``, up); deleted afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("the two-node test makes a network namespace for its cluster, which needs root")
+    if shutil.which("ip") is None:
+        pytest.skip("the two-node test makes a network namespace with `ip netns` (Debian package iproute2)")
+    name = f"vt-ray-{secrets.token_hex(4)}"
+    subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
+    try:
+        prefix = ["ip", "netns", "exec", name]
+        subprocess.run([*prefix, "ip", "link", "set", "lo", "up"], check=True, capture_output=True)
+        yield prefix
+    finally:
+        subprocess.run(["ip", "netns", "delete", name], capture_output=True)
 
 
-def ray_start(args: list[str], env: dict, log: Path) -> subprocess.Popen:
-    """``ray start --block`` in its own process group, so that killing the group tears the node down."""
-    ports = free_ports(5)
-    # No --node-ip-address=127.0.0.1: Ray rewrites a loopback --address to the host's own IP
-    # (ray._private.services.resolve_ip_for_localhost), so the nodes must listen there; nothing leaves the machine.
-    command = [str(Path(sys.executable).with_name("ray")), "start", "--block",
-               "--num-cpus=1", "--disable-usage-stats", f"--node-manager-port={ports[0]}",
-               f"--object-manager-port={ports[1]}", f"--dashboard-agent-listen-port={ports[2]}",
-               f"--dashboard-agent-grpc-port={ports[3]}", f"--metrics-export-port={ports[4]}", *args]
+def ray_start(netns: list[str], role: str, args: list[str], env: dict, log: Path) -> subprocess.Popen:
+    """``ray start --block`` in the namespace and in its own process group, so that killing the group tears
+    the node down (``ip netns exec`` execs the command: the group is Ray's)."""
+    first = NODE_PORTS[role]
+    ports = ["--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
+             "--dashboard-agent-grpc-port", "--metrics-export-port"]
+    command = [*netns, str(Path(sys.executable).with_name("ray")), "start", "--block", "--num-cpus=1",
+               "--disable-usage-stats", "--node-ip-address=127.0.0.1",
+               *(f"{flag}={first + i}" for i, flag in enumerate(ports)), *args]
     return subprocess.Popen(command, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
                             start_new_session=True)
 
 
-def wait_for_nodes(address: str, env: dict, count: int, deadline: float, nodes: list) -> None:
+def wait_for_nodes(netns: list[str], address: str, env: dict, count: int, deadline: float, nodes: list) -> None:
     probe = ("import ray, sys; ray.init(address=sys.argv[1], configure_logging=False, log_to_driver=False); "
              "print(sum(1 for n in ray.nodes() if n['Alive']))")
     while time.monotonic() < deadline:
         assert all(node.poll() is None for node in nodes), "a `ray start` exited; see head.log / node.log"
-        done = subprocess.run([sys.executable, "-c", probe, address], env=env, capture_output=True, timeout=60)
+        done = subprocess.run([*netns, sys.executable, "-c", probe, address], env=env, capture_output=True,
+                              timeout=60)
         if done.returncode == 0 and done.stdout.strip().splitlines()[-1:] == [str(count).encode()]:
             return
         time.sleep(2)
     raise AssertionError(f"the two-node cluster did not come up at {address}")
 
 
-def test_two_node_cluster_both_nodes_encode(tmp_path, source, local_run, tagger_home) -> None:
-    (head_port,) = free_ports(1)
-    address = f"127.0.0.1:{head_port}"
+def test_two_node_cluster_both_nodes_encode(tmp_path, source, local_run, tagger_home, netns) -> None:
+    address = f"127.0.0.1:{HEAD_PORT}"
     # A private test cluster: no token authentication (Ray 2.60's head would otherwise write a token to ~/.ray).
     env = {**os.environ, "PYTHONPATH": str(REPO), "VINTED_TAGGER_HOME": str(tagger_home), "RAY_AUTH_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
     temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
     nodes = []
     try:
-        nodes.append(ray_start(["--head", f"--port={head_port}",
-                                "--include-dashboard=false", f"--temp-dir={temp}",
-                                '--resources={"node_a": 1}'], env, tmp_path / "head.log"))
-        nodes.append(ray_start([f"--address={address}", f"--temp-dir={temp}", '--resources={"node_b": 1}'],
-                               env, tmp_path / "node.log"))
-        wait_for_nodes(address, env, 2, time.monotonic() + 90, nodes)
+        nodes.append(ray_start(netns, "head", ["--head", f"--port={HEAD_PORT}", "--include-dashboard=false",
+                                               f"--temp-dir={temp}", '--resources={"node_a": 1}'],
+                               env, tmp_path / "head.log"))
+        nodes.append(ray_start(netns, "node", [f"--address={address}", f"--temp-dir={temp}",
+                                               '--resources={"node_b": 1}'], env, tmp_path / "node.log"))
+        wait_for_nodes(netns, address, env, 2, time.monotonic() + 90, nodes)
         out = tmp_path / "cache"
-        done = subprocess.run([str(Path(sys.executable).with_name("embed")), str(source), "--out", str(out),
+        done = subprocess.run([*netns, str(Path(sys.executable).with_name("embed")), str(source), "--out", str(out),
                                "--engine", "ray", "--address", address, "--workers", "2", "--batch-size", "2",
                                "--quiet"], env=env, capture_output=True, timeout=150)
         assert done.returncode == 0, done.stderr.decode()[-3000:]
