@@ -74,10 +74,10 @@ def unit_rows(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-def fill(folder: Path, spec: EncoderSpec, start: int, n: int, rng: np.random.Generator) -> float:
+def fill(folder: Path, spec: EncoderSpec, start: int, n: int, rng: np.random.Generator, runtime: dict) -> float:
     """Append rows ``start..start+n`` the way ``embed`` does; returns the seconds it took."""
     began = time.perf_counter()
-    with CacheWriter(folder, spec, versions={}) as writer:
+    with CacheWriter(folder, spec, versions={}, runtime=runtime) as writer:
         chunk = 1024
         wanted = writer.missing(f"syn{i:09d}" for i in range(start, start + n))
         for i in range(0, len(wanted), chunk):
@@ -86,12 +86,12 @@ def fill(folder: Path, spec: EncoderSpec, start: int, n: int, rng: np.random.Gen
     return time.perf_counter() - began
 
 
-def appends(spec: EncoderSpec, rows: int, work: Path) -> dict:
+def appends(spec: EncoderSpec, runtime: dict, rows: int, work: Path) -> dict:
     rng = np.random.default_rng(0)
     big = work / "synthetic"
-    build_s = fill(big, spec, 0, rows, rng)
-    append_big = fill(big, spec, rows, APPEND_ROWS, rng)
-    append_empty = fill(work / "empty", spec, rows, APPEND_ROWS, rng)
+    build_s = fill(big, spec, 0, rows, rng, runtime)
+    append_big = fill(big, spec, rows, APPEND_ROWS, rng, runtime)
+    append_empty = fill(work / "empty", spec, rows, APPEND_ROWS, rng, runtime)
     return {"synthetic_rows": rows, "synthetic_build_s": round(build_s, 2), "append_10k_s": round(append_big, 3),
             "append_10k_empty_s": round(append_empty, 3), "append_ratio": round(append_big / append_empty, 3)}
 
@@ -121,11 +121,13 @@ def main() -> None:
         sys.exit(f"scale_bench: {args.images} not found; pass --images")
     work = Path(tempfile.mkdtemp(prefix="scale-bench-", dir=args.work))
     try:
-        spec = EncoderSpec.from_dict(load_model(DEFAULT_MODEL_DIR).encoder)
+        model = load_model(DEFAULT_MODEL_DIR)
+        # The synthetic rows claim the committed model's runtime, so that predict accepts them.
+        spec, runtime = EncoderSpec.from_dict(model.encoder), model.info.get("runtime", {})
         result = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
                   "images_source": args.images.name, "limit": args.limit, "batch_size": args.batch_size}
         result.update(engines(args.images, args.limit, work, args.batch_size))
-        result.update(appends(spec, args.rows, work))
+        result.update(appends(spec, runtime, args.rows, work))
         # The synthetic cache now holds rows + 10,000 rows.
         result.update(predict(work / "synthetic", args.rows + APPEND_ROWS, work))
     finally:
