@@ -9,6 +9,7 @@ here, and decode + encode run on a Ray cluster.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 import zipfile
@@ -64,10 +65,11 @@ def _read(ref: ImageRef, size: int, decoder: str | None = None) -> np.ndarray | 
         return f"cannot read: {error}"
 
 
-def decoded(refs: list[ImageRef], size: int, workers: int, ahead: int,
-            decoder: str | None = None) -> Iterator[tuple[ImageRef, object]]:
-    """(ref, pixels or error string), in order, decoding up to ``ahead`` images in advance."""
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+def decoded(refs: list[ImageRef], size: int, workers: int, ahead: int, decoder: str | None = None,
+            pool: ThreadPoolExecutor | None = None) -> Iterator[tuple[ImageRef, object]]:
+    """(ref, pixels or error string), in order, decoding up to ``ahead`` images in advance, in ``pool`` (a
+    caller's long-lived one) or in ``workers`` threads of a pool made for this call."""
+    with contextlib.nullcontext(pool) if pool else ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool:
         queue: deque[tuple[ImageRef, Future]] = deque()
         items = iter(refs)
         for ref in items:
