@@ -18,7 +18,10 @@ RESIZE_RULES = ("shorter-crop",)
 # ``efficientnet-lite2:<weights.safetensors>``: the table's Lite2 with other (fine-tuned) weights, same
 # preprocessing and embedding parts (embed.finetune writes such files).
 LITE2_WEIGHTS_PREFIX = "efficientnet-lite2:"
-REPO_ROOT = Path(__file__).resolve().parents[1]
+# The folder that holds ``artifacts/`` (the committed default model and fine-tuned encoder weights) as package
+# data: in a checkout vinted_tagger/artifacts is a link to the repository's artifacts/, in an installed
+# package a copy. Relative weight paths of the encoder table are relative to it.
+PACKAGE_DATA = Path(__file__).resolve().parents[1] / "vinted_tagger"
 
 
 @dataclass(frozen=True)
@@ -146,9 +149,10 @@ def lite2_weights_spec(name: str) -> EncoderSpec:
 
 
 def weight_path(spec: EncoderSpec) -> Path:
-    """The weight file of a spec whose ``weights`` is a file path (absolute, or relative to the repository)."""
+    """The weight file of a spec whose ``weights`` is a file path: absolute, or relative to the package data
+    (``artifacts/encoders/...``: in a checkout and in an installed package alike)."""
     path = Path(spec.weights).expanduser()
-    return path if path.is_absolute() else REPO_ROOT / path
+    return path if path.is_absolute() else (PACKAGE_DATA / path).resolve()
 
 
 def parse_open_clip_name(name: str) -> tuple[str, str]:

@@ -227,7 +227,7 @@ def test_parallel_encoder_sessions(service_model: Path, jpegs) -> None:
 
     settings = Settings(encoder_workers=2, max_batch=1)
     with TestClient(create_app(service_model, settings)) as client:
-        assert client.app.state.runtime.sessions == 2
+        assert client.app.state.tagger.sessions == 2
         with ThreadPoolExecutor(6) as pool:
             responses = list(pool.map(lambda i: post_one(client, jpegs[i % 5]), range(12)))
         assert all(r.status_code == 200 for r in responses)
@@ -337,12 +337,12 @@ def test_unknown_route_and_method(client) -> None:
 
 
 def test_unexpected_error_is_a_logged_500_and_the_service_lives_on(client, jpegs, monkeypatch, caplog) -> None:
-    runtime = client.app.state.runtime
+    import service.app
 
     def broken(*args, **kwargs):
         raise RuntimeError("bug in formatting")
 
-    monkeypatch.setattr(runtime, "prediction", broken)
+    monkeypatch.setattr(service.app, "image_prediction", broken)
     with caplog.at_level(logging.ERROR, logger="service"):
         response = client.post("/v1/predict", files=[part("a.jpg", jpegs[0])])
     error_of(response, 500, "internal_error")
