@@ -107,8 +107,9 @@ def embed_sources(
 
     ``encoder`` is a name from the encoder table, or an Encoder already loaded (a model's own: then
     ``threads``, ``runtime``, ``precision`` and ``decoder`` are its own). ``runtime``/``precision`` name a
-    variant of ``embed.encoders.VARIANTS`` or ``auto`` (the fastest this machine runs that keeps the decisions of the rows already in ``out``, or of ``agree_with``: the runtime
-    record of the heads that will read a new cache). ``engine`` "local" runs the loop below in this process;
+    variant of ``embed.encoders.VARIANTS`` or ``auto`` (the fastest this machine runs that keeps the
+    decisions of the rows already in ``out``, or of ``agree_with``: the runtime record of the heads that will
+    read a new cache). ``engine`` "local" runs the loop below in this process;
     "ray" runs decode + encode on a Ray cluster (embed/ray_engine.py; ``address`` and ``workers`` are its
     options). Both write the same cache.
     """

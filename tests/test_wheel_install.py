@@ -75,10 +75,12 @@ def free_port() -> int:
 def test_installed_wheel_predicts_and_serves_with_its_default_model(installed, lite2_encoder, write_image,
                                                                     tmp_path) -> None:
     run = {"cwd": tmp_path, "env": outside_env(), "capture_output": True, "text": True, "timeout": 120}
-    where = subprocess.run([str(installed / "python"), "-c", "import classifiers.artifacts as a; "
-                            "print(a.__file__); print(a.DEFAULT_MODEL_DIR)"], **run)
-    module, model_dir = where.stdout.split()
-    assert Path(module).is_relative_to(installed.parent) and Path(model_dir).is_relative_to(installed.parent)
+    where = subprocess.run([str(installed / "python"), "-c", "import classifiers.artifacts as a, embed.encoders as e; "
+                            "print(a.__file__); print(a.DEFAULT_MODEL_DIR); "
+                            "print(e.weight_path(e.get_encoder('efficientnet-lite2-clothing')))"], **run)
+    module, model_dir, weights = where.stdout.split()
+    for path in (module, model_dir, weights):  # the installed copy answers, and ships the model and weights
+        assert Path(path).is_relative_to(installed.parent) and Path(path).exists(), path
 
     images = [write_image(tmp_path / "images" / f"shot{seed}.jpg", seed, (200, 260)) for seed in (3, 4)]
     out = tmp_path / "predictions.parquet"
