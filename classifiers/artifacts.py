@@ -34,13 +34,12 @@ from classifiers.model import FORMAT_VERSION, TaggerModel
 from classifiers.model_schema import ModelError, check_heads, parse_document
 from classifiers.scorers import CategoryScorer, LightGBMScores, LinearScores, TagScorer
 from embed.cache import atomic_write_bytes
-from embed.encoders import PACKAGE_DATA, file_sha256
+from embed.encoders import file_sha256
 from embed.output import check_folder
+# The packaged default model, and $VINTED_TAGGER_MODEL else it (re-exported: what classify and the service use).
+from vinted_tagger.settings import DEFAULT_MODEL_DIR
+from vinted_tagger.settings import model_dir as default_model_dir
 
-# The committed default model, shipped as package data (embed.encoders.PACKAGE_DATA): found the same way in a
-# checkout and after `pip install .`. VINTED_TAGGER_MODEL names another one.
-DEFAULT_MODEL_DIR = (PACKAGE_DATA / "artifacts" / "model").resolve()
-MODEL_ENV = "VINTED_TAGGER_MODEL"
 MODEL_FILE = "model.json"
 TRAINING_FILE = "training.json"
 FIXED_DATE = (1980, 1, 1, 0, 0, 0)  # zip entries get this date so that the same arrays give the same bytes
@@ -124,11 +123,6 @@ def _exchange(a: Path, b: Path) -> bool:
         return False
     at_fdcwd, rename_exchange = -100, 2
     return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
-
-
-def default_model_dir() -> Path:
-    """The model folder used when none is given: ``$VINTED_TAGGER_MODEL``, else the packaged default model."""
-    return Path(os.environ.get(MODEL_ENV) or DEFAULT_MODEL_DIR)
 
 
 def model_id(model_dir: str | Path) -> str:

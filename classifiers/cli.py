@@ -94,7 +94,8 @@ def summary_lines(model) -> list[str]:
 
 
 def add_predict(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=str(DEFAULT_MODEL_DIR), help="model folder (default: %(default)s)")
+    parser.add_argument("--model", default=None,
+                        help=f"model folder (default: $VINTED_TAGGER_MODEL, else {DEFAULT_MODEL_DIR})")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--cache", help="embedding cache made with the model's encoder")
     source.add_argument("--images", nargs="+", metavar="SOURCE", help="image files, folders or zip archives")

@@ -13,15 +13,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from vinted_tagger.settings import PACKAGE_DATA  # holds artifacts/: relative weight paths are relative to it
+
 OPEN_CLIP_PREFIX = "open_clip:"
 RESIZE_RULES = ("shorter-crop",)
 # ``efficientnet-lite2:<weights.safetensors>``: the table's Lite2 with other (fine-tuned) weights, same
 # preprocessing and embedding parts (embed.finetune writes such files).
 LITE2_WEIGHTS_PREFIX = "efficientnet-lite2:"
-# The folder that holds ``artifacts/`` (the committed default model and fine-tuned encoder weights) as package
-# data: in a checkout vinted_tagger/artifacts is a link to the repository's artifacts/, in an installed
-# package a copy. Relative weight paths of the encoder table are relative to it.
-PACKAGE_DATA = Path(__file__).resolve().parents[1] / "vinted_tagger"
 
 
 @dataclass(frozen=True)

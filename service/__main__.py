@@ -10,47 +10,41 @@ A missing or bad model, an encoder not built here, or a bad setting is one line 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 
-from service.settings import ENV_PREFIX, Settings
-
-EXIT_USAGE = 2
-KINDS = {"float": float, "int": int, "str": str}
+from service.settings import Settings
+from vinted_tagger.errors import MissingExtra, run_command
+from vinted_tagger.settings import ENV_PREFIX
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vinted-serve", description="Serve the tagger over HTTP (REST; docs at /docs).")
+    parser = argparse.ArgumentParser(prog="vinted-serve", description="Serve the tagger over HTTP (docs at /docs).")
     parser.add_argument("--model", default=None,
                         help=f"trained model folder (default: {ENV_PREFIX}MODEL, else the packaged default model)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     parser.add_argument("--port", type=int, default=8000, help="port (default: %(default)s; 0 picks a free one)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     settings = parser.add_argument_group("service settings (each also an environment variable)")
-    for field in dataclasses.fields(Settings):
-        settings.add_argument(f"--{field.name.replace('_', '-')}", type=KINDS[field.type], default=None,
-                              metavar=field.type.upper(),
-                              help=f"{ENV_PREFIX}{field.name.upper()} (default: {field.default})")
+    for name, field in Settings.model_fields.items():
+        settings.add_argument(f"--{name.replace('_', '-')}", type=field.annotation, default=None,
+                              metavar=field.annotation.__name__.upper(),
+                              help=f"{ENV_PREFIX}{name.upper()} (default: {field.default})")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    return run_command("vinted-serve", lambda: serve(args), "the server stopped")
+
+
+def serve(args: argparse.Namespace) -> int:
     try:
         from service.app import run  # FastAPI and uvicorn: the serve extra
     except ImportError as error:
-        print(f"vinted-serve: error: serving needs the serve extra, pip install 'vinted-tagger[serve]' ({error})",
-              file=sys.stderr)
-        return EXIT_USAGE
-    overrides = {field.name: getattr(args, field.name) for field in dataclasses.fields(Settings)
-                 if getattr(args, field.name) is not None}
-    try:
-        run(args.model, args.host, args.port, settings=Settings.from_env(**overrides), log_level=args.log_level)
-    except (OSError, ValueError) as error:  # no model, a bad model, an encoder not built, a bad setting
-        print(f"vinted-serve: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        return 130
+        raise MissingExtra(f"serving needs the serve extra, pip install 'vinted-tagger[serve]' ({error})") from None
+    overrides = {name: getattr(args, name) for name in Settings.model_fields if getattr(args, name) is not None}
+    # A missing or bad model, an encoder not built here, a bad setting: raised before the server starts.
+    run(args.model, args.host, args.port, settings=Settings.from_env(**overrides), log_level=args.log_level)
     return 0
 
 

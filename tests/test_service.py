@@ -456,13 +456,11 @@ def test_http_answer_equals_classify_predict(server, service_model: Path, pictur
 
 # --------------------------------------------------------------------------- vinted-serve (python -m service)
 def test_serve_flags_are_the_settings(monkeypatch) -> None:
-    import dataclasses
-
     import service.app
     from service.__main__ import build_parser, main
 
     flags = {action.dest for action in build_parser()._actions}
-    assert {field.name for field in dataclasses.fields(Settings)} <= flags  # every setting is a flag
+    assert set(Settings.model_fields) <= flags  # every setting is a flag
     runs = []
     monkeypatch.setattr(service.app, "run", lambda model, host, port, settings, log_level: runs.append(settings))
     monkeypatch.setenv("VINTED_TAGGER_MAX_BATCH", "2")
