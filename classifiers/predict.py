@@ -13,6 +13,7 @@ logistic heads (plus lightgbm for LightGBM heads, onnxruntime or openvino for im
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
@@ -91,12 +92,8 @@ class Tagger:
 
     def predict_images(self, images: Sequence[bytes | object]) -> list[dict]:
         """One dict per image; an image that cannot be read gives {"error": reason}, never a guess."""
-        self.encoder()
-        encoder = self._free.get()
-        try:
+        with self._session() as encoder:
             vectors, errors = encoder.embed_images(list(images))
-        finally:
-            self._free.put(encoder)
         ok = [i for i, error in enumerate(errors) if error is None and np.isfinite(vectors[i]).all()]
         results: list[dict] = [{"error": errors[i] or "the encoder returned no embedding"} for i in range(len(images))]
         if ok:
@@ -134,9 +131,8 @@ class Tagger:
                 check_same_encoder(self.encoder_spec, first.spec.to_dict(), "the image encoder")
                 self._encoders = [first]
                 for _ in range(sessions - 1):  # exactly what the first one chose (no second fallback message)
-                    variant = first.variant
-                    self._encoders.append(self._load_session(Encoder, variant.runtime, variant.precision, threads,
-                                                             batches))
+                    self._encoders.append(self._load_session(Encoder, first.variant.runtime, first.variant.precision,
+                                                             threads, batches))
                 for encoder in self._encoders:
                     self._free.put(encoder)
                 self.sessions = len(self._encoders)
@@ -163,13 +159,21 @@ class Tagger:
 
     def score_pixels(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """uint8 (n, S, S, 3) -> (category probabilities, tag scores) as float64, on a session of its own."""
-        encoder = self._free.get()  # waits only when more callers than sessions
-        try:
+        with self._session() as encoder:
             vectors = encoder.encode(pixels)
-        finally:
-            self._free.put(encoder)
         proba, tags = self.scores(vectors)
         return np.asarray(proba, np.float64), np.asarray(tags, np.float64)
+
+    @contextlib.contextmanager
+    def _session(self):
+        """An encoder session to use alone (the encoder loaded with defaults if not yet); waits only when there
+        are more callers than sessions."""
+        self.encoder()
+        encoder = self._free.get()
+        try:
+            yield encoder
+        finally:
+            self._free.put(encoder)
 
     def warm(self) -> None:
         """Every compiled shape of every session once, and the heads: buffers are allocated now, not on the
