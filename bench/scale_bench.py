@@ -1,14 +1,18 @@
 """Benchmark scaling out: local vs Ray engine, appending to a big cache, streaming prediction over it.
 
     python bench/scale_bench.py [--images ../shared/data/clothing/images.zip] [--limit N] [--rows 200000]
+                                [--parts engines,appends,predict] [--out bench/results/scale.json]
 
 1. Embeds the stand-in images (all 8,860, or the first --limit) with the local engine, then with the Ray
-   engine on a local Ray cluster started beforehand (as a running cluster would be), same machine, same
-   ONNX Runtime fp32 encoder, fresh caches: ``local_images_per_s``, ``ray_images_per_s``, ``ray_over_local``,
-   and the largest difference between the two caches' embeddings.
+   engine on a local Ray cluster started beforehand (as a running cluster would be: Ray Data's own actors
+   already up, started by a one-row dataset before the clock starts), same machine, same encoder variant,
+   fresh caches: ``local_images_per_s``, ``ray_images_per_s``, ``ray_over_local``, and the largest
+   difference between the two caches' embeddings.
 2. Builds a synthetic cache of --rows rows (EfficientNet-Lite2's 4,480-d, random unit vectors, 1,024-row
    parts), then times appending 10,000 new rows to it (``append_10k_s``) and to an empty cache
-   (``append_10k_empty_s``): opening the writer, finding which uuids are missing, writing the parts.
+   (``append_10k_empty_s``): opening the writer, finding which uuids are missing, writing the parts. Dirty
+   pages are flushed (``os.sync``, not timed) before each, so that neither pays the disk writes of the
+   3.6 GB built just before it.
 3. Runs ``classify predict --cache`` over the synthetic cache in a subprocess with the committed model:
    ``predict_peak_rss_mb`` (from the kernel) and ``predict_rows_per_s`` (rows / the command's wall time).
 Writes bench/results/scale.json and prints it.
@@ -41,6 +45,7 @@ from embed.sources import iter_sources  # noqa: E402
 
 DEFAULT_IMAGES = ROOT.parent / "shared" / "data" / "clothing" / "images.zip"
 APPEND_ROWS = 10_000
+PARTS = ("engines", "appends", "predict")
 
 
 def engines(images: Path, limit: int | None, work: Path, batch_size: int) -> dict:
@@ -52,6 +57,7 @@ def engines(images: Path, limit: int | None, work: Path, batch_size: int) -> dic
 
     start_local(ray, num_cpus=os.cpu_count())  # loopback only
     try:
+        ray.data.range(1).materialize()  # starts Ray Data's stats and coordinator actors, as on a used cluster
         distributed = embed_sources([images], work / "ray", ids=ids, batch_size=batch_size, progress=False,
                                     engine="ray")
     finally:
@@ -76,6 +82,7 @@ def unit_rows(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
 
 def fill(folder: Path, spec: EncoderSpec, start: int, n: int, rng: np.random.Generator, runtime: dict) -> float:
     """Append rows ``start..start+n`` the way ``embed`` does; returns the seconds it took."""
+    os.sync()
     began = time.perf_counter()
     with CacheWriter(folder, spec, versions={}, runtime=runtime) as writer:
         chunk = 1024
@@ -115,8 +122,12 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200_000, help="rows of the synthetic cache")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of: {', '.join(PARTS)}")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "scale.json")
     args = parser.parse_args()
+    parts = args.parts.split(",")
+    if unknown := sorted(set(parts) - set(PARTS)):
+        parser.error(f"unknown parts {unknown}; valid: {', '.join(PARTS)}")
     if not args.images.exists():
         sys.exit(f"scale_bench: {args.images} not found; pass --images")
     work = Path(tempfile.mkdtemp(prefix="scale-bench-", dir=args.work))
@@ -126,10 +137,12 @@ def main() -> None:
         spec, runtime = EncoderSpec.from_dict(model.encoder), model.info.get("runtime", {})
         result = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
                   "images_source": args.images.name, "limit": args.limit, "batch_size": args.batch_size}
-        result.update(engines(args.images, args.limit, work, args.batch_size))
-        result.update(appends(spec, runtime, args.rows, work))
-        # The synthetic cache now holds rows + 10,000 rows.
-        result.update(predict(work / "synthetic", args.rows + APPEND_ROWS, work))
+        if "engines" in parts:
+            result.update(engines(args.images, args.limit, work, args.batch_size))
+        if {"appends", "predict"} & set(parts):
+            result.update(appends(spec, runtime, args.rows, work))
+        if "predict" in parts:  # the synthetic cache now holds rows + 10,000 rows
+            result.update(predict(work / "synthetic", args.rows + APPEND_ROWS, work))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

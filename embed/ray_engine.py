@@ -30,7 +30,7 @@ from embed.pipeline import EmbedSummary, decoded, record_encoded, record_failure
 from embed.sources import ImageRef, ref_at
 
 BLOCKS_PER_WORKER = 4  # at least this many input blocks per actor, so every actor gets work
-CALL_BATCHES = 4  # encoder batches per actor call (and per input block): decoding overlaps encoding within it
+CALL_BATCHES = 4  # encoder batches per input block (= per actor call): decoding overlaps encoding within it
 ACTOR_START_S = 600  # a pool that cannot start in this time (too few CPUs for --workers) fails clearly
 STANDARD_RESOURCES = {"CPU", "GPU", "memory", "object_store_memory"}
 
@@ -171,13 +171,12 @@ def encoded_batches(ray, spec: EncoderSpec, todo: list[ImageRef], batch_size: in
     # over the whole pool rather than going to whichever actor was ready first.
     context.wait_for_min_actors_s = ACTOR_START_S
     items = [{"uuid": r.uuid, "origin": r.origin, "location": r.location, "member": r.member} for r in todo]
-    call_rows = CALL_BATCHES * batch_size
-    blocks = min(len(items), max(workers * BLOCKS_PER_WORKER, -(-len(items) // call_rows)))
+    blocks = min(len(items), max(workers * BLOCKS_PER_WORKER, -(-len(items) // (CALL_BATCHES * batch_size))))
     dataset = ray.data.from_items(items, override_num_blocks=blocks).map_batches(
         EncodeBatches,
         fn_constructor_kwargs={"spec": spec.to_dict(), "threads": threads, "variant": variant,
                                "batch_size": batch_size},
-        batch_size=call_rows,
+        batch_size=None,  # one call per block: the blocks above are the unit of work handed to an actor
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=workers),
         num_cpus=threads,  # Ray Data's own default restarts a lost actor and retries its batch
