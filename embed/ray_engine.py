@@ -123,7 +123,8 @@ class EncodeBatches:
         ok, pixels = [], []
         # The whole call's images are queued at once: the readers decode the next encoder batch while this
         # one is encoded, as in the local engine.
-        for i, (_, result) in enumerate(decoded(refs, size, self.threads, len(refs), self.encoder.decoder, self.readers)):
+        results = decoded(refs, size, self.threads, len(refs), self.encoder.decoder, self.readers)
+        for i, (_, result) in enumerate(results):
             if isinstance(result, str):
                 errors[i] = result
             else:
