@@ -177,7 +177,7 @@ def ablation(variants: dict, fresh, cache, train_file, test_labels, tags) -> pd.
     out = []
     for name, parts in variants.items():
         started = time.perf_counter()
-        full = len(parts) == len(analysis.embedding_parts())
+        full = len(parts) == len(analysis.embedding_parts(cache.encoder))
         variant_cache = cache if full else analysis.sliced_embeddings(cache, parts)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
