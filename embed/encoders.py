@@ -3,6 +3,11 @@
 Like open_clip's ``pretrained.py`` and timm's ``PretrainedCfg``, one literal table holds each encoder's
 weight source, input size, resize rule, mean/std and embedding size, so that preprocessing always travels
 with the weights. ``open_clip:<arch>:<pretrained>`` names are resolved on demand (open_clip has hundreds).
+
+An embedding's layout is data too: ``EncoderSpec.parts`` lists its column ranges (``Part``: the block
+tapped, the pooling, hence the role and the width), which the exporter builds the graph from and the tag
+heads pick their columns from (by role). ``identity`` (weights checksum + layout digest) is what every
+check compares: a cache, a model and an exported graph belong to one identity.
 """
 
 from __future__ import annotations

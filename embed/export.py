@@ -54,8 +54,8 @@ class LiteEmbedder(nn.Module):
         for part in self.parts:
             if part.block is not None and not 0 <= part.block < blocks:
                 raise ValueError(f"part {part.name}: {spec.arch} has blocks 0-{blocks - 1}")
-        needs_head = any(part.pool == "head" for part in self.parts)
-        self.last_block = blocks - 1 if needs_head else max(part.block for part in self.parts)
+        self.head = any(part.pool == "head" for part in self.parts)  # the head reads the last block's output
+        self.last_block = blocks - 1 if self.head else max(part.block for part in self.parts)
 
     def features(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
         """Each part as pooled, before normalisation, by name."""
@@ -67,7 +67,7 @@ class LiteEmbedder(nn.Module):
             for part in self.parts:
                 if part.block == index:
                     found[part.name] = POOLS[part.pool](x, part.cells)
-        if "head" in {part.name for part in self.parts}:
+        if self.head:
             found["head"] = net.bn2(net.conv_head(x)).mean((2, 3))
         return found
 
