@@ -152,3 +152,17 @@ def test_export_checks_declared_widths() -> None:
     spec = dataclasses.replace(get_encoder("efficientnet-lite2"), parts=(Part("mean", 4, 121),), dim=121)
     with pytest.raises(RuntimeError, match="part mean4 of the network has 120 columns, the encoder spec says 121"):
         build_embedder(spec)
+
+
+def test_existing_exports_keep_their_folders() -> None:
+    """Every export already on this machine (the real home, read only) is still found under its folder name."""
+    from pathlib import Path
+
+    from embed.encoders import EncoderSpec
+
+    records = sorted((Path.home() / ".cache" / "vinted-tagger" / "encoders").glob("*/spec.json"))
+    if not records:
+        pytest.skip("no exported encoder in ~/.cache/vinted-tagger/encoders")
+    for path in records:
+        spec = EncoderSpec.from_dict(json.loads(path.read_text())["spec"])
+        assert spec.slug == path.parent.name
