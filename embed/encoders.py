@@ -20,6 +20,8 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from vinted_tagger.settings import PACKAGE_DATA  # holds artifacts/: relative weight paths are relative to it
+
 OPEN_CLIP_PREFIX = "open_clip:"
 # How pixels are resized to ``input_size``; the one rule embed.images implements. A spec naming another is
 # refused when it is built (from the table or from a manifest), not silently preprocessed with this one.
@@ -27,7 +29,6 @@ RESIZE_RULES = ("shorter-crop",)
 # ``efficientnet-lite2:<weights.safetensors>``: the table's Lite2 with other (fine-tuned) weights, same
 # preprocessing and embedding parts (classifiers.finetune writes such files).
 LITE2_WEIGHTS_PREFIX = "efficientnet-lite2:"
-REPO_ROOT = Path(__file__).resolve().parents[1]
 # What each pooling keeps of a feature map, i.e. what the part is for: the pooled head says what the object
 # is, channel statistics say texture (dots, flowers, checks), a grid of means says where things are.
 ROLES = {"head": "shape", "mean": "texture", "std": "texture", "grid": "layout"}
@@ -301,9 +302,10 @@ def lite2_weights_spec(name: str) -> EncoderSpec:
 
 
 def weight_path(spec: EncoderSpec) -> Path:
-    """The weight file of a spec whose ``weights`` is a file path (absolute, or relative to the repository)."""
+    """The weight file of a spec whose ``weights`` is a file path: absolute, or relative to the package data
+    (``artifacts/encoders/...``: in a checkout and in an installed package alike)."""
     path = Path(spec.weights).expanduser()
-    return path if path.is_absolute() else REPO_ROOT / path
+    return path if path.is_absolute() else (PACKAGE_DATA / path).resolve()
 
 
 def parse_open_clip_name(name: str) -> tuple[str, str]:

@@ -102,7 +102,7 @@ def test_runtime_refuses_an_export_of_another_layout(monkeypatch, tmp_path) -> N
 
     spec = get_encoder("efficientnet-lite2")
     other = dataclasses.replace(spec, pooling="another pooling")
-    monkeypatch.setattr(runtime, "ensure_onnx", lambda wanted: (tmp_path / "model.onnx", other))
+    monkeypatch.setattr(runtime, "ensure_onnx", lambda wanted, *args: (tmp_path / "model.onnx", other))
     with pytest.raises(RuntimeError, match="other weights or another layout"):
         runtime.Encoder.load(spec)
 
