@@ -11,7 +11,6 @@ Only numpy is needed for logistic heads (plus lightgbm for LightGBM heads, onnxr
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from classifiers.artifacts import DEFAULT_MODEL_DIR, load_model
 from classifiers.model import TaggerModel
 from embed.cache import cache_runtimes, check_same_encoder, iter_batches, read_manifest, vectors_of
 from embed.encoders import check_same_decisions
+from vinted_tagger.files import atomic_path
 
 
 class Tagger:
@@ -140,17 +140,12 @@ def predict_cache_to(tagger: Tagger, cache_folder: str | Path, out: str | Path, 
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    temp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     missing: list[str] = []
     rows = 0
-    try:
-        with pq.ParquetWriter(temp, _schema(tagger, with_scores)) as writer:
-            for frame in iter_predictions(tagger, cache_folder, ids, with_scores, missing):
-                writer.write_table(pa.Table.from_pandas(frame, schema=writer.schema, preserve_index=False))
-                rows += len(frame)
-        os.replace(temp, out)
-    finally:
-        temp.unlink(missing_ok=True)
+    with atomic_path(out) as temp, pq.ParquetWriter(temp, _schema(tagger, with_scores)) as writer:
+        for frame in iter_predictions(tagger, cache_folder, ids, with_scores, missing):
+            writer.write_table(pa.Table.from_pandas(frame, schema=writer.schema, preserve_index=False))
+            rows += len(frame)
     return rows, missing
 
 

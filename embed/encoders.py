@@ -13,6 +13,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from vinted_tagger.errors import UserError
+from vinted_tagger.files import file_sha256
+
 OPEN_CLIP_PREFIX = "open_clip:"
 RESIZE_RULES = ("shorter-crop",)
 # ``efficientnet-lite2:<weights.safetensors>``: the table's Lite2 with other (fine-tuned) weights, same
@@ -200,14 +203,6 @@ def _open_clip_preprocess(open_clip, arch: str, pretrained: str, is_file: bool) 
     return {"mean": open_clip.OPENAI_DATASET_MEAN, "std": open_clip.OPENAI_DATASET_STD}
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def table_text() -> str:
     """The encoder table as printed by ``embed --list-encoders``."""
     rows = [("name", "input", "resize", "mean", "std", "dim", "weights")]
@@ -272,6 +267,11 @@ SAME_DECISIONS = frozenset({"onnxruntime-fp32", "openvino-fp32"})
 
 class PrecisionMismatch(ValueError):
     """Embeddings of one runtime/precision met a cache or model whose decisions they are not known to keep."""
+
+
+class EncoderError(UserError, RuntimeError):
+    """An encoder cannot be built or run here: its weights or exported files are missing, damaged or from
+    other weights, or no runtime of this machine can run it. The message says what to do."""
 
 
 def get_variant(runtime: str, precision: str) -> Variant:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from vinted_tagger.errors import run_command
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--model", default=None, help="trained model folder (default: the committed artifacts/model)")
@@ -18,12 +20,12 @@ def main(argv: list[str] | None = None) -> int:
     args = add_arguments(argparse.ArgumentParser(prog="python -m service", description=__doc__)).parse_args(argv)
     from service.app import run
 
-    try:
+    def serve() -> int:
         run(args.model, args.host, args.port, log_level=args.log_level)
-    except (FileNotFoundError, ValueError) as error:  # no model, bad VINTED_TAGGER_* setting
-        print(f"python -m service: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+
+    # No model, a bad VINTED_TAGGER_* setting, an encoder not exported: one line, exit 2.
+    return run_command("python -m service", serve, "stopped")
 
 
 if __name__ == "__main__":

@@ -38,11 +38,12 @@ from service.schemas import (
 )
 from service.settings import Settings
 from service.uploads import Upload, decode_work, read_uploads
+from vinted_tagger import __version__
+from vinted_tagger.settings import Paths
 
 log = logging.getLogger("service")
 router = APIRouter()
 
-MODEL_ENV = "VINTED_TAGGER_MODEL"
 ERRORS = {status: {"model": ErrorResponse} for status in (400, 413, 415, 422, 500, 503)}
 ERRORS[503]["description"] = "not ready, shutting down, or overloaded (the whole request; see Retry-After)"
 # The body is read by hand (streamed, with limits), so its two accepted forms are documented here.
@@ -67,7 +68,7 @@ PREDICT_BODY = {
 def default_model_dir() -> Path:
     from classifiers.artifacts import DEFAULT_MODEL_DIR
 
-    return Path(os.environ.get(MODEL_ENV) or DEFAULT_MODEL_DIR)
+    return Paths().model or DEFAULT_MODEL_DIR  # $VINTED_TAGGER_MODEL
 
 
 def create_app(model_dir: str | Path | None = None, settings: Settings | None = None) -> FastAPI:
@@ -75,7 +76,7 @@ def create_app(model_dir: str | Path | None = None, settings: Settings | None = 
     app = FastAPIOffline(
         title="vinted-tagger",
         summary="Top-2 category and pattern tags for clothing photos.",
-        version="0.1.0",
+        version=__version__,
         lifespan=lifespan,
         swagger_ui_parameters={"validatorUrl": None},  # no call to the online spec validator
     )
@@ -243,9 +244,12 @@ def run(
     import uvicorn
 
     from classifiers.artifacts import load_model
+    from embed.encoders import EncoderSpec
+    from embed.runtime import ensure_onnx
 
     model_dir = Path(model_dir) if model_dir else default_model_dir()
-    load_model(model_dir)  # a missing or bad model is one clear line here, never a service that turns ready
+    model = load_model(model_dir)  # a missing or bad model is one clear line here, never a service that turns ready
+    ensure_onnx(EncoderSpec.from_dict(model.encoder))  # so is an encoder not exported here (or damaged)
     settings = settings or Settings.from_env()
     configure_logging(log_level)
     app = create_app(model_dir, settings)
