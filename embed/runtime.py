@@ -24,8 +24,8 @@ import onnxruntime as ort
 from PIL import Image
 
 from embed.encoders import (
-    PREFERENCE, REFERENCE_VARIANT, VARIANTS, EncoderError, EncoderSpec, Variant, check_same_decisions, get_encoder, get_variant,
-    same_decisions, variant_of,
+    PREFERENCE, REFERENCE_VARIANT, VARIANTS, EncoderError, EncoderSpec, Variant, check_same_decisions, get_encoder,
+    get_variant, same_decisions, variant_of,
 )
 from embed.images import ImageError, check_decoder, load_pixels, resize_shorter_crop, to_rgb
 from vinted_tagger.errors import MissingExtra
