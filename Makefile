@@ -31,7 +31,7 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 demo: setup
-	$(BIN)/python -m embed.demo_data $(DEMO_DATA)
+	$(BIN)/python -m devtools.demo_data $(DEMO_DATA)
 	$(BIN)/embed $(DEMO_DATA)/data.zip --out $(DEMO_OUT)/cache --quiet
 	$(BIN)/classify train --data $(DEMO_DATA)/data.parquet --cache $(DEMO_OUT)/cache --out $(DEMO_OUT)/model
 	$(BIN)/classify predict --model $(DEMO_OUT)/model --cache $(DEMO_OUT)/cache --ids $(DEMO_DATA)/test.parquet --out $(DEMO_OUT)/predictions.parquet
@@ -91,9 +91,9 @@ predictions: setup
 # Fine-tune two variants of EfficientNet-Lite2 (block 6 only; blocks 5-6) on the stand-in train split, sharing
 # one pass of the frozen trunk, then compare them with the ImageNet encoder (bench/results/finetune.json).
 finetune: setup
-	$(BIN)/python -m embed.finetune --data $(CLOTHING)/data.parquet --images $(CLOTHING)/images.zip \
+	$(BIN)/python -m classifiers.finetune --data $(CLOTHING)/data.parquet --images $(CLOTHING)/images.zip \
 		--out $(FINETUNE_RUNS)/block6 --trunk $(FINETUNE_RUNS)/trunk.pt --freeze 5 --epochs 8
-	$(BIN)/python -m embed.finetune --data $(CLOTHING)/data.parquet --images $(CLOTHING)/images.zip \
+	$(BIN)/python -m classifiers.finetune --data $(CLOTHING)/data.parquet --images $(CLOTHING)/images.zip \
 		--out $(FINETUNE_RUNS)/blocks5-6 --trunk $(FINETUNE_RUNS)/trunk.pt --freeze 4 --epochs 6
 	$(BIN)/python bench/finetune_bench.py --runs $(FINETUNE_RUNS)  # its caches run ONNX Runtime fp32, the reference
 

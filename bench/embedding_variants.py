@@ -27,6 +27,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from classifiers.heads import CategoryLogReg, TagLogReg  # noqa: E402
+from classifiers.labels import DEFAULT_TAGS  # noqa: E402
 from embed.encoders import get_encoder  # noqa: E402
 from embed.export import Normalise, grid_means, lite_classifier  # noqa: E402
 from embed.images import load_pixels  # noqa: E402
@@ -34,7 +35,7 @@ from embed.runtime import encoder_home  # noqa: E402
 from embed.sources import iter_sources, select  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "clothing"
-TAGS = ("polka dot", "floral", "checker")
+TAGS = DEFAULT_TAGS
 TEXTURE = [f"{stat}{block}" for block in (3, 4, 5, 6) for stat in ("mean", "std")]
 ALL = ["head", *[p for p in TEXTURE if p != "mean5"], "grid5"]  # the committed layout
 # Category variants: (name, parts, CategoryLogReg parameters).

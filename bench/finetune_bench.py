@@ -30,9 +30,10 @@ from classifiers.evaluate import evaluate  # noqa: E402
 from classifiers.predict import Tagger  # noqa: E402
 from classifiers.train import train  # noqa: E402
 from embed.cache import read_cache  # noqa: E402
-from embed.encoders import ENCODERS, LITE2_WEIGHTS_PREFIX, file_sha256, get_encoder  # noqa: E402
+from embed.encoders import ENCODERS, LITE2_WEIGHTS_PREFIX, get_encoder  # noqa: E402
 from embed.pipeline import embed_sources  # noqa: E402
 from embed.runtime import Encoder, encoder_home  # noqa: E402
+from vinted_tagger.files import file_sha256  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "clothing"
 FROZEN = "efficientnet-lite2"
@@ -111,8 +112,8 @@ def own_heads(run: Path, train_labels: pd.DataFrame, held: list[str], test: pd.D
               trunks: Path) -> dict:
     """The fine-tuned network's own softmax/sigmoid heads (tag threshold: best F1 on the held-out groups).
     The trunk maps of the training table are those fine-tuning cached (``trunks/trunk.pt``)."""
-    from classifiers.heads import best_f1_threshold, top_k_accuracy
-    from embed.finetune import own_head_predictions
+    from classifiers.finetune import own_head_predictions
+    from classifiers.metrics import best_f1_threshold, counts, mean_defined, precision_recall_f1, top_k_accuracy
 
     rows = np.flatnonzero(train_labels["uuid"].isin(set(held)).to_numpy())
     held, tags, _ = own_head_predictions(run, train_labels, images, False, trunk=trunks / "trunk.pt", rows=rows)
@@ -128,10 +129,9 @@ def own_heads(run: Path, train_labels: pd.DataFrame, held: list[str], test: pd.D
         for split, pred in (("heldout", held), ("test", test_pred)):
             y, p = pred["y_tag"][:, j], pred["tag"][:, j]
             ok = ~np.isnan(y)
-            truth, guess = y[ok].astype(bool), p[ok] >= threshold
-            out[split]["tag_f1"][tag] = float(2 * np.sum(truth & guess) / max(1, np.sum(truth) + np.sum(guess)))
+            out[split]["tag_f1"][tag] = precision_recall_f1(*counts(y[ok].astype(bool), p[ok] >= threshold))["f1"]
     for split in out.values():
-        split["macro_tag_f1"] = float(np.mean(list(split["tag_f1"].values())))
+        split["macro_tag_f1"] = mean_defined(split["tag_f1"].values())
     return out
 
 

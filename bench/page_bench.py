@@ -25,6 +25,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # page_driver: the browser helpers the page tests use
+sys.path.insert(0, str(ROOT))  # devtools/ (never installed): the demo images
 
 from page_driver import MEASURE, choose, launch, missing_browser, upload  # noqa: E402
 from service_bench import DEFAULT_IMAGES, DEFAULT_MODEL, Server, percentile, sample_images  # noqa: E402
@@ -34,7 +35,7 @@ TARGET_MEDIAN_MS = 150
 
 
 def demo_images(count: int) -> list[bytes]:
-    from embed.demo_data import make_rows, render_jpeg
+    from devtools.demo_data import make_rows, render_jpeg
 
     rows = make_rows(np.random.default_rng(0), count, set())
     return [render_jpeg(row, 0, i) for i, row in enumerate(rows)]

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from classifiers.labels import category_values, check_binary, read_labels, tag_columns, tag_values
+from classifiers.metrics import counts, mean_defined, or_none, precision_recall_f1, ratio
 
 PREDICTION_COLUMNS = ("uuid", "category1", "category2")
 SHOWN = 3
@@ -88,25 +89,19 @@ def tag_metrics(truth: np.ndarray, predicted: np.ndarray) -> dict:
     """Precision, recall and F1 of one tag over the rows whose label is known (truth not NaN)."""
     known = ~np.isnan(truth)
     truth, predicted = truth[known].astype(bool), np.asarray(predicted, dtype=np.float64)[known] >= 0.5
-    tp, fp, fn = int(np.sum(truth & predicted)), int(np.sum(~truth & predicted)), int(np.sum(truth & ~predicted))
-    precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
-    f1 = _ratio(2 * tp, 2 * tp + fp + fn)  # = 2PR/(P+R), and 0 (not undefined) when nothing was found
+    tp, fp, fn = counts(truth, predicted)
+    scores = {name: or_none(value) for name, value in precision_recall_f1(tp, fp, fn).items()}
     return {"rows": int(known.sum()), "positives": int(truth.sum()), "predicted_positive": int(predicted.sum()),
-            "tp": tp, "fp": fp, "fn": fn, "precision": precision, "recall": recall, "f1": f1}
+            "tp": tp, "fp": fp, "fn": fn, **scores}
 
 
 def macro(per_tag: dict) -> dict:
     """Unweighted mean over tags of precision, recall and F1 (a tag without a defined value is skipped)."""
-    out = {}
-    for key in ("precision", "recall", "f1"):
-        values = [m[key] for m in per_tag.values() if m[key] is not None]
-        out[key] = float(np.mean(values)) if values else None
-    return out
+    return {key: or_none(mean_defined(m[key] for m in per_tag.values())) for key in ("precision", "recall", "f1")}
 
 
 def _ratio(numerator, denominator) -> float | None:
-    # Undefined (0/0) is None, not 0: "no positives predicted" is not "precision 0".
-    return float(numerator) / float(denominator) if denominator else None
+    return or_none(ratio(numerator, denominator))  # undefined (0/0) is None: see classifiers.metrics
 
 
 def format_report(result: dict) -> str:
@@ -169,8 +164,7 @@ def bootstrap_intervals(predictions: pd.DataFrame, labels: pd.DataFrame, tags: l
         truth_t, predicted = y[known].astype(bool), joined[f"{tag}__predicted"].to_numpy(dtype=np.float64)[known] >= 0.5
         weights = _resample_weights(rng, known, groups, n_resamples)
         tp, fp, fn = (weights @ (truth_t & predicted), weights @ (~truth_t & predicted), weights @ (truth_t & ~predicted))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            per_tag[tag] = {"precision": tp / (tp + fp), "recall": tp / (tp + fn), "f1": 2 * tp / (2 * tp + fp + fn)}
+        per_tag[tag] = precision_recall_f1(tp, fp, fn)  # per resample; an undefined one (NaN) is skipped below
         out["tags"][tag] = {k: _interval(v, quantiles) for k, v in per_tag[tag].items()}
     if per_tag:  # the macro mean of each resample (tags resampled independently, as they are labelled apart)
         out["tags_macro"] = {k: _interval(np.mean([m[k] for m in per_tag.values()], axis=0), quantiles)
@@ -190,9 +184,8 @@ def _resample_weights(rng: np.random.Generator, known: np.ndarray, groups: pd.Se
     return draws[:, units].astype(np.float64)
 
 
-def _weighted_ratio(weights: np.ndarray, hits: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (weights @ hits.astype(np.float64)) / (weights @ counts)
+def _weighted_ratio(weights: np.ndarray, hits: np.ndarray, totals: np.ndarray) -> np.ndarray:
+    return ratio(weights @ hits.astype(np.float64), weights @ totals)
 
 
 def _interval(values: np.ndarray, quantiles: list[float]) -> list[float] | None:

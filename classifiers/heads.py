@@ -25,10 +25,10 @@ from scipy.optimize import minimize_scalar
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import average_precision_score, precision_recall_curve
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from threadpoolctl import threadpool_limits
 
+from classifiers.metrics import best_f1_threshold, log_loss, top_k_accuracy
 from classifiers.scorers import CategoryScorer, LightGBMScores, LinearScores, TagScorer, sigmoid, softmax
 
 HEAD_KINDS = ("logreg", "lightgbm", "auto")
@@ -69,16 +69,7 @@ def make_folds(y: np.ndarray, groups: np.ndarray | None, n_splits: int = N_SPLIT
         return [(train, val) for train, val in splitter.split(np.zeros((len(y), 1)), y, groups)]
 
 
-# ------------------------------------------------------------------------------------------- metrics
-
-
-def top_k_accuracy(proba: np.ndarray, y: np.ndarray, k: int) -> float:
-    top = np.argsort(-proba, axis=1, kind="stable")[:, :k]
-    return float(np.mean((top == y[:, None]).any(axis=1)))
-
-
-def log_loss(proba: np.ndarray, y: np.ndarray) -> float:
-    return float(-np.mean(np.log(np.clip(proba[np.arange(len(y)), y], 1e-15, None))))
+# ------------------------------------------------------------------------- calibration and CV scores
 
 
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
@@ -87,21 +78,6 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
         lambda log_t: log_loss(softmax(logits / np.exp(log_t)), y), bounds=(-3.0, 3.0), method="bounded"
     )
     return float(np.exp(result.x))
-
-
-def best_f1_threshold(y: np.ndarray, score: np.ndarray) -> dict:
-    """The decision threshold (present when score >= threshold) with the best F1, and its scores."""
-    precision, recall, thresholds = precision_recall_curve(y, score)
-    precision, recall = precision[:-1], recall[:-1]  # the last point has no threshold
-    f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
-    best = int(np.argmax(f1))
-    return {
-        "threshold": float(thresholds[best]),
-        "precision": float(precision[best]),
-        "recall": float(recall[best]),
-        "f1": float(f1[best]),
-        "average_precision": float(average_precision_score(y, score)),
-    }
 
 
 def category_key(cv: dict) -> tuple:

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from classifiers.artifacts import DEFAULT_MODEL_DIR, load_model
+from classifiers.metrics import top_k
 from classifiers.model import TaggerModel
 from embed.cache import cache_runtimes, check_same_encoder, iter_batches, read_manifest, vectors_of
 from embed.encoders import check_same_decisions
@@ -87,7 +88,7 @@ class Tagger:
 
     def describe(self, category: np.ndarray, tags: np.ndarray) -> dict:
         """One image's scores -> top-2, every class by probability, and each tag's score/threshold/decision."""
-        order = np.argsort(-category, kind="stable")
+        order = top_k(category)
         thresholds = self.model.thresholds()
         return {
             "category1": self.classes[order[0]],
@@ -111,7 +112,7 @@ class Tagger:
 
 def top_two(proba: np.ndarray) -> np.ndarray:
     """Column indices of the two most likely classes per row (ties: the earlier class first)."""
-    return np.argsort(-proba, axis=1, kind="stable")[:, :2]
+    return top_k(proba, 2)
 
 
 BATCH_ROWS = 4096  # cache rows scored at a time: memory stays flat whatever the cache's size

@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 
 from classifiers import heads as heads_module
-from classifiers.heads import (best_f1_threshold, check_head_kind, fit_category_head, fit_tag_head, fit_temperature,
-                               log_loss, top_k_accuracy)
+from classifiers.heads import check_head_kind, fit_category_head, fit_tag_head, fit_temperature
 from classifiers.labels import category_values, fingerprint, groups_of, read_labels, tag_columns, tag_values
+from classifiers.metrics import best_f1_threshold, log_loss, top_k_accuracy
 from classifiers.model import FORMAT_VERSION, TaggerModel
 from classifiers.scorers import CategoryScorer, TagScorer, column_index
 from embed.cache import Embeddings, read_cache

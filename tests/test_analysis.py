@@ -1,4 +1,4 @@
-"""Tests for the notebook's analysis helpers (classifiers/analysis.py) and image statistics (embed/inspect.py)."""
+"""Tests for the notebook's analysis helpers (devtools/analysis.py) and image statistics (devtools/image_stats.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from classifiers import analysis as A
-from embed import inspect as I
+from classifiers.metrics import top_k_accuracy
+from devtools import analysis as A
+from devtools import image_stats as I
 from embed.encoders import get_encoder
 
 
@@ -84,7 +85,7 @@ def test_near_duplicates_and_neighbours() -> None:
 def test_scores_calibration_thresholds_and_mistakes() -> None:
     proba = np.array([[0.7, 0.2, 0.1], [0.1, 0.6, 0.3], [0.5, 0.1, 0.4], [0.2, 0.3, 0.5]])
     y = np.array([0, 2, 1, 2])
-    assert A.topk_accuracy(proba, y, 1) == 0.5 and A.topk_accuracy(proba, y, 2) == 0.75
+    assert top_k_accuracy(proba, y, 1) == 0.5 and top_k_accuracy(proba, y, 2) == 0.75
     table = A.reliability_table(proba, y, bins=2)
     assert table["count"].sum() == 4
     assert A.expected_calibration_error(np.array([[1.0, 0.0]]), np.array([0])) == pytest.approx(0)

@@ -24,8 +24,8 @@ def lint_imports(*args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=300)
 
 
-@pytest.mark.xfail(strict=False, reason="until issue 9's other parts land: embed/finetune.py moves to "
-                   "classifiers/ (9a) and `classify serve` is removed (9c); remove this mark after merging")
+@pytest.mark.xfail(strict=False, reason="until issue 9c lands: `classify serve` (classifiers.cli) imports "
+                   "service; remove this mark after merging")
 def test_the_import_contracts_hold() -> None:
     result = lint_imports()
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]

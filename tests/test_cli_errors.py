@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = {
     "embed": ["-m", "embed.cli"],
     "classify": ["-m", "classifiers.cli"],
-    "embed-finetune": ["-m", "embed.finetune"],
+    "embed-finetune": ["-m", "classifiers.finetune"],
     "vinted-serve": ["-m", "service"],
 }
 

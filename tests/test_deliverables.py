@@ -92,7 +92,7 @@ def test_whole_chain_on_the_assignment_layout(tmp_path: Path, monkeypatch: pytes
     under data/<uuid>.jpg in data.zip: the commands of the README's "Running it on the real assignment data"."""
     from classifiers.cli import main as classify
     from embed.cli import main as embed
-    from embed.demo_data import COLORS, write_zip
+    from devtools.demo_data import COLORS, write_zip
 
     real = pd.read_parquet(LABELS / "data.parquet")
     train = real.groupby("cc3").head(12).reset_index(drop=True)
@@ -145,7 +145,7 @@ def test_committed_notebook_is_executed_readable_and_small() -> None:
     for data in images:
         dpi = Image.open(io.BytesIO(data)).info.get("dpi", (0, 0))
         assert min(dpi) >= 109.5, f"a figure at {dpi} dpi"
-    sources = "\n".join(cell.source for cell in code) + (ROOT / "notebook" / "helpers.py").read_text()
+    sources = "\n".join(cell.source for cell in code) + (ROOT / "devtools" / "plots.py").read_text()
     small = [int(size) for size in re.findall(r"fontsize=(\d+)", sources) if int(size) < 9]
     assert not small, f"font sizes below 9 pt: {small}"
-    assert not re.search(r"^def |^class ", "\n".join(cell.source for cell in code), re.M), "helpers belong in helpers.py"
+    assert not re.search(r"^def |^class ", "\n".join(cell.source for cell in code), re.M), "helpers belong in devtools/plots.py"

@@ -1,5 +1,5 @@
 """The notebook's evidence: bootstrap intervals (classifiers.evaluate), the deployed tag heads' out-of-fold scores,
-the learning curve's group subsets, garment families and unlabelled-tag counts (classifiers.analysis)."""
+the learning curve's group subsets, garment families and unlabelled-tag counts (devtools.analysis)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from classifiers import analysis as A
+from devtools import analysis as A
 from classifiers.evaluate import bootstrap_intervals, evaluate
 from classifiers.train import train
 from embed.cache import read_cache

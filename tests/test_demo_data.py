@@ -1,4 +1,4 @@
-"""Tests for the synthetic demo dataset generator (embed/demo_data.py)."""
+"""Tests for the synthetic demo dataset generator (devtools/demo_data.py)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from embed import demo_data
-from embed.demo_data import CATEGORY_COUNTS, COLORS, TAG_COUNTS, TAGS, make_demo_dataset
+from devtools import demo_data
+from devtools.demo_data import CATEGORY_COUNTS, COLORS, TAG_COUNTS, TAGS, make_demo_dataset
 
 LABEL_COLUMNS = ["uuid", "cc3", "color1", "polka dot", "floral", "checker"]
 OUTPUT_FILES = ["data.zip", "data.parquet", "test.parquet", "test_labels.parquet", "demo_params.json"]

@@ -102,7 +102,7 @@ def test_grid_means_are_adaptive_average_pooling(size) -> None:
 def test_lite2_grid_part_keeps_position(lite2_encoder) -> None:
     """Block 5's grid part changes when a photo is mirrored, while the whole-image statistics do not:
     the grid is what carries where things are."""
-    from classifiers.analysis import embedding_parts
+    from devtools.analysis import embedding_parts
 
     image = real_images()[0]
     pixels = lite2_encoder.pixels(image)

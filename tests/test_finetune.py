@@ -1,4 +1,4 @@
-"""Fine-tuning (embed.finetune) and the held-out calibration protocol of the heads.
+"""Fine-tuning (classifiers.finetune) and the held-out calibration protocol of the heads.
 
 The smoke run fine-tunes the real EfficientNet-Lite2 for one short epoch on a few dozen small images
 (crops of scikit-image's astronaut), then resumes it for a second epoch, and exports the result to ONNX.
@@ -17,7 +17,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from embed.encoders import LITE2_WEIGHTS_PREFIX, get_encoder  # noqa: E402
-from embed.finetune import Config, finetune, heldout_mask, multitask_loss  # noqa: E402
+from classifiers.finetune import Config, finetune, heldout_mask, multitask_loss  # noqa: E402
 
 N_IMAGES = 40
 CLASSES = ["Dress", "Pants", "Shoes"]
@@ -137,7 +137,7 @@ def test_a_missing_weight_file_is_a_clear_error(tmp_path):
 
 
 def test_the_cli_reports_a_missing_file_in_one_line(tmp_path, capsys):
-    from embed.finetune import main
+    from classifiers.finetune import main
 
     assert main(["--data", str(tmp_path / "no.parquet"), "--images", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -169,7 +169,7 @@ def test_heads_calibrate_on_held_out_rows(tmp_path):
 
 
 def test_freeze_decides_which_blocks_learn():
-    from embed.finetune import build_model
+    from classifiers.finetune import build_model
 
     model = build_model(3, 2, freeze=4).train()
     maps = torch.randn(2, 120, 17, 17)  # the trunk's output (block 4) at 260 px

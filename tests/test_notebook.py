@@ -19,7 +19,7 @@ nbclient = pytest.importorskip("nbclient")
 for _module in ("ipykernel", "umap", "plotly", "matplotlib"):
     pytest.importorskip(_module, reason=f"the notebook extra is not installed ({_module} missing)")
 
-from embed.demo_data import make_demo_dataset  # noqa: E402
+from devtools.demo_data import make_demo_dataset  # noqa: E402
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebook" / "vinted_tagger.ipynb"
 TIMEOUT_PER_CELL_S = 300

@@ -19,7 +19,7 @@ from classifiers.predict import Tagger, decision_agreement, predict_cache
 from classifiers.train import train
 from embed import runtime
 from embed.cache import CacheWriter, read_cache, read_manifest
-from embed.demo_data import make_demo_dataset
+from devtools.demo_data import make_demo_dataset
 from embed.encoders import PREFERENCE, VARIANTS, PrecisionMismatch, check_same_decisions, get_encoder
 from embed.pipeline import embed_sources
 from embed.quantize import calibrate, calibration_sample

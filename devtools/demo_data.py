@@ -13,7 +13,7 @@ assignment files:
 
 The same seed gives byte-identical files. Usage:
 
-    python -m embed.demo_data OUT_DIR [--train N] [--test N] [--seed S]
+    python -m devtools.demo_data OUT_DIR [--train N] [--test N] [--seed S]
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image, ImageDraw
 
+from classifiers.labels import DEFAULT_TAGS
 from vinted_tagger.files import atomic_path, write_bytes, write_parquet
 
 # Label counts of the real assignment data; only their ratios are used.
@@ -45,9 +46,9 @@ CATEGORY_COUNTS = {
     "TANK_TOPS": 624,
 }
 CATEGORIES = tuple(CATEGORY_COUNTS)
-TAGS = ("polka dot", "floral", "checker")
+TAGS = DEFAULT_TAGS
 NO_TAG = ""
-TAG_COUNTS = {NO_TAG: 952, "polka dot": 936, "floral": 850, "checker": 809}
+TAG_COUNTS = {NO_TAG: 952, **dict(zip(TAGS, (936, 850, 809)))}  # polka dot, floral, checker
 
 COLORS = {
     "BLACK": (32, 32, 36),

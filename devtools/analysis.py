@@ -13,15 +13,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from classifiers.labels import DEFAULT_TAGS
+from classifiers.metrics import precision_recall_f1, top_k
 from embed.encoders import LITE2_PARTS, part_slices
-
-TAGS = ("polka dot", "floral", "checker")
 
 
 # ----------------------------------------------------------------------------------------------- labels
 def tag_columns(frame: pd.DataFrame) -> list[str]:
     """The assignment's tag columns present in ``frame``, in their usual order."""
-    return [t for t in TAGS if t in frame.columns]
+    return [t for t in DEFAULT_TAGS if t in frame.columns]
 
 
 def category_balance(frame: pd.DataFrame, column: str = "cc3") -> pd.DataFrame:
@@ -253,12 +253,6 @@ def knn_cv_accuracy(vectors: np.ndarray, y: Sequence, groups: Sequence | None = 
 
 
 # -------------------------------------------------------------------------------------------- scores
-def topk_accuracy(proba: np.ndarray, y_index: np.ndarray, k: int) -> float:
-    """Share of rows whose true class index is among the ``k`` highest probabilities."""
-    top = np.argsort(-proba, axis=1)[:, :k]
-    return float((top == np.asarray(y_index)[:, None]).any(axis=1).mean())
-
-
 def reliability_table(proba: np.ndarray, y_index: np.ndarray, bins: int = 10) -> pd.DataFrame:
     """Reliability diagram data for the top-1 prediction: per confidence bin, mean confidence, accuracy
     and count. Empty bins are dropped."""
@@ -281,7 +275,8 @@ def expected_calibration_error(proba: np.ndarray, y_index: np.ndarray, bins: int
 
 
 def threshold_curve(y: np.ndarray, scores: np.ndarray, thresholds: np.ndarray | None = None) -> pd.DataFrame:
-    """Precision, recall and F1 of ``scores >= t`` for each threshold t (default 0.01 ... 0.99)."""
+    """Precision, recall and F1 of ``scores >= t`` for each threshold t (default 0.01 ... 0.99); NaN where
+    undefined (e.g. precision above the highest score: nothing predicted)."""
     y = np.asarray(y).astype(bool)
     scores = np.asarray(scores, dtype=float)
     thresholds = np.round(np.arange(0.01, 1.0, 0.01), 2) if thresholds is None else np.asarray(thresholds)
@@ -289,10 +284,7 @@ def threshold_curve(y: np.ndarray, scores: np.ndarray, thresholds: np.ndarray | 
     tp = (predicted & y).sum(axis=1)
     fp = (predicted & ~y).sum(axis=1)
     fn = (~predicted & y).sum(axis=1)
-    precision = np.divide(tp, tp + fp, out=np.ones(len(tp)), where=(tp + fp) > 0)
-    recall = np.divide(tp, tp + fn, out=np.zeros(len(tp)), where=(tp + fn) > 0)
-    f1 = np.divide(2 * tp, 2 * tp + fp + fn, out=np.zeros(len(tp)), where=(2 * tp + fp + fn) > 0)
-    return pd.DataFrame({"threshold": thresholds, "precision": precision, "recall": recall, "f1": f1})
+    return pd.DataFrame({"threshold": thresholds, **precision_recall_f1(tp, fp, fn)})
 
 
 def confused_pairs(y_true: Sequence[str], y_pred: Sequence[str], top: int = 10) -> pd.DataFrame:
@@ -312,7 +304,7 @@ def worst_category_mistakes(uuids: Sequence[str], proba: np.ndarray, classes: Se
     proba = np.asarray(proba)
     index = {c: i for i, c in enumerate(classes)}
     truth = np.array([index.get(c, -1) for c in y_true])
-    order = np.argsort(-proba, axis=1)
+    order = top_k(proba, 2)
     rows = np.arange(len(proba))
     p_true = np.where(truth >= 0, proba[rows, np.maximum(truth, 0)], np.nan)
     frame = pd.DataFrame({
@@ -375,7 +367,7 @@ def combined_labels(files: dict) -> pd.DataFrame:
     frame = pd.concat(parts, ignore_index=True)
     if "source" not in frame:
         frame["source"] = "all images"
-    for tag in TAGS:
+    for tag in DEFAULT_TAGS:
         if tag in frame:
             frame[tag] = pd.to_numeric(frame[tag], errors="coerce").astype(float)
     return frame

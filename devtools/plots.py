@@ -1,6 +1,6 @@
 """Display helpers of the notebook (figures, tables, cached comparisons, timings). The product never imports this.
 
-The analysis itself lives in the product packages (``classifiers.analysis``, ``classifiers.evaluate``, ...);
+The analysis itself lives in ``devtools.analysis`` and the product packages (``classifiers.evaluate``, ...);
 this module only draws, formats and stores what the notebook shows, so that its cells stay short.
 """
 
@@ -41,10 +41,10 @@ def show_jpeg(fig, quality: int = 80) -> None:
 
 def grid(images, uuids, captions=None, ncols=8, size=1.6, title=None, row_labels=None) -> None:
     """Thumbnails by uuid (None leaves a cell empty) from an image source, in rows of ``ncols``."""
-    from embed import inspect
+    from devtools import image_stats
 
     uuids = list(uuids)
-    thumbs = inspect.thumbnails(images, [u for u in uuids if u], 160)
+    thumbs = image_stats.thumbnails(images, [u for u in uuids if u], 160)
     nrows = max(1, -(-len(uuids) // ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * size * 1.3), squeeze=False)
     for ax in axes.flat:
@@ -169,10 +169,10 @@ def head_comparison(X_cat, y_cat, g_cat, tag_data: dict) -> list[dict]:
 
 def ablation(variants: dict, fresh, cache, train_file, test_labels, tags) -> pd.DataFrame:
     """Heads retrained on subsets of the embedding's parts (same code, folds and head kind)."""
-    from classifiers import analysis
     from classifiers.evaluate import evaluate
     from classifiers.predict import Tagger
     from classifiers.train import train
+    from devtools import analysis
 
     out = []
     for name, parts in variants.items():

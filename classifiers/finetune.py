@@ -1,6 +1,6 @@
 """Adapt EfficientNet-Lite2 to the clothing photos once, multi-task, then freeze it as an encoder of the table.
 
-    python -m embed.finetune --data data.parquet --images images.zip --out DIR [--freeze 5] [--epochs 8]
+    python -m classifiers.finetune --data data.parquet --images images.zip --out DIR [--freeze 5] [--epochs 8]
 
 One network, two kinds of heads on its pooled 1280-d features: a softmax over the categories and one
 sigmoid per tag column. The two sources of the stand-in data each label one task, so every loss is masked
@@ -39,6 +39,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from classifiers.metrics import best_f1_threshold, mean_defined, top_k_accuracy
 from embed.encoders import ENCODERS
 from embed.export import Normalise, lite_classifier
 from embed.images import ImageError, load_pixels
@@ -341,8 +342,6 @@ def predict(model: MultiTaskNet, maps: torch.Tensor, y_cat: np.ndarray, y_tag: n
 
 def scores(pred: dict, tags: list[str]) -> dict:
     """Top-1, top-2 and each tag's best F1 (the heads tune their threshold the same way) on known labels."""
-    from classifiers.heads import best_f1_threshold, top_k_accuracy
-
     known = pred["y_cat"] >= 0
     result = {"loss": pred["loss"]}
     if known.any():
@@ -355,7 +354,7 @@ def scores(pred: dict, tags: list[str]) -> dict:
         if ok.any() and 0 < y[ok].sum() < ok.sum():
             f1[tag] = best_f1_threshold(y[ok].astype(int), pred["tag"][ok, j])["f1"]
     result["tag_f1"] = f1
-    result["tag_f1_macro"] = float(np.mean(list(f1.values()))) if f1 else float("nan")
+    result["tag_f1_macro"] = mean_defined(f1.values())
     return result
 
 
