@@ -98,7 +98,7 @@ finetune: setup
 	$(BIN)/python bench/finetune_bench.py --runs $(FINETUNE_RUNS)  # its caches run ONNX Runtime fp32, the reference
 
 serve: setup
-	$(BIN)/classify serve
+	$(BIN)/vinted-serve
 
 clean:
 	rm -rf $(DEMO_DATA) $(DEMO_OUT) .pytest_cache

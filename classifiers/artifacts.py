@@ -18,6 +18,7 @@ The same model gives byte-identical files.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import io
 import json
 import os
@@ -34,8 +35,10 @@ from classifiers.model_schema import ModelError, check_heads, parse_document
 from classifiers.scorers import CategoryScorer, LightGBMScores, LinearScores, TagScorer
 from embed.output import check_folder
 from vinted_tagger.files import file_sha256, write_bytes
+# The packaged default model, and $VINTED_TAGGER_MODEL else it (re-exported: what classify and the service use).
+from vinted_tagger.settings import DEFAULT_MODEL_DIR
+from vinted_tagger.settings import model_dir as default_model_dir
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "artifacts" / "model"
 MODEL_FILE = "model.json"
 TRAINING_FILE = "training.json"
 FIXED_DATE = (1980, 1, 1, 0, 0, 0)  # zip entries get this date so that the same arrays give the same bytes
@@ -119,6 +122,12 @@ def _exchange(a: Path, b: Path) -> bool:
         return False
     at_fdcwd, rename_exchange = -100, 2
     return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def model_id(model_dir: str | Path) -> str:
+    """A short id of a saved model: the hash of its model.json, which names the training data (fingerprint),
+    the encoder, the head choices and the thresholds. Clients of the service can tell which model answered."""
+    return hashlib.sha256((Path(model_dir) / MODEL_FILE).read_bytes()).hexdigest()[:12]
 
 
 def load_model(model_dir: str | Path = DEFAULT_MODEL_DIR) -> TaggerModel:

@@ -4,11 +4,11 @@
     classify predict [--model MODEL_DIR] (--cache CACHE | --images SOURCE...) [--ids test.parquet]
                      --out predictions.parquet [--with-scores]
     classify evaluate --predictions predictions.parquet --labels labels.parquet [--tags T...] [--json]
-    classify serve [--model MODEL_DIR] [--host 127.0.0.1] [--port 8000]
 
 Mistakes a user can make (a missing file, a cache from another encoder, an unknown head, an output that cannot
 be written, a bad model folder) print one line on stderr and exit with status 2; outputs are checked before
-any long work. A new sub-command is one entry in ``COMMANDS``: (add its arguments, run it).
+any long work. A new sub-command is one entry in ``COMMANDS``: (add its arguments, run it). Serving over HTTP
+is ``vinted-serve`` (service/).
 """
 
 from __future__ import annotations
@@ -94,7 +94,8 @@ def summary_lines(model) -> list[str]:
 
 
 def add_predict(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=str(DEFAULT_MODEL_DIR), help="model folder (default: %(default)s)")
+    parser.add_argument("--model", default=None,
+                        help=f"model folder (default: $VINTED_TAGGER_MODEL, else {DEFAULT_MODEL_DIR})")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--cache", help="embedding cache made with the model's encoder")
     source.add_argument("--images", nargs="+", metavar="SOURCE", help="image files, folders or zip archives")
@@ -137,11 +138,11 @@ def predict_images(tagger, sources: list[str], ids: list[str] | None, with_score
     for source in sources:
         if not Path(source).exists():
             raise FileNotFoundError(f"image source {source} does not exist")
+    # The model's own encoder, from its recorded identity (never resolved by name: no torch or open_clip).
+    encoder = tagger.load_encoder(runtime, precision, batches=(pipeline.BATCH_SIZE,))
     with tempfile.TemporaryDirectory(prefix="classify-") as folder:
         cache = Path(folder) / "cache"
-        summary = pipeline.embed_sources(sources, cache, encoder=tagger.encoder_spec["name"], ids=ids,
-                                         progress=sys.stderr.isatty(), runtime=runtime, precision=precision,
-                                         agree_with=tagger.runtime)
+        summary = pipeline.embed_sources(sources, cache, encoder=encoder, ids=ids, progress=sys.stderr.isatty())
         missing = set(summary.missing)  # reported by predict_cache below; here only the images that failed
         failed = [(uuid, reason) for uuid, _, reason in summary.failures if uuid not in missing]
         if failed:
@@ -192,24 +193,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-# --------------------------------------------------------------------------------------------- serve
-
-
-def add_serve(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=str(DEFAULT_MODEL_DIR), help="model folder (default: %(default)s)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
-    parser.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
-
-
-def run_serve(args: argparse.Namespace) -> int:
-    try:
-        from service.app import run  # FastAPI and uvicorn: only serving needs them
-    except ImportError as error:
-        raise ValueError(f"serving needs the serve extra, pip install 'vinted-tagger[serve]' ({error})") from None
-    run(args.model, args.host, args.port)  # validates the model first: a bad one is one line, never "ready"
-    return 0
-
-
 # ------------------------------------------------------------------------------------------------ main
 
 # name -> (help, add arguments, run): a new sub-command is one more entry.
@@ -217,7 +200,6 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "train": ("train the heads on an embedding cache", add_train, run_train),
     "predict": ("predict categories and tags", add_predict, run_predict),
     "evaluate": ("score predictions against labels", add_evaluate, run_evaluate),
-    "serve": ("serve predictions over HTTP (REST; docs at /docs)", add_serve, run_serve),
 }
 
 

@@ -1,16 +1,20 @@
 """Prediction: category top-2 and pattern tags from embeddings, from a cache, or from images.
 
-    tagger = Tagger.load()                       # artifacts/model by default
+    tagger = Tagger.load()                       # the default model (vinted_tagger's model folder)
     tagger.predict_vectors(vectors)              # DataFrame: category1, category2, <tags...>
     tagger.predict_images([jpeg_bytes, ...])     # list of dicts (or {"error": ...} for a failed image)
     predict_cache(tagger, "CACHE", ids)          # (DataFrame with uuid first, uuids without embedding)
     predict_cache_to(tagger, "CACHE", "out.parquet", ids)  # the same, streamed part by part into row groups
 
-Only numpy is needed for logistic heads (plus lightgbm for LightGBM heads, onnxruntime for images).
+``Tagger`` is THE model object of prediction, for ``classify predict`` and for the service alike: the heads,
+the model's own image encoder, the identity checks between them, and the decisions. Only numpy is needed for
+logistic heads (plus lightgbm for LightGBM heads, onnxruntime or openvino for images); never torch.
 """
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +23,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from classifiers.artifacts import DEFAULT_MODEL_DIR, load_model
+from classifiers.artifacts import default_model_dir, load_model, model_id
 from classifiers.metrics import top_k
 from classifiers.model import TaggerModel
 from embed.cache import cache_runtimes, check_same_encoder, iter_batches, read_manifest, vectors_of
@@ -28,16 +32,28 @@ from vinted_tagger.files import atomic_path
 
 
 class Tagger:
-    """A trained model ready to predict; the image encoder is loaded on first use of ``predict_images``."""
+    """A trained model ready to predict. Its image encoder is loaded once (``load_encoder``, or on first use
+    of ``predict_images``) from the ONNX file its recorded encoder identity names, as one or more runtime
+    sessions: each caller borrows a session of its own, since concurrent calls on one session share its
+    intra-op thread pool and slow each other down, while separate sessions run side by side."""
 
-    def __init__(self, model: TaggerModel):
+    def __init__(self, model: TaggerModel, model_dir: str | Path | None = None):
         self.model = model
-        self._encoder = None
+        self.model_dir = None if model_dir is None else Path(model_dir)
+        self.sessions = 0  # encoder sessions loaded
+        self._encoders: list = []
+        self._free: queue.SimpleQueue = queue.SimpleQueue()
         self._encoder_lock = threading.Lock()
 
     @classmethod
-    def load(cls, model_dir: str | Path = DEFAULT_MODEL_DIR) -> Tagger:
-        return cls(load_model(model_dir))
+    def load(cls, model_dir: str | Path | None = None) -> Tagger:
+        folder = default_model_dir() if model_dir is None else Path(model_dir)
+        return cls(load_model(folder), folder)
+
+    @property
+    def model_id(self) -> str | None:
+        """The short id of the model folder this tagger was loaded from (None for a model in memory)."""
+        return None if self.model_dir is None else model_id(self.model_dir)
 
     @property
     def classes(self) -> list[str]:
@@ -77,7 +93,8 @@ class Tagger:
 
     def predict_images(self, images: Sequence[bytes | object]) -> list[dict]:
         """One dict per image; an image that cannot be read gives {"error": reason}, never a guess."""
-        vectors, errors = self.encoder().embed_images(list(images))
+        with self._session() as encoder:
+            vectors, errors = encoder.embed_images(list(images))
         ok = [i for i, error in enumerate(errors) if error is None and np.isfinite(vectors[i]).all()]
         results: list[dict] = [{"error": errors[i] or "the encoder returned no embedding"} for i in range(len(images))]
         if ok:
@@ -98,16 +115,80 @@ class Tagger:
                             "present": bool(tags[j] >= thresholds[j])} for j, name in enumerate(self.tags)},
         }
 
-    def encoder(self):
-        """The model's own image encoder (embed.runtime.Encoder), loaded once."""
-        with self._encoder_lock:
-            if self._encoder is None:
-                from embed.runtime import Encoder  # onnxruntime: only image prediction pays for it
+    # --- the image encoder -----------------------------------------------------------------------------
 
-                encoder = Encoder.load(self.encoder_spec, agree_with=self.runtime)
-                check_same_encoder(self.encoder_spec, encoder.spec.to_dict(), "the image encoder")
-                self._encoder = encoder
-        return self._encoder
+    def load_encoder(self, runtime: str = "auto", precision: str = "auto", sessions: int = 1,
+                     threads: int | None = None, batches: tuple[int, ...] = (1, 16)):
+        """The model's image encoder (embed.runtime.Encoder), loaded once: ``sessions`` sessions of the variant
+        ``runtime``/``precision`` name (auto: the fastest that keeps the heads' decisions), compiled for the
+        batch sizes ``batches``. Loaded from the exported ONNX file the model's recorded encoder identity names,
+        never by the encoder's name and never exported here: no torch, timm or open_clip import. Later calls
+        return the loaded encoder whatever their options."""
+        from embed.runtime import Encoder  # onnxruntime: only image prediction pays for it
+
+        with self._encoder_lock:
+            if not self._encoders:
+                first = self._load_session(Encoder, runtime, precision, threads, batches)
+                check_same_encoder(self.encoder_spec, first.spec.to_dict(), "the image encoder")
+                self._encoders = [first]
+                for _ in range(sessions - 1):  # exactly what the first one chose (no second fallback message)
+                    self._encoders.append(self._load_session(Encoder, first.variant.runtime, first.variant.precision,
+                                                             threads, batches))
+                for encoder in self._encoders:
+                    self._free.put(encoder)
+                self.sessions = len(self._encoders)
+        return self._encoders[0]
+
+    def _load_session(self, encoder_class, runtime: str, precision: str, threads: int | None, batches):
+        return encoder_class.load(self.encoder_spec, threads, runtime=runtime, precision=precision, batches=batches,
+                                  agree_with=self.runtime, export=False)
+
+    def check_encoder(self) -> None:
+        """Raise now if the model's encoder is not built here (or its file is damaged), without loading it."""
+        from embed.encoders import EncoderSpec
+        from embed.runtime import ensure_onnx
+
+        ensure_onnx(EncoderSpec.from_dict(self.encoder_spec), export=False)
+
+    def encoder(self):
+        """The model's image encoder (for its spec, variant and decoding), loaded with defaults if not yet."""
+        return self._encoders[0] if self._encoders else self.load_encoder()
+
+    def pixels(self, image: bytes) -> np.ndarray:
+        """One encoded image -> the encoder's input; raises embed.images.ImageError."""
+        return self.encoder().pixels(image)
+
+    def score_pixels(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 (n, S, S, 3) -> (category probabilities, tag scores) as float64, on a session of its own."""
+        with self._session() as encoder:
+            vectors = encoder.encode(pixels)
+        proba, tags = self.scores(vectors)
+        return np.asarray(proba, np.float64), np.asarray(tags, np.float64)
+
+    @contextlib.contextmanager
+    def _session(self):
+        """An encoder session to use alone (the encoder loaded with defaults if not yet); waits only when there
+        are more callers than sessions."""
+        self.encoder()
+        encoder = self._free.get()
+        try:
+            yield encoder
+        finally:
+            self._free.put(encoder)
+
+    def warm(self) -> None:
+        """Every compiled shape of every session once, and the heads: buffers are allocated now, not on the
+        first request."""
+        self.encoder()
+        size = self._encoders[0].spec.input_size
+        borrowed = [self._free.get() for _ in range(self.sessions)]
+        try:
+            for encoder in borrowed:
+                encoder.warm()
+                self.scores(encoder.encode(np.zeros((1, size, size, 3), np.uint8)))
+        finally:
+            for encoder in borrowed:
+                self._free.put(encoder)
 
 
 def top_two(proba: np.ndarray) -> np.ndarray:

@@ -15,13 +15,13 @@ from pathlib import Path
 
 from vinted_tagger.errors import UserError
 from vinted_tagger.files import file_sha256
+from vinted_tagger.settings import PACKAGE_DATA  # holds artifacts/: relative weight paths are relative to it
 
 OPEN_CLIP_PREFIX = "open_clip:"
 RESIZE_RULES = ("shorter-crop",)
 # ``efficientnet-lite2:<weights.safetensors>``: the table's Lite2 with other (fine-tuned) weights, same
 # preprocessing and embedding parts (embed.finetune writes such files).
 LITE2_WEIGHTS_PREFIX = "efficientnet-lite2:"
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -149,9 +149,10 @@ def lite2_weights_spec(name: str) -> EncoderSpec:
 
 
 def weight_path(spec: EncoderSpec) -> Path:
-    """The weight file of a spec whose ``weights`` is a file path (absolute, or relative to the repository)."""
+    """The weight file of a spec whose ``weights`` is a file path: absolute, or relative to the package data
+    (``artifacts/encoders/...``: in a checkout and in an installed package alike)."""
     path = Path(spec.weights).expanduser()
-    return path if path.is_absolute() else REPO_ROOT / path
+    return path if path.is_absolute() else (PACKAGE_DATA / path).resolve()
 
 
 def parse_open_clip_name(name: str) -> tuple[str, str]:

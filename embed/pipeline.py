@@ -23,6 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from embed.cache import MANIFEST, CacheWriter, read_manifest, write_failures
+from embed.encoders import check_same_decisions
 from embed.images import ImageError, load_pixels
 from embed.output import OutputError, check_folder, describe
 from embed.runtime import Encoder, versions
@@ -83,14 +84,15 @@ def decoded(refs: list[ImageRef], size: int, workers: int, ahead: int,
 
 
 ENGINES = ("local", "ray")
+BATCH_SIZE = 16  # images per encoder call (a static shape)
 
 
 def embed_sources(
     sources: list[str | Path],
     out: str | Path,
-    encoder: str = "efficientnet-lite2",
+    encoder: str | Encoder = "efficientnet-lite2",
     ids: Iterable[str] | None = None,
-    batch_size: int = 16,
+    batch_size: int = BATCH_SIZE,
     progress: bool = True,
     threads: int | None = None,
     runtime: str = "auto",
@@ -103,9 +105,11 @@ def embed_sources(
 ) -> EmbedSummary:
     """Embed every image of ``sources`` (restricted to ``ids``) that ``out`` does not hold yet.
 
-    ``runtime``/``precision`` name a variant of ``embed.encoders.VARIANTS`` or ``auto`` (the fastest this
-    machine runs that keeps the decisions of the rows already in ``out``, or of ``agree_with``: the runtime
-    record of the heads that will read a new cache). ``engine`` "local" runs the loop below in this process;
+    ``encoder`` is a name from the encoder table, or an Encoder already loaded (a model's own: then
+    ``threads``, ``runtime``, ``precision`` and ``decoder`` are its own). ``runtime``/``precision`` name a
+    variant of ``embed.encoders.VARIANTS`` or ``auto`` (the fastest this machine runs that keeps the
+    decisions of the rows already in ``out``, or of ``agree_with``: the runtime record of the heads that will
+    read a new cache). ``engine`` "local" runs the loop below in this process;
     "ray" runs decode + encode on a Ray cluster (embed/ray_engine.py; ``address`` and ``workers`` are its
     options). Both write the same cache.
     """
@@ -117,7 +121,12 @@ def embed_sources(
     if (Path(out) / MANIFEST).exists():
         agree_with = read_manifest(Path(out)).get("runtime", {})
     # Static shapes: the batch size only; the short last batch is padded.
-    model = Encoder.load(encoder, threads, runtime, precision, (batch_size,), agree_with, decoder)
+    if isinstance(encoder, Encoder):
+        model = encoder
+        if agree_with is not None:
+            check_same_decisions(agree_with, model.record, f"cache {out}")
+    else:
+        model = Encoder.load(encoder, threads, runtime, precision, (batch_size,), agree_with, decoder)
     writer = CacheWriter(out, model.spec, versions(), runtime=model.record)
     try:
         refs, missing = select(listed, ids)

@@ -53,11 +53,16 @@ def versions() -> dict:
     return found
 
 
-def ensure_onnx(spec: EncoderSpec) -> tuple[Path, EncoderSpec]:
-    """Path of the encoder's ONNX file (exported now if missing) and the spec with its checksum."""
+def ensure_onnx(spec: EncoderSpec, export: bool = True) -> tuple[Path, EncoderSpec]:
+    """Path of the encoder's ONNX file and the spec with its checksum. A missing file is exported now, or
+    with ``export=False`` (prediction and serving, which never import the PyTorch side) is an error."""
     folder = encoder_dir(spec)
     model, spec_file = folder / "model.onnx", folder / "spec.json"
     if not (model.exists() and spec_file.exists()):
+        if not export:
+            raise FileNotFoundError(
+                f"the ONNX file of encoder {spec.name!r} is not built here ({model} is missing); build it once "
+                f"with `embed --export-only --encoder {spec.name}` (needs the [export] extra)")
         _export(spec, folder)
     recorded = json.loads(spec_file.read_text())
     if file_sha256(model) != recorded["onnx_sha256"]:
@@ -284,12 +289,14 @@ class Encoder:
     @classmethod
     def load(cls, spec: EncoderSpec | dict | str, threads: int | None = None, runtime: str = "auto",
              precision: str = "auto", batches: tuple[int, ...] = (1, 16), agree_with: dict | None = None,
-             decoder: str | None = None) -> Encoder:
+             decoder: str | None = None, export: bool = True) -> Encoder:
+        """The encoder of ``spec`` (a spec, its recorded dict, or a name from the table); ``export=False``
+        never builds a missing ONNX file, so never imports torch."""
         if isinstance(spec, str):
             spec = get_encoder(spec)
         elif isinstance(spec, dict):
             spec = EncoderSpec.from_dict(spec)
-        path, resolved = ensure_onnx(spec)
+        path, resolved = ensure_onnx(spec, export)
         if spec.sha256 and resolved.sha256 != spec.sha256:
             raise EncoderError(f"{path} was exported from other weights than {spec.name} asks for")
         resolved = dataclasses.replace(resolved, name=spec.name)

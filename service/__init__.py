@@ -1,4 +1,4 @@
-"""REST service for vinted-tagger: ``create_app`` builds the FastAPI app, ``run`` serves it (``classify serve``)."""
+"""REST service for vinted-tagger: ``create_app`` builds the FastAPI app, ``run`` serves it (``vinted-serve``)."""
 
 from service.app import create_app, run
 from service.settings import Settings

@@ -1,4 +1,7 @@
-"""The REST service: FastAPI routes, startup (load and warm the model once) and ``run`` for ``classify serve``.
+"""The REST service: FastAPI routes, startup (load and warm the model once) and ``run`` (``vinted-serve``).
+
+The model is classifiers.predict.Tagger, the same object `classify predict` uses; this module adds only what
+HTTP needs: uploads, micro-batching, response schemas, warm-up, readiness.
 
     POST /v1/predict   images -> category top-2 and top-k probabilities, tag scores/thresholds/decisions
     GET  /v1/model     encoder, classes, tags, thresholds, training fingerprint
@@ -21,6 +24,7 @@ from pathlib import Path
 from fastapi import APIRouter, FastAPI, Query, Request, Response
 from fastapi_offline import FastAPIOffline
 
+from classifiers.artifacts import default_model_dir
 from embed.images import ImageError
 from service.batcher import Batcher
 from service.errors import ApiError, image_error, install_handlers
@@ -35,11 +39,12 @@ from service.schemas import (
     PredictResponse,
     Readiness,
     Stats,
+    image_prediction,
+    model_info_of,
 )
 from service.settings import Settings
 from service.uploads import Upload, decode_work, read_uploads
 from vinted_tagger import __version__
-from vinted_tagger.settings import Paths
 
 log = logging.getLogger("service")
 router = APIRouter()
@@ -65,12 +70,6 @@ PREDICT_BODY = {
 }
 
 
-def default_model_dir() -> Path:
-    from classifiers.artifacts import DEFAULT_MODEL_DIR
-
-    return Paths().model or DEFAULT_MODEL_DIR  # $VINTED_TAGGER_MODEL
-
-
 def create_app(model_dir: str | Path | None = None, settings: Settings | None = None) -> FastAPI:
     # FastAPIOffline: /docs and /redoc load Swagger UI and ReDoc from the package, not from a CDN.
     app = FastAPIOffline(
@@ -82,7 +81,7 @@ def create_app(model_dir: str | Path | None = None, settings: Settings | None = 
     )
     app.state.settings = settings or Settings.from_env()
     app.state.model_dir = Path(model_dir) if model_dir else default_model_dir()
-    app.state.runtime = app.state.batcher = app.state.model_info = None
+    app.state.tagger = app.state.batcher = app.state.model_info = None
     install_handlers(app)
     app.add_middleware(RequestContext)
     app.include_router(router)
@@ -103,43 +102,48 @@ def openapi_with_limits(app: FastAPI) -> dict:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI):
-    from service.model import ModelRuntime  # heavy imports (onnxruntime, heads) only when serving
+    from classifiers.predict import Tagger  # heavy imports (onnxruntime, heads) only when serving
 
     settings: Settings = app.state.settings
-    runtime = await asyncio.to_thread(
-        ModelRuntime.load, app.state.model_dir, settings.encoder_threads, settings.encoder_workers,
-        runtime=settings.runtime, precision=settings.precision, max_batch=settings.max_batch,
-    )
-    await asyncio.to_thread(runtime.warm)
+    tagger = await asyncio.to_thread(Tagger.load, app.state.model_dir)
+    # Static shapes: one image, and each micro-batch size up to max_batch, every one unpadded.
+    await asyncio.to_thread(tagger.load_encoder, settings.runtime, settings.precision, settings.encoder_workers,
+                            settings.encoder_threads or None, tuple(range(1, settings.max_batch + 1)))
+    await asyncio.to_thread(tagger.warm)
     batcher = Batcher(
-        runtime.decode,
-        runtime.run_batch,
+        tagger.pixels,
+        functools.partial(score_batch, tagger),
         max_batch=settings.max_batch,
         window_s=settings.batch_window_ms / 1000,
         max_pending=settings.max_pending,
         decode_threads=settings.decode_threads or os.cpu_count() or 1,
         workers=settings.encoder_workers,
-        inspect=functools.partial(decode_work, size=runtime.encoder.spec.input_size,
+        inspect=functools.partial(decode_work, size=tagger.encoder().spec.input_size,
                                   limits=settings.decode_limits),
         heavy_work=settings.heavy_decode_work,
         heavy_decodes=settings.heavy_decodes,
         max_heavy_pending=settings.max_heavy_pending,
     )
     batcher.start()
-    app.state.runtime, app.state.batcher, app.state.model_info = runtime, batcher, runtime.info()
-    log.info("model %s ready from %s", runtime.model_id, app.state.model_dir)
+    app.state.tagger, app.state.batcher, app.state.model_info = tagger, batcher, model_info_of(tagger)
+    log.info("model %s ready from %s", tagger.model_id, app.state.model_dir)
     try:
         yield
     finally:
-        app.state.runtime = None  # /readyz answers 503 while draining
+        app.state.tagger = None  # /readyz answers 503 while draining
         await batcher.stop()
 
 
-def ready_runtime(request: Request):
-    runtime = request.app.state.runtime
-    if runtime is None:
+def score_batch(tagger, pixels):
+    """uint8 (n, S, S, 3) -> per image (category probabilities, tag scores). Runs in a worker thread."""
+    return list(zip(*tagger.score_pixels(pixels)))
+
+
+def ready_tagger(request: Request):
+    tagger = request.app.state.tagger
+    if tagger is None:
         raise ApiError(503, "not_ready", "the model is not loaded yet", {"Retry-After": "1"})
-    return runtime
+    return tagger
 
 
 @router.get("/healthz", response_model=Health, tags=["health"])
@@ -154,18 +158,18 @@ async def healthz_head() -> Response:
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": ErrorResponse}}, tags=["health"])
 async def readyz(request: Request) -> Readiness:
-    return Readiness(status="ready", model_id=ready_runtime(request).model_id)
+    return Readiness(status="ready", model_id=ready_tagger(request).model_id)
 
 
 @router.get("/v1/model", response_model=ModelInfo, responses={503: {"model": ErrorResponse}}, tags=["model"])
 async def model_info(request: Request) -> ModelInfo:
-    ready_runtime(request)
+    ready_tagger(request)
     return request.app.state.model_info
 
 
 @router.get("/v1/stats", response_model=Stats, responses={503: {"model": ErrorResponse}}, tags=["model"])
 async def stats(request: Request) -> Stats:
-    ready_runtime(request)
+    ready_tagger(request)
     batcher = request.app.state.batcher
     mean = batcher.batched_images / batcher.batches if batcher.batches else 0.0
     return Stats(batches=batcher.batches, images=batcher.batched_images, mean_batch=mean, pending=batcher.pending)
@@ -183,10 +187,10 @@ async def predict(
     With several images, a bad one gets its own ``status: "error"`` entry and the others are answered;
     a request with a single image answers that image's error as the HTTP status (400/413/422).
     """
-    runtime = ready_runtime(request)
+    tagger = ready_tagger(request)
     uploads = await read_uploads(request, request.app.state.settings)
     request.state.images = len(uploads)
-    k = min(k, len(runtime.classes))
+    k = min(k, len(tagger.classes))
     batcher: Batcher = request.app.state.batcher
     # Every image's decode cost from its header, then the request is admitted whole or refused whole (503).
     costs = await batcher.costs([u.data for u in uploads if u.error is None])
@@ -197,7 +201,7 @@ async def predict(
             results = [await predict_one(request, *jobs[0], 0, k)]
         else:
             results = await asyncio.gather(*(predict_item(request, u, c, i, k) for i, (u, c) in enumerate(jobs)))
-    return PredictResponse(model_id=runtime.model_id, results=results)
+    return PredictResponse(model_id=tagger.model_id, results=results)
 
 
 async def predict_one(request: Request, upload: Upload, cost, index: int, k: int):
@@ -209,7 +213,7 @@ async def predict_one(request: Request, upload: Upload, cost, index: int, k: int
         row = await request.app.state.batcher.run_image(upload.data, cost)
     except ImageError as error:
         raise image_error(error) from None
-    return request.app.state.runtime.prediction(row, k, index, upload.filename)
+    return image_prediction(request.app.state.tagger.describe(*row), k, index, upload.filename)
 
 
 async def predict_item(request: Request, upload: Upload, cost, index: int, k: int):
@@ -240,16 +244,15 @@ def run(
     settings: Settings | None = None,
     log_level: str = "info",
 ) -> None:
-    """Serve until interrupted (``classify serve``)."""
+    """Serve until interrupted (``vinted-serve``, ``python -m service``)."""
     import uvicorn
 
-    from classifiers.artifacts import load_model
-    from embed.encoders import EncoderSpec
-    from embed.runtime import ensure_onnx
+    from classifiers.predict import Tagger
 
     model_dir = Path(model_dir) if model_dir else default_model_dir()
-    model = load_model(model_dir)  # a missing or bad model is one clear line here, never a service that turns ready
-    ensure_onnx(EncoderSpec.from_dict(model.encoder))  # so is an encoder not exported here (or damaged)
+    # A missing or bad model, or an encoder not built here, is one clear line now, never a service that
+    # fails on startup.
+    Tagger.load(model_dir).check_encoder()
     settings = settings or Settings.from_env()
     configure_logging(log_level)
     app = create_app(model_dir, settings)

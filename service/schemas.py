@@ -1,4 +1,5 @@
-"""Request and response models: they validate what the service sends and document it in /openapi.json."""
+"""Request and response models: they validate what the service sends and document it in /openapi.json;
+``image_prediction`` and ``model_info_of`` put the model's own answers (classifiers.predict.Tagger) into them."""
 
 from __future__ import annotations
 
@@ -88,3 +89,37 @@ class Stats(BaseModel):
     images: int = Field(description="images encoded since start")
     mean_batch: float
     pending: int = Field(description="images being decoded, queued or encoded now")
+
+
+TRAINING_KEYS = ("head", "seed", "rows", "group_aware_cv", "versions")
+
+
+def image_prediction(described: dict, k: int, index: int, filename: str | None) -> ImagePrediction:
+    """``Tagger.describe``'s answer for one image (the decisions of `classify predict`), its top ``k``."""
+    top = list(described["categories"].items())[:k]
+    return ImagePrediction(
+        index=index,
+        filename=filename,
+        category1=described["category1"],
+        category2=described["category2"],
+        categories=[CategoryScore(category=name, probability=p) for name, p in top],
+        tags={tag: TagDecision(score=d["score"], threshold=d["threshold"], present=int(d["present"]))
+              for tag, d in described["tags"].items()},
+    )
+
+
+def model_info_of(tagger) -> ModelInfo:
+    """The facts of a loaded ``Tagger`` (its encoder loaded): ids, encoder and variant, classes, thresholds."""
+    encoder, training = tagger.encoder(), tagger.model.info
+    spec = encoder.spec
+    return ModelInfo(
+        model_id=tagger.model_id,
+        model_dir=str(tagger.model_dir),
+        encoder=EncoderInfo(name=spec.name, input_size=spec.input_size, dim=spec.dim, weights_sha256=spec.sha256,
+                            runtime=encoder.variant.runtime, precision=encoder.variant.precision),
+        classes=list(tagger.classes),
+        tags=list(tagger.tags),
+        thresholds={tag: float(t) for tag, t in zip(tagger.tags, tagger.model.thresholds())},
+        fingerprint=training.get("data_fingerprint"),
+        training={key: training[key] for key in TRAINING_KEYS if key in training},
+    )

@@ -12,7 +12,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")  # installed beside this interpreter (venv)
@@ -24,8 +23,6 @@ def lint_imports(*args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=300)
 
 
-@pytest.mark.xfail(strict=False, reason="until issue 9c lands: `classify serve` (classifiers.cli) imports "
-                   "service; remove this mark after merging")
 def test_the_import_contracts_hold() -> None:
     result = lint_imports()
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]

@@ -383,9 +383,12 @@ def test_cli_train_predict_evaluate(dataset, tmp_path, capsys) -> None:
 
 
 def test_cli_predict_images_uses_the_model_encoder(dataset, tmp_path, monkeypatch, capsys) -> None:
-    from embed import pipeline
+    from embed import pipeline, runtime
 
-    calls = []
+    calls, loads = [], []
+    fake = FakeEncoder(fake_spec(), dataset["vectors"])
+    monkeypatch.setattr(runtime.Encoder, "load", classmethod(lambda cls, spec, threads=None, **options:
+                                                             loads.append((spec, options)) or fake))
 
     def fake_embed_sources(sources, out, encoder="efficientnet-lite2", ids=None, batch_size=32, progress=True,
                            **options):
@@ -406,7 +409,8 @@ def test_cli_predict_images_uses_the_model_encoder(dataset, tmp_path, monkeypatc
     assert main(["predict", "--model", str(dataset["folder"] / "model"), "--images", str(dataset["folder"]),
                  "--ids", str(ids), "--out", str(out), "--with-scores"]) == 0
     captured = capsys.readouterr()
-    assert calls == ["fake"]
+    assert calls == [fake]  # the tagger's own encoder, loaded from the model's recorded spec, never exported
+    assert [(spec["name"], options["export"]) for spec, options in loads] == [("fake", False)]
     assert "u0250: truncated JPEG" in captured.err and "2 uuid(s) without an embedding" in captured.err
     frame = pd.read_parquet(out)
     assert frame["uuid"].tolist() == ["u0251", "u0245"] and "score_stripes" in frame.columns

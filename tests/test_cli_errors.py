@@ -115,7 +115,7 @@ def test_bad_model_is_one_line(tmp_path, bad_model, command, args) -> None:
 ])
 def test_encoder_not_exported_is_one_line(tmp_path, image, command, args) -> None:
     result = run(tmp_path, command, *args, hide_torch=True)
-    assert_one_line(result, "is not built and PyTorch is not installed", "embed --export-only")
+    assert_one_line(result, "encoder 'efficientnet-lite2' is not built", "embed --export-only")
 
 
 def test_damaged_export_is_one_line(tmp_path, image) -> None:

@@ -227,7 +227,7 @@ def test_parallel_encoder_sessions(service_model: Path, jpegs) -> None:
 
     settings = Settings(encoder_workers=2, max_batch=1)
     with TestClient(create_app(service_model, settings)) as client:
-        assert client.app.state.runtime.sessions == 2
+        assert client.app.state.tagger.sessions == 2
         with ThreadPoolExecutor(6) as pool:
             responses = list(pool.map(lambda i: post_one(client, jpegs[i % 5]), range(12)))
         assert all(r.status_code == 200 for r in responses)
@@ -337,12 +337,12 @@ def test_unknown_route_and_method(client) -> None:
 
 
 def test_unexpected_error_is_a_logged_500_and_the_service_lives_on(client, jpegs, monkeypatch, caplog) -> None:
-    runtime = client.app.state.runtime
+    import service.app
 
     def broken(*args, **kwargs):
         raise RuntimeError("bug in formatting")
 
-    monkeypatch.setattr(runtime, "prediction", broken)
+    monkeypatch.setattr(service.app, "image_prediction", broken)
     with caplog.at_level(logging.ERROR, logger="service"):
         response = client.post("/v1/predict", files=[part("a.jpg", jpegs[0])])
     error_of(response, 500, "internal_error")
@@ -452,3 +452,30 @@ def test_http_answer_equals_classify_predict(server, service_model: Path, pictur
     lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
     logged = [line for line in lines if line.get("request_id") == "subprocess-1"]
     assert logged and logged[0]["status"] == 200 and logged[0]["images"] == 2
+
+
+# --------------------------------------------------------------------------- vinted-serve (python -m service)
+def test_serve_flags_are_the_settings(monkeypatch) -> None:
+    import service.app
+    from service.__main__ import build_parser, main
+
+    flags = {action.dest for action in build_parser()._actions}
+    assert set(Settings.model_fields) <= flags  # every setting is a flag
+    runs = []
+    monkeypatch.setattr(service.app, "run", lambda model, host, port, settings, log_level: runs.append(settings))
+    monkeypatch.setenv("VINTED_TAGGER_MAX_BATCH", "2")
+    monkeypatch.setenv("VINTED_TAGGER_MAX_FILES", "3")
+    assert main(["--max-batch", "4", "--runtime", "onnxruntime"]) == 0
+    assert (runs[0].max_batch, runs[0].max_files, runs[0].runtime) == (4, 3, "onnxruntime")  # flag > env > default
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "no-such-model"], "no model at no-such-model"),
+    (["--max-batch", "0"], "settings out of range"),
+])
+def test_serve_user_errors_are_one_line_exit_2(argv, message, capsys) -> None:
+    from service.__main__ import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

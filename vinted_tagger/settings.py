@@ -1,7 +1,7 @@
 """Every setting read from the environment, with its default: ``VINTED_TAGGER_<NAME>`` variables.
 
     VINTED_TAGGER_HOME    where exported encoders live (default ~/.cache/vinted-tagger)
-    VINTED_TAGGER_MODEL   the model folder the service loads (default: the committed artifacts/model)
+    VINTED_TAGGER_MODEL   the default model folder (default: the packaged artifacts/model)
     VINTED_TAGGER_<FIELD> the service's knobs, one per field of ``ServiceSettings`` (e.g. VINTED_TAGGER_MAX_FILE_MB)
 
 pydantic-settings reads and validates them; an empty or blank variable counts as unset. A bad value is a
@@ -81,7 +81,7 @@ class Paths(_Settings):
     """Where the product finds its files."""
 
     home: Path = Path("~/.cache/vinted-tagger")  # VINTED_TAGGER_HOME: exported encoders, encoders/<slug>/
-    model: Path | None = None  # VINTED_TAGGER_MODEL: the service's model folder (None: the committed one)
+    model: Path | None = None  # VINTED_TAGGER_MODEL: the default model folder (None: the packaged one)
 
     @field_validator("home")
     @classmethod
@@ -92,6 +92,18 @@ class Paths(_Settings):
 def encoder_home() -> Path:
     """$VINTED_TAGGER_HOME, read at each call (tests and workers point it elsewhere)."""
     return Paths().home
+
+
+# The package data: artifacts/ (the committed default model, the fine-tuned encoder weights). In a checkout
+# vinted_tagger/artifacts is a link to the repository's artifacts/, in an installed package (`pip install .`)
+# a copy (pyproject's package-data), so both find them the same way.
+PACKAGE_DATA = Path(__file__).resolve().parent
+DEFAULT_MODEL_DIR = (PACKAGE_DATA / "artifacts" / "model").resolve()
+
+
+def model_dir() -> Path:
+    """The model folder used when none is given: $VINTED_TAGGER_MODEL, else the packaged default model."""
+    return Paths().model or DEFAULT_MODEL_DIR
 
 
 def worker_environment() -> dict[str, str]:
