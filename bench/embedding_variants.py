@@ -4,7 +4,7 @@
 
 Evidence for the layout in `embed.encoders.LITE2_PARTS` and for the tag heads' columns, from the **train
 split only** (group-aware 5-fold CV through the training code, `classifiers.heads`): the test split is
-never read. Eager PyTorch computes every candidate statistic once per image (about 4 min on 2 cores) into
+never read. The product's exporter (eager PyTorch) computes every candidate part once per image (about 4 min on 2 cores) into
 a feature file that later runs reuse; each variant is then a choice of parts, L2-normalised part by part
 and scaled as the exported embedding is. Writes bench/results/embedding_variants.json and prints tables.
 """
@@ -12,6 +12,7 @@ and scaled as the exported embedding is. Writes bench/results/embedding_variants
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -24,12 +25,11 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 from classifiers.heads import CategoryLogReg, TagLogReg  # noqa: E402
 from classifiers.labels import DEFAULT_TAGS  # noqa: E402
-from embed.encoders import get_encoder  # noqa: E402
-from embed.export import Normalise, grid_means, lite_classifier  # noqa: E402
+from embed.encoders import get_encoder, lite2_tap  # noqa: E402
+from embed.export import build_embedder  # noqa: E402
 from embed.images import load_pixels  # noqa: E402
 from embed.runtime import encoder_home  # noqa: E402
 from embed.sources import iter_sources, select  # noqa: E402
@@ -55,26 +55,21 @@ TAG_VARIANTS = [
 ]
 
 
-@torch.inference_mode()
-def statistics(net, normalise, pixels: np.ndarray) -> dict[str, np.ndarray]:
-    """Every candidate part for a batch of uint8 pixels, by name."""
-    x = net.bn1(net.conv_stem(normalise(torch.from_numpy(pixels))))
-    out = {}
-    for block, stage in enumerate(net.blocks):
-        x = stage(x)
-        if block >= 3:
-            out[f"mean{block}"], out[f"std{block}"] = x.mean((2, 3)), x.std((2, 3))
-        if block in (4, 5):
-            out[f"grid{block}x2"] = grid_means(x, 2)
-        if block in (5, 6):
-            out[f"grid{block}"] = grid_means(x, 3)
-    out["head"] = net.bn2(net.conv_head(x)).mean((2, 3))
-    return {name: value.numpy() for name, value in out.items()}
+# Every candidate part, tapped by the product's exporter (embed.export.LiteEmbedder): the bench computes the
+# parts exactly as an exported graph would.
+CANDIDATES = (lite2_tap("head"), *(lite2_tap(stat, block) for block in (3, 4, 5, 6) for stat in ("mean", "std")),
+              lite2_tap("grid", 4, cells=2), lite2_tap("grid", 5, cells=2), lite2_tap("grid", 5), lite2_tap("grid", 6))
+
+
+def candidate_embedder():
+    """The Lite2 network tapped at every candidate part (only its ``features`` are used: the raw parts)."""
+    spec = dataclasses.replace(get_encoder("efficientnet-lite2"), parts=CANDIDATES,
+                               dim=sum(part.width for part in CANDIDATES), pooling="every candidate part")
+    return build_embedder(spec)[0], spec
 
 
 def compute_features(images: Path, uuids: list[str], batch: int = 32) -> dict[str, np.ndarray]:
-    spec = get_encoder("efficientnet-lite2")
-    net, normalise = lite_classifier(spec), Normalise(spec.mean, spec.std)
+    module, spec = candidate_embedder()
     refs, missing = select(iter_sources([images]), uuids)
     if missing:
         raise SystemExit(f"{len(missing)} labelled uuids have no image in {images}")
@@ -82,8 +77,10 @@ def compute_features(images: Path, uuids: list[str], batch: int = 32) -> dict[st
     started = time.perf_counter()
     for start in range(0, len(refs), batch):
         pixels = np.stack([load_pixels(ref.read(), spec.input_size) for ref in refs[start : start + batch]])
-        for name, value in statistics(net, normalise, pixels).items():
-            parts.setdefault(name, []).append(value)
+        with torch.inference_mode():
+            found = module.features(torch.from_numpy(pixels))
+        for name, value in found.items():
+            parts.setdefault(name, []).append(value.numpy())
     print(f"features: {len(refs)} images in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     return {"uuid": np.array([ref.uuid for ref in refs]), **{k: np.concatenate(v) for k, v in parts.items()}}
 

@@ -29,7 +29,8 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from threadpoolctl import threadpool_limits
 
 from classifiers.metrics import best_f1_threshold, log_loss, top_k_accuracy
-from classifiers.scorers import CategoryScorer, LightGBMScores, LinearScores, TagScorer, sigmoid, softmax
+from classifiers.scorers import (CategoryScorer, LightGBMScores, LinearScores, TagScorer, column_index, sigmoid,
+                                 softmax)
 
 HEAD_KINDS = ("logreg", "lightgbm", "auto")
 # Inverse L2 strength on standardised features; CV picks one. On the stand-in data (Lite2 embeddings, 3-4k
@@ -40,6 +41,7 @@ TAG_CS = (0.0003, 0.001, 0.003)
 N_SPLITS = 5
 SEED = 0
 Folds = list[tuple[np.ndarray, np.ndarray]]
+Columns = Sequence[tuple[int, int]]  # [start, stop) ranges of the embedding a head reads
 
 
 def check_head_kind(kind: str) -> str:
@@ -114,6 +116,12 @@ class _Head(BaseEstimator):
     """Shared plumbing: the folds (``cv``: a number of folds or explicit (train, validation) index pairs)."""
 
     kind = ""
+
+    def _keep(self, arguments: dict) -> None:
+        """Store ``__init__``'s arguments unchanged, one attribute each (scikit-learn's contract)."""
+        for name, value in arguments.items():
+            if name not in ("self", "__class__"):
+                setattr(self, name, value)
 
     def _folds(self, y: np.ndarray, groups: np.ndarray | None) -> Folds:
         if isinstance(self.cv, int):
@@ -191,11 +199,7 @@ class CategoryLogReg(_Head):
 
     def __init__(self, Cs: Sequence[float] = CATEGORY_CS, cv: int | Folds = N_SPLITS, seed: int = SEED,
                  max_iter: int = 20, n_jobs: int = 2):
-        self.Cs = Cs
-        self.cv = cv
-        self.seed = seed
-        self.max_iter = max_iter
-        self.n_jobs = n_jobs
+        self._keep(locals())
 
     def fit(self, X: np.ndarray, y: Sequence[str], groups: np.ndarray | None = None) -> CategoryLogReg:
         self.classes_, yi = _category_labels(y)
@@ -254,14 +258,7 @@ class CategoryLightGBM(_Head):
     def __init__(self, n_estimators: int = 200, learning_rate: float = 0.1, num_leaves: int = 15,
                  feature_fraction: float = 0.2, min_child_samples: int = 10, cv: int | Folds = N_SPLITS,
                  seed: int = SEED, n_jobs: int = 1):
-        self.n_estimators = n_estimators
-        self.learning_rate = learning_rate
-        self.num_leaves = num_leaves
-        self.feature_fraction = feature_fraction
-        self.min_child_samples = min_child_samples
-        self.cv = cv
-        self.seed = seed
-        self.n_jobs = n_jobs
+        self._keep(locals())
 
     def fit(self, X: np.ndarray, y: Sequence[str], groups: np.ndarray | None = None) -> CategoryLightGBM:
         self.classes_, yi = _category_labels(y)
@@ -330,23 +327,35 @@ def _lgb_fit(params: dict, X: np.ndarray, y: np.ndarray, rounds: int) -> LightGB
 # ----------------------------------------------------------------------------------------- tag heads
 
 
-class TagLogReg(_Head):
+class _TagHead(_Head):
+    """A tag head reads ``columns`` of the embedding ([start, stop) ranges; None: all of it): ``fit`` and
+    ``predict_proba`` take whole embeddings, and its scorer keeps the columns, so the saved head reads what
+    the fit read."""
+
+    def _inputs(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X)
+        return X if self.columns is None else X[:, column_index(self.columns)]
+
+    def _scorer(self, scores: LinearScores | LightGBMScores) -> TagScorer:
+        columns = None if self.columns is None else tuple((int(a), int(b)) for a, b in self.columns)
+        return TagScorer(self.name, scores, self.threshold_, columns)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return self.scorer_.proba(X)
+
+
+class TagLogReg(_TagHead):
     """Binary logistic regression for one tag: C by OOF F1, threshold maximising OOF F1, refit on all rows."""
 
     kind = "logreg"
 
     def __init__(self, name: str = "tag", Cs: Sequence[float] = TAG_CS, cv: int | Folds = N_SPLITS,
-                 seed: int = SEED, max_iter: int = 100, n_jobs: int = 2):
-        self.name = name
-        self.Cs = Cs
-        self.cv = cv
-        self.seed = seed
-        self.max_iter = max_iter
-        self.n_jobs = n_jobs
+                 seed: int = SEED, max_iter: int = 100, n_jobs: int = 2, columns: Columns | None = None):
+        self._keep(locals())
 
     def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> TagLogReg:
         y = _binary_labels(y, self.name)
-        Xs, mean, scale = _standardise(X)
+        Xs, mean, scale = _standardise(self._inputs(X))
         folds = self._folds(y, groups)
         Cs = sorted(self.Cs)
         paths, full = _fit_paths(lambda rows: _binary_path(Xs[rows], y[rows], Cs, self.max_iter), folds, len(y),
@@ -363,12 +372,8 @@ class TagLogReg(_Head):
         self.threshold_ = per_c[self.C_]["threshold"]
         self.cv_ = {**per_c[self.C_], "C": self.C_, "folds": len(folds), "per_C": {str(C): per_c[C] for C in Cs}}
         coef, intercept = full[Cs.index(self.C_)]
-        scores = LinearScores(mean, scale, coef.astype(np.float32), intercept.astype(np.float32))
-        self.scorer_ = TagScorer(self.name, scores, self.threshold_)
+        self.scorer_ = self._scorer(LinearScores(mean, scale, coef.astype(np.float32), intercept.astype(np.float32)))
         return self
-
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        return self.scorer_.proba(X)
 
 
 def _binary_labels(y: np.ndarray, name: str) -> np.ndarray:
@@ -389,38 +394,27 @@ def _binary_path(X: np.ndarray, y: np.ndarray, Cs: Sequence[float], max_iter: in
     return [(coef, intercept) for _, coef, intercept in _logreg_path(X, y, Cs, max_iter)]
 
 
-class TagLightGBM(_Head):
+class TagLightGBM(_TagHead):
     """Binary LightGBM head for one tag: rounds by early stopping in the folds, threshold by OOF F1."""
 
     kind = "lightgbm"
 
     def __init__(self, name: str = "tag", n_estimators: int = 200, learning_rate: float = 0.1,
                  num_leaves: int = 15, feature_fraction: float = 0.2, min_child_samples: int = 10,
-                 cv: int | Folds = N_SPLITS, seed: int = SEED, n_jobs: int = 1):
-        self.name = name
-        self.n_estimators = n_estimators
-        self.learning_rate = learning_rate
-        self.num_leaves = num_leaves
-        self.feature_fraction = feature_fraction
-        self.min_child_samples = min_child_samples
-        self.cv = cv
-        self.seed = seed
-        self.n_jobs = n_jobs
+                 cv: int | Folds = N_SPLITS, seed: int = SEED, n_jobs: int = 1, columns: Columns | None = None):
+        self._keep(locals())
 
     def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> TagLightGBM:
         y = _binary_labels(y, self.name)
-        X = np.asarray(X, dtype=np.float32)
+        X = np.asarray(self._inputs(X), dtype=np.float32)
         params = _lgb_params(self, {"objective": "binary"})
         folds = self._folds(y, groups)
         raw, self.n_rounds_ = _lgb_oof(params, X, y, folds, self.n_estimators)
         self.oof_ = sigmoid(raw[:, 0])
         self.cv_ = {**best_f1_threshold(y, self.oof_), "rounds": self.n_rounds_, "folds": len(folds)}
         self.threshold_ = self.cv_["threshold"]
-        self.scorer_ = TagScorer(self.name, _lgb_fit(params, X, y, self.n_rounds_), self.threshold_)
+        self.scorer_ = self._scorer(_lgb_fit(params, X, y, self.n_rounds_))
         return self
-
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        return self.scorer_.proba(X)
 
 
 # ------------------------------------------------------------------------------------- choosing heads
@@ -438,13 +432,14 @@ def fit_category_head(kind: str, X: np.ndarray, y: Sequence[str], groups: np.nda
 
 
 def fit_tag_head(kind: str, name: str, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None,
-                 seed: int = SEED, n_jobs: int = 2) -> tuple[_Head, dict]:
-    """Fit one tag's head of ``kind``; ``auto`` fits both kinds on the same folds and keeps the better F1."""
+                 seed: int = SEED, n_jobs: int = 2, columns: Columns | None = None) -> tuple[_Head, dict]:
+    """Fit one tag's head of ``kind`` on ``columns`` of X; ``auto`` fits both kinds on the same folds and keeps
+    the better F1."""
     check_head_kind(kind)
     y = _binary_labels(y, name)
     folds = make_folds(y, groups, N_SPLITS, seed)
-    candidates = {"logreg": TagLogReg(name, cv=folds, seed=seed, n_jobs=n_jobs),
-                  "lightgbm": TagLightGBM(name, cv=folds, seed=seed)}
+    candidates = {"logreg": TagLogReg(name, cv=folds, seed=seed, n_jobs=n_jobs, columns=columns),
+                  "lightgbm": TagLightGBM(name, cv=folds, seed=seed, columns=columns)}
     return _choose(kind, candidates, X, y, groups, tag_key, ("f1", "average_precision"))
 
 

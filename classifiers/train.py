@@ -29,9 +29,9 @@ from classifiers.metrics import best_f1_threshold, log_loss, top_k_accuracy
 from classifiers.model import FORMAT_VERSION, TaggerModel
 from classifiers.scorers import CategoryScorer, TagScorer, column_index
 from embed.cache import Embeddings, read_cache
-from embed.encoders import REFERENCE_VARIANT, part_slices
+from embed.encoders import REFERENCE_VARIANT, role_columns
 
-TEXTURE_PARTS = ("mean", "std")  # name prefixes of the embedding parts the tag heads read
+TAG_ROLES = ("texture",)  # roles (embed.encoders.ROLES) of the embedding parts the tag heads read
 
 
 def train(data: pd.DataFrame | str | Path, cache: Embeddings | str | Path, head: str = "logreg",
@@ -138,50 +138,40 @@ def _train_tag(name, labels, vectors, columns, groups, head, seed, n_jobs) -> tu
     fitted, choice, y = fit_tag(name, labels, vectors, columns, groups, head, seed, n_jobs)
     record = {"rows": len(y), "positives": int(y.sum()), "threshold": fitted.threshold_,
               "features": vectors.shape[1] if columns is None else len(column_index(columns)), **_record(fitted, choice)}
-    return dataclasses.replace(fitted.scorer_, columns=columns), record
+    return fitted.scorer_, record
 
 
 def fit_tag(name, labels, vectors, columns, groups, head="logreg", seed=heads_module.SEED, n_jobs=2) -> tuple:
-    """One tag head on the rows where its label is known and the given columns, as ``train`` fits it.
+    """One tag head on the rows where its label is known, reading the given columns, as ``train`` fits it.
 
-    Returns (fitted head, why this kind, its labels); the head keeps its out-of-fold scores (``oof_``),
-    which its threshold (``threshold_``) was chosen on: what the notebook's threshold curves plot."""
+    Returns (fitted head, why this kind, its labels); the head takes whole embeddings (it selects its
+    columns) and keeps its out-of-fold scores (``oof_``), which its threshold (``threshold_``) was chosen on:
+    what the notebook's threshold curves plot."""
     y = tag_values(labels, name)
     known = ~np.isnan(y)  # unknown is not absent: those rows are left out of this head
-    inputs = vectors[known] if columns is None else vectors[known][:, column_index(columns)]
-    fitted, choice = fit_tag_head(head, name, inputs, y[known], None if groups is None else groups[known], seed, n_jobs)
+    fitted, choice = fit_tag_head(head, name, vectors[known], y[known], None if groups is None else groups[known],
+                                  seed, n_jobs, columns)
     return fitted, choice, y[known]
 
 
 def texture_columns(encoder: dict, dim: int) -> tuple[tuple[int, int], ...] | None:
-    """[start, stop) ranges of the encoder's texture statistics (parts named ``mean<k>`` or ``std<k>``), or
-    None (all columns) when the encoder names no such parts.
+    """[start, stop) ranges of the parts whose role is one of ``TAG_ROLES`` in an encoder record (a cache's or a
+    model's), or None (all columns) when the encoder has no such parts or nothing else.
 
     Tags are texture: a floral print is floral on any garment and wherever it sits. So the tag heads read
-    neither the pooled head (what the object is) nor the grid (where things are). On the stand-in train split
-    that scored higher out of fold (F1 0.799 / 0.821 / 0.786 for polka dot / floral / checker, against
-    0.790 / 0.820 / 0.781 with the head and 0.783 / 0.822 / 0.778 with head and grid; see
-    bench/embedding_variants.py), in a third of the time.
+    neither the pooled head (what the object is) nor the grid (where things are): that scored higher out of
+    fold on the stand-in train split, in a third of the time (bench/embedding_variants.py).
     """
-    slices = part_slices(encoder.get("parts") or ())
-    total = max((part.stop for part in slices.values()), default=0)
+    total = sum(int(width) for _, width in encoder.get("parts") or ())
     if total and total != dim:
         raise ValueError(f"the encoder's parts add up to {total}, the embedding has {dim} columns")
-    ranges: list[list[int]] = []
-    for name, part in slices.items():
-        if name.startswith(TEXTURE_PARTS):
-            if ranges and ranges[-1][1] == part.start:
-                ranges[-1][1] = part.stop  # merge neighbours: fewer, longer ranges
-            else:
-                ranges.append([part.start, part.stop])
-    if not ranges or ranges == [[0, total]]:
-        return None
-    return tuple((a, b) for a, b in ranges)
+    return role_columns(encoder, TAG_ROLES)
 
 
 def _record(fitted, choice: dict) -> dict:
     """CV scores, hyper-parameters and why this kind of head; folds are index arrays, so only their count."""
     params = fitted.get_params()
+    params.pop("columns", None)  # recorded as the tag's columns (model.json tags[].columns) and its "features"
     if not isinstance(params.get("cv"), int):
         params["cv"] = len(params["cv"])
     if "Cs" in params:

@@ -15,7 +15,7 @@ import pandas as pd
 
 from classifiers.labels import DEFAULT_TAGS
 from classifiers.metrics import precision_recall_f1, top_k
-from embed.encoders import LITE2_PARTS, part_slices
+from embed.encoders import part_slices
 
 
 # ----------------------------------------------------------------------------------------------- labels
@@ -132,14 +132,14 @@ def split_overlap(train: pd.DataFrame, test: pd.DataFrame, key: str = "group") -
 
 
 # ------------------------------------------------------------------------------------------- embeddings
-def embedding_parts(layout: Sequence[tuple[str, int]] = LITE2_PARTS) -> dict[str, slice]:
-    """Column slices of the EfficientNet-Lite2 embedding by part name (``head``, ``mean3``, ``grid5``...)."""
-    return part_slices(layout)
+def embedding_parts(encoder: dict) -> dict[str, slice]:
+    """Column slices of an embedding by part name (``head``, ``mean3``, ``grid5``...), from the encoder record
+    of its cache's manifest (``Embeddings.encoder``) or model."""
+    return part_slices(encoder.get("parts") or ())
 
 
-def select_parts(vectors: np.ndarray, names: Iterable[str], parts: dict[str, slice] | None = None) -> np.ndarray:
+def select_parts(vectors: np.ndarray, names: Iterable[str], parts: dict[str, slice]) -> np.ndarray:
     """The chosen parts of each embedding, concatenated and rescaled to unit norm (as the full one is)."""
-    parts = parts or embedding_parts()
     chosen = np.concatenate([vectors[:, parts[n]] for n in names], axis=1)
     return unit_rows(chosen)
 
@@ -409,7 +409,7 @@ def oof_predict(make_head, X: np.ndarray, y: np.ndarray, groups: np.ndarray | No
     return out
 
 
-def sliced_embeddings(embeddings, names: Iterable[str], parts: dict[str, slice] | None = None):
+def sliced_embeddings(embeddings, names: Iterable[str]):
     """A copy of a cache (``embed.cache.Embeddings``) keeping only some embedding parts, rescaled to unit
     norm, with the manifest's dim updated: train on it exactly as on a real cache (for ablations)."""
     import copy
@@ -417,10 +417,11 @@ def sliced_embeddings(embeddings, names: Iterable[str], parts: dict[str, slice] 
     from embed.cache import Embeddings
 
     names = list(names)
+    parts = embedding_parts(embeddings.encoder)
     vectors = select_parts(embeddings.vectors, names, parts)
     manifest = copy.deepcopy(embeddings.manifest)
     manifest["encoder"]["dim"] = vectors.shape[1]
-    sizes = {name: part.stop - part.start for name, part in (parts or embedding_parts()).items()}
+    sizes = {name: part.stop - part.start for name, part in parts.items()}
     manifest["encoder"]["parts"] = [[name, sizes[name]] for name in names]
     manifest["encoder"]["pooling"] = f"ablation: {' + '.join(names)}"
     return Embeddings(manifest, embeddings.uuids, vectors)

@@ -149,8 +149,9 @@ def code_sha256(*modules) -> str:
     return hashlib.sha256("\n".join(dumps).encode()).hexdigest()
 
 
-def head_comparison(X_cat, y_cat, g_cat, tag_data: dict) -> list[dict]:
-    """Logistic regression vs LightGBM per head, with the training code's fit functions and folds."""
+def head_comparison(X_cat, y_cat, g_cat, tag_data: dict, tag_columns=None) -> list[dict]:
+    """Logistic regression vs LightGBM per head, with the training code's fit functions and folds (the tag
+    heads read ``tag_columns`` of the embeddings, as in training)."""
     from classifiers import heads
 
     rows = []
@@ -161,7 +162,7 @@ def head_comparison(X_cat, y_cat, g_cat, tag_data: dict) -> list[dict]:
                      "CV top-1": head.cv_["top1"], "CV top-2": head.cv_["top2"], "CV log-loss": head.cv_["logloss"]})
         for tag, (X, y, g) in tag_data.items():
             started = time.perf_counter()
-            head, _ = heads.fit_tag_head(kind, tag, X, y, g)
+            head, _ = heads.fit_tag_head(kind, tag, X, y, g, columns=tag_columns)
             rows.append({"head": f"tag: {tag}", "kind": kind, "seconds": time.perf_counter() - started,
                          "CV F1": head.cv_["f1"], "CV AP": head.cv_["average_precision"]})
     return rows
@@ -177,7 +178,7 @@ def ablation(variants: dict, fresh, cache, train_file, test_labels, tags) -> pd.
     out = []
     for name, parts in variants.items():
         started = time.perf_counter()
-        full = len(parts) == len(analysis.embedding_parts())
+        full = len(parts) == len(analysis.embedding_parts(cache.encoder))
         variant_cache = cache if full else analysis.sliced_embeddings(cache, parts)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

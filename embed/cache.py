@@ -18,8 +18,8 @@ Format 2 (this one) keeps three rules, so that the cache grows without ever bein
 A format-1 cache (older releases: compacted by rewriting, could hold duplicate rows) is still read
 (de-duplicated by uuid, with a warning) and is upgraded in place by the next writer.
 
-A cache belongs to one encoder (name + weight checksum): adding another encoder's embeddings, or reading
-it with heads trained on another encoder, is refused.
+A cache belongs to one encoder identity (``embed.encoders.identity``: weights checksum + layout digest):
+adding another encoder's embeddings, or reading it with heads trained on another encoder, is refused.
 """
 
 from __future__ import annotations
@@ -47,7 +47,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from embed.encoders import EncoderSpec, check_same_decisions, variant_of
+from embed.encoders import (  # noqa: F401 - EncoderMismatch and check_same_encoder are read from here too
+    EncoderMismatch, EncoderSpec, check_same_decisions, check_same_encoder, variant_of,
+)
 from vinted_tagger.files import atomic_path, write_json, write_parquet
 
 MANIFEST = "_manifest.json"
@@ -59,29 +61,8 @@ PART_META = b"vinted_tagger"  # Parquet key-value metadata of a part: who made i
 COMPACT_ROWS = 8192  # parts below this many rows are "small"; merged parts hold up to this many
 
 
-class EncoderMismatch(ValueError):
-    """Embeddings from one encoder met a cache or model made with another."""
-
-
 class CacheLocked(ValueError):
     """Another process is writing this cache."""
-
-
-def check_same_encoder(expected: dict, found: dict, what: str) -> None:
-    """Refuse to mix embeddings: encoder name, weight checksum and the embedding's layout must all match."""
-    if (expected.get("name"), expected.get("sha256")) != (found.get("name"), found.get("sha256")):
-        raise EncoderMismatch(
-            f"{what} was made with encoder {found.get('name')!r} (weights {str(found.get('sha256'))[:12]}), "
-            f"not {expected.get('name')!r} (weights {str(expected.get('sha256'))[:12]}); "
-            "re-embed the images with the matching encoder"
-        )
-    # Same weights, other pooling (an older release of the same encoder): the vectors mean other things.
-    if (expected.get("dim"), expected.get("pooling")) != (found.get("dim"), found.get("pooling")):
-        raise EncoderMismatch(
-            f"{what} was made with another embedding layout of encoder {found.get('name')!r} "
-            f"(dim {found.get('dim')}: {found.get('pooling')}), not dim {expected.get('dim')}: "
-            f"{expected.get('pooling')}; re-embed the images into a new cache"
-        )
 
 
 def cache_runtimes(manifest: dict) -> list[dict]:

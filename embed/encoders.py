@@ -3,6 +3,11 @@
 Like open_clip's ``pretrained.py`` and timm's ``PretrainedCfg``, one literal table holds each encoder's
 weight source, input size, resize rule, mean/std and embedding size, so that preprocessing always travels
 with the weights. ``open_clip:<arch>:<pretrained>`` names are resolved on demand (open_clip has hundreds).
+
+An embedding's layout is data too: ``EncoderSpec.parts`` lists its column ranges (``Part``: the block
+tapped, the pooling, hence the role and the width), which the exporter builds the graph from and the tag
+heads pick their columns from (by role). ``identity`` (weights checksum + layout digest) is what every
+check compares: a cache, a model and an exported graph belong to one identity.
 """
 
 from __future__ import annotations
@@ -10,6 +15,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,10 +25,117 @@ from vinted_tagger.files import file_sha256
 from vinted_tagger.settings import PACKAGE_DATA  # holds artifacts/: relative weight paths are relative to it
 
 OPEN_CLIP_PREFIX = "open_clip:"
+# How pixels are resized to ``input_size``; the one rule embed.images implements. A spec naming another is
+# refused when it is built (from the table or from a manifest), not silently preprocessed with this one.
 RESIZE_RULES = ("shorter-crop",)
 # ``efficientnet-lite2:<weights.safetensors>``: the table's Lite2 with other (fine-tuned) weights, same
-# preprocessing and embedding parts (embed.finetune writes such files).
+# preprocessing and embedding parts (classifiers.finetune writes such files).
 LITE2_WEIGHTS_PREFIX = "efficientnet-lite2:"
+# What each pooling keeps of a feature map, i.e. what the part is for: the pooled head says what the object
+# is, channel statistics say texture (dots, flowers, checks), a grid of means says where things are.
+ROLES = {"head": "shape", "mean": "texture", "std": "texture", "grid": "layout"}
+GRID_CELLS = 3  # per side: the grid a part named ``grid<block>`` has; another size is named ``grid<block>x<cells>``
+_PART_NAME = re.compile(r"(?P<pool>head)|(?P<stat>mean|std)(?P<block>\d+)|grid(?P<grid>\d+)(?:x(?P<cells>\d+))?")
+
+
+@dataclass(frozen=True)
+class Part:
+    """One column range of the embedding: where it is tapped, how it is pooled, and (``role``) what for.
+
+    ``pool`` is "head" (the head convolution after the last block, averaged), "mean" or "std" (per-channel
+    statistics of block ``block``'s output) or "grid" (channel means over each cell of a cells x cells grid of
+    it, cell by cell). Manifests record a part as ``[name, width]``; the name says pool, block and cells.
+    """
+
+    pool: str
+    block: int | None  # timm stage whose output is pooled; None for "head"
+    width: int  # columns: the channels there, times cells * cells for a grid (see ``tap``)
+    cells: int = 1  # grid side; 1 for every other pooling
+
+    def __post_init__(self) -> None:
+        if self.pool not in ROLES:
+            raise ValueError(f"unknown pooling {self.pool!r}; valid: {', '.join(ROLES)}")
+        if (self.pool == "head") != (self.block is None):
+            raise ValueError(f"part {self.pool}: a block is needed by every pooling but head, which takes none")
+        if self.width < 1 or self.cells < 1 or (self.cells != 1 and self.pool != "grid"):
+            raise ValueError(f"part {self.name}: width {self.width} and cells {self.cells} are not valid")
+
+    @property
+    def name(self) -> str:
+        if self.pool == "head":
+            return "head"
+        if self.pool == "grid":
+            return f"grid{self.block}" + ("" if self.cells == GRID_CELLS else f"x{self.cells}")
+        return f"{self.pool}{self.block}"
+
+    @property
+    def role(self) -> str:
+        return ROLES[self.pool]
+
+    def record(self) -> list:
+        return [self.name, self.width]
+
+    @classmethod
+    def from_record(cls, name: str, width: int) -> Part:
+        """The part a manifest's ``[name, width]`` describes."""
+        found = _PART_NAME.fullmatch(str(name))
+        if found is None:
+            raise ValueError(f"unknown embedding part {name!r}; valid names: head, mean<block>, std<block>, "
+                             f"grid<block> ({GRID_CELLS}x{GRID_CELLS}) or grid<block>x<cells>")
+        if found["pool"]:
+            return cls("head", None, int(width))
+        if found["stat"]:
+            return cls(found["stat"], int(found["block"]), int(width))
+        return cls("grid", int(found["grid"]), int(width), int(found["cells"] or GRID_CELLS))
+
+
+def tap(channels: Sequence[int], head: int, pool: str, block: int | None = None, cells: int | None = None) -> Part:
+    """A part of a network whose blocks output ``channels`` (block by block) and whose head ``head``: its width
+    follows from where it is tapped (the exporter checks it against the network)."""
+    if pool == "head":
+        return Part("head", None, head)
+    if block is None or not 0 <= block < len(channels):
+        raise ValueError(f"part {pool}: block {block} is not one of the network's blocks 0-{len(channels) - 1}")
+    cells = (GRID_CELLS if cells is None else cells) if pool == "grid" else 1
+    return Part(pool, block, channels[block] * cells * cells, cells)
+
+
+def layout_digest(record: dict) -> str:
+    """A digest of what shapes the embedding besides the weights: preprocessing, pooling, parts and size."""
+    shape = {k: v for k, v in record.items() if k in LAYOUT_KEYS}
+    return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:8]
+
+
+LAYOUT_KEYS = ("input_size", "resize", "mean", "std", "dim", "pooling", "parts")
+
+
+def identity(encoder: EncoderSpec | dict) -> tuple[str, str]:
+    """What an embedding is a function of: the weights (their sha256; the weights' name until an open_clip hub
+    tag is downloaded) and the layout digest. Caches, models and exported graphs are matched on it."""
+    record = encoder.to_dict() if isinstance(encoder, EncoderSpec) else encoder
+    weights = record.get("sha256") or hashlib.sha256(str(record.get("weights")).encode()).hexdigest()
+    return weights, layout_digest(record)
+
+
+class EncoderMismatch(ValueError):
+    """Embeddings from one encoder met a cache or model made with another."""
+
+
+def check_same_encoder(expected: dict, found: dict, what: str) -> None:
+    """Refuse to mix embeddings whose identity (weights, layout) differs."""
+    (weights, layout), (found_weights, found_layout) = identity(expected), identity(found)
+    if weights != found_weights:
+        raise EncoderMismatch(
+            f"{what} was made with encoder {found.get('name')!r} (weights {found_weights[:12]}), "
+            f"not {expected.get('name')!r} (weights {weights[:12]}); re-embed the images with the matching encoder"
+        )
+    # Same weights, another layout (e.g. an older release's pooling): the vectors mean other things.
+    if layout != found_layout:
+        raise EncoderMismatch(
+            f"{what} was made with another embedding layout of encoder {found.get('name')!r} "
+            f"(layout {found_layout}, dim {found.get('dim')}: {found.get('pooling')}), not layout {layout}, dim "
+            f"{expected.get('dim')}: {expected.get('pooling')}; re-embed the images into a new cache"
+        )
 
 
 @dataclass(frozen=True)
@@ -34,61 +148,102 @@ class EncoderSpec:
     weights: str  # where the weights come from: a package file, an open_clip tag or a checkpoint path
     sha256: str | None  # of the weight file; None for an open_clip hub tag until it is downloaded
     input_size: int
-    resize: str  # "shorter-crop": shorter side to input_size (bicubic), then centre crop
+    resize: str  # one of RESIZE_RULES; "shorter-crop": shorter side to input_size (bicubic), then centre crop
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    dim: int  # embedding size
-    pooling: str  # what the embedding is made of (documentation; the ONNX graph implements it)
-    parts: tuple[tuple[str, int], ...] = ()  # named column ranges of the embedding, in order; () = one part
+    dim: int  # embedding size: the parts' widths added up, when there are parts
+    pooling: str  # what the embedding is made of, in words (part of the layout digest)
+    parts: tuple[Part, ...] = ()  # the embedding's column ranges, in order; () = one part (read whole)
+
+    def __post_init__(self) -> None:
+        if self.resize not in RESIZE_RULES:
+            raise ValueError(f"encoder {self.name!r}: unknown resize rule {self.resize!r}; valid: {', '.join(RESIZE_RULES)}")
+        # Records (manifests, spec.json) hold parts as [name, width]: read them as parts.
+        parts = tuple(p if isinstance(p, Part) else Part.from_record(*p) for p in self.parts)
+        object.__setattr__(self, "parts", parts)
+        names = [part.name for part in parts]
+        if len(set(names)) != len(names):
+            raise ValueError(f"encoder {self.name!r}: two parts have the same name ({', '.join(names)})")
+        if parts and sum(part.width for part in parts) != self.dim:
+            raise ValueError(f"encoder {self.name!r}: the parts add up to {sum(p.width for p in parts)} columns, "
+                             f"dim says {self.dim}")
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The record manifests and model.json keep (parts as [name, width])."""
+        record = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {**record, "parts": [part.record() for part in self.parts]}
 
     @classmethod
     def from_dict(cls, data: dict) -> EncoderSpec:
         fields = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in fields}
         values["mean"], values["std"] = tuple(values["mean"]), tuple(values["std"])
-        values["parts"] = tuple((str(name), int(size)) for name, size in values.get("parts", ()))
+        values["parts"] = tuple(values.get("parts", ()))
         return cls(**values)
 
     @property
     def layout(self) -> str:
-        """A digest of what shapes the embedding besides the weights: preprocessing, pooling and size."""
-        shape = {k: v for k, v in self.to_dict().items() if k in ("input_size", "resize", "mean", "std", "dim", "pooling", "parts")}
-        return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:8]
+        return layout_digest(self.to_dict())
 
     @property
     def slug(self) -> str:
         """A file-system-safe key that changes whenever the weights or the embedding's layout change."""
-        tag = (self.sha256 or hashlib.sha256(self.weights.encode()).hexdigest())[:12]
+        weights, layout = identity(self)
         safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in f"{self.name.split(':')[0]}-{self.arch}")
-        return f"{safe}-{tag}-{self.layout}"
+        return f"{safe}-{weights[:12]}-{layout}"
+
+    def columns(self, roles: Collection[str]) -> tuple[tuple[int, int], ...] | None:
+        """[start, stop) ranges of the parts with these roles, neighbours merged; None (read every column)
+        when there are no parts, none has these roles, or all do."""
+        return role_columns(self.to_dict(), roles)
 
 
-# The EfficientNet-Lite2 embedding, part by part (name, size), in output order. ``head`` is the pooled
-# 1280-d head (the garment's shape); ``mean<k>``/``std<k>`` are channel statistics of timm block ``k``, whose
-# mid-level activations carry texture (dots, flowers, checks); ``grid5`` averages block 5 over each cell of a
-# 3x3 grid instead of the whole image, which keeps where things are (collar, sleeves, hem). On the stand-in
-# train split the grid lowered the category head's out-of-fold log-loss from 0.584 to 0.547 (top-1 0.816 ->
-# 0.834); a 2x2 grid gave 0.568 (bench/embedding_variants.py). The tag heads read only the texture statistics
-# (classifiers.train).
+def role_columns(encoder: dict, roles: Collection[str]) -> tuple[tuple[int, int], ...] | None:
+    """``EncoderSpec.columns`` of a manifest's encoder record."""
+    ranges: list[list[int]] = []
+    start = 0
+    for name, width in encoder.get("parts") or ():
+        part = Part.from_record(name, width)
+        if part.role in roles:
+            if ranges and ranges[-1][1] == start:
+                ranges[-1][1] = start + part.width  # merge neighbours: fewer, longer ranges
+            else:
+                ranges.append([start, start + part.width])
+        start += part.width
+    if not ranges or ranges == [[0, start]]:
+        return None
+    return tuple((a, b) for a, b in ranges)
+
+
+# The EfficientNet-Lite2 embedding, part by part, in output order. ``head`` is the pooled 1280-d head (the
+# garment's shape); ``mean<k>``/``std<k>`` are channel statistics of timm block ``k``, whose mid-level
+# activations carry texture (dots, flowers, checks); ``grid5`` averages block 5 over each cell of a 3x3 grid
+# instead of the whole image, which keeps where things are (collar, sleeves, hem). Why this choice:
+# bench/embedding_variants.py (bench/results/embedding_variants.json). The tag heads read only the texture
+# statistics (classifiers.train).
+LITE2_CHANNELS, LITE2_HEAD = (16, 24, 48, 88, 120, 208, 352), 1280  # timm tf_efficientnet_lite2's blocks, head
+
+
+def lite2_tap(pool: str, block: int | None = None, cells: int | None = None) -> Part:
+    return tap(LITE2_CHANNELS, LITE2_HEAD, pool, block, cells)
+
+
 LITE2_PARTS = (
-    ("head", 1280),
-    ("mean3", 88), ("std3", 88),
-    ("mean4", 120), ("std4", 120),
-    ("grid5", 9 * 208), ("std5", 208),
-    ("mean6", 352), ("std6", 352),
+    lite2_tap("head"),
+    lite2_tap("mean", 3), lite2_tap("std", 3),
+    lite2_tap("mean", 4), lite2_tap("std", 4),
+    lite2_tap("grid", 5, GRID_CELLS), lite2_tap("std", 5),
+    lite2_tap("mean", 6), lite2_tap("std", 6),
 )
-GRID_CELLS = 3  # per side
 
 
 def part_slices(parts) -> dict[str, slice]:
-    """Column slices of an embedding by part name, from its (name, size) parts in output order."""
+    """Column slices of an embedding by part name, from its parts (or their [name, width] records) in order."""
     slices, start = {}, 0
-    for name, size in parts:
-        slices[str(name)] = slice(start, start + int(size))
-        start += int(size)
+    for part in parts:
+        part = part if isinstance(part, Part) else Part.from_record(*part)
+        slices[part.name] = slice(start, start + part.width)
+        start += part.width
     return slices
 
 
@@ -103,7 +258,7 @@ ENCODERS: dict[str, EncoderSpec] = {
         resize="shorter-crop",
         mean=(0.5, 0.5, 0.5),
         std=(0.5, 0.5, 0.5),
-        dim=sum(size for _, size in LITE2_PARTS),
+        dim=sum(part.width for part in LITE2_PARTS),
         pooling="head avg (1280) + avg and std of blocks 3, 4, 6 + block 5 avg over a 3x3 grid and std; "
         "each of the 9 parts L2-normalised, concatenated and scaled to unit norm",
         parts=LITE2_PARTS,

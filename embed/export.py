@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from embed.encoders import GRID_CELLS, LITE2_PARTS, EncoderError, EncoderSpec, weight_path
+from embed.encoders import GRID_CELLS, EncoderError, EncoderSpec, weight_path
 from vinted_tagger.errors import MissingExtra
 from vinted_tagger.files import file_sha256
 
@@ -42,30 +42,51 @@ def l2_normalise(x: torch.Tensor) -> torch.Tensor:
 
 
 class LiteEmbedder(nn.Module):
-    """EfficientNet-Lite: the parts of ``LITE2_PARTS``: pooled head for shape, block statistics for texture."""
+    """EfficientNet-Lite cut into ``spec.parts``: each part pools the output of the block it is tapped at (or
+    the head), so the graph holds exactly the layout the spec declares, and stops after the last block used."""
 
     def __init__(self, spec: EncoderSpec, net: nn.Module):
         super().__init__()
+        if not spec.parts:
+            raise ValueError(f"encoder {spec.name!r}: an EfficientNet-Lite embedding needs its parts declared")
         self.normalise = Normalise(spec.mean, spec.std)
         self.net = net
-        self.names = [name for name, _ in LITE2_PARTS]
-        self.taps: dict[int, list[str]] = {}  # block index -> statistics taken there ("mean", "std", "grid")
-        for name in self.names:
-            if name != "head":  # "mean3" -> block 3, statistic "mean"
-                self.taps.setdefault(int(name[-1]), []).append(name[:-1])
+        self.parts = spec.parts
+        blocks = len(net.blocks)
+        for part in self.parts:
+            if part.block is not None and not 0 <= part.block < blocks:
+                raise ValueError(f"part {part.name}: {spec.arch} has blocks 0-{blocks - 1}")
+        self.head = any(part.pool == "head" for part in self.parts)  # the head reads the last block's output
+        self.last_block = blocks - 1 if self.head else max(part.block for part in self.parts)
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+    def features(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each part as pooled, before normalisation, by name."""
         net = self.net
         x = net.bn1(net.conv_stem(self.normalise(pixels)))
         found = {}
-        for index, stage in enumerate(net.blocks):
+        for index, stage in enumerate(net.blocks[: self.last_block + 1]):
             x = stage(x)
-            for stat in self.taps.get(index, ()):
-                found[f"{stat}{index}"] = STATISTICS[stat](x)
-        found["head"] = net.bn2(net.conv_head(x)).mean((2, 3))
+            for part in self.parts:
+                if part.block == index:
+                    found[part.name] = POOLS[part.pool](x, part.cells)
+        if self.head:
+            found["head"] = net.bn2(net.conv_head(x)).mean((2, 3))
+        return found
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        found = self.features(pixels)
         # Each part gets unit norm, so a 1280-d head does not drown an 88-d texture statistic.
-        parts = [l2_normalise(found[name]) for name in self.names]
+        parts = [l2_normalise(found[part.name]) for part in self.parts]
         return torch.cat(parts, dim=1) / math.sqrt(len(parts))
+
+    def check_widths(self, input_size: int) -> None:
+        """Each part's declared width against what the network gives there (the spec derives it from channels)."""
+        with torch.inference_mode():
+            found = self.features(torch.zeros(1, input_size, input_size, 3, dtype=torch.uint8))
+        for part in self.parts:
+            if found[part.name].shape[1] != part.width:
+                raise RuntimeError(f"part {part.name} of the network has {found[part.name].shape[1]} columns, "
+                                   f"the encoder spec says {part.width}")
 
 
 def grid_means(x: torch.Tensor, cells: int = GRID_CELLS) -> torch.Tensor:
@@ -84,7 +105,8 @@ def grid_means(x: torch.Tensor, cells: int = GRID_CELLS) -> torch.Tensor:
     return torch.cat(means, dim=1)
 
 
-STATISTICS = {"mean": lambda x: x.mean((2, 3)), "std": lambda x: x.std((2, 3)), "grid": grid_means}
+# Pooling of a feature map (N, C, H, W) by ``Part.pool`` (``cells`` is the grid side; the others ignore it).
+POOLS = {"mean": lambda x, cells: x.mean((2, 3)), "std": lambda x, cells: x.std((2, 3)), "grid": grid_means}
 
 
 class ClipEmbedder(nn.Module):
@@ -181,11 +203,9 @@ def _reachable(host: str) -> bool:
 def build_embedder(spec: EncoderSpec) -> tuple[nn.Module, EncoderSpec]:
     """The eval-mode embedding module, and the spec with its weight checksum filled in."""
     if spec.family == "efficientnet-lite":
-        net = lite_classifier(spec)
-        head = dict(LITE2_PARTS)["head"]
-        if net.num_features != head:
-            raise RuntimeError(f"{spec.arch} head has {net.num_features} features, the table says {head}")
-        return LiteEmbedder(spec, net).eval(), spec
+        module = LiteEmbedder(spec, lite_classifier(spec)).eval()
+        module.check_widths(spec.input_size)
+        return module, spec
     if spec.family == "open_clip":
         import dataclasses
 

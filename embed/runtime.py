@@ -25,7 +25,7 @@ from PIL import Image
 
 from embed.encoders import (
     PREFERENCE, REFERENCE_VARIANT, VARIANTS, EncoderError, EncoderSpec, Variant, check_same_decisions, get_encoder,
-    get_variant, same_decisions, variant_of,
+    get_variant, identity, same_decisions, variant_of,
 )
 from embed.images import ImageError, check_decoder, load_pixels, resize_shorter_crop, to_rgb
 from vinted_tagger.errors import MissingExtra
@@ -297,8 +297,10 @@ class Encoder:
         elif isinstance(spec, dict):
             spec = EncoderSpec.from_dict(spec)
         path, resolved = ensure_onnx(spec, export)
-        if spec.sha256 and resolved.sha256 != spec.sha256:
-            raise EncoderError(f"{path} was exported from other weights than {spec.name} asks for")
+        # An open_clip hub tag has no checksum until downloaded: the export's record has it.
+        wanted = spec if spec.sha256 else dataclasses.replace(spec, sha256=resolved.sha256)
+        if identity(resolved) != identity(wanted):
+            raise EncoderError(f"{path} was exported from other weights or another layout than {spec.name} asks for")
         resolved = dataclasses.replace(resolved, name=spec.name)
         variant = choose_variant(resolved, runtime, precision, agree_with)
         return cls(resolved, path, threads, variant.name, batches, decoder)

@@ -59,12 +59,12 @@ def test_groups_and_split_overlap(labels: pd.DataFrame) -> None:
 
 
 def test_embedding_parts_cover_the_lite2_layout() -> None:
-    parts = A.embedding_parts()
+    parts = A.embedding_parts(get_encoder("efficientnet-lite2").to_dict())
     assert list(parts)[:3] == ["head", "mean3", "std3"]
     assert parts["head"] == slice(0, 1280) and parts["grid5"] == slice(1280 + 176 + 240, 1280 + 176 + 240 + 9 * 208)
     assert parts["std6"].stop == get_encoder("efficientnet-lite2").dim
     vectors = np.random.default_rng(0).normal(size=(4, 4480)).astype(np.float32)
-    head = A.select_parts(vectors, ["head"])
+    head = A.select_parts(vectors, ["head"], parts)
     assert head.shape == (4, 1280) and np.allclose(np.linalg.norm(head, axis=1), 1)
 
 
@@ -139,8 +139,9 @@ def test_oof_predict_and_sliced_embeddings() -> None:
     groups = np.arange(60) // 2  # pairs of rows share a group
     oof = A.oof_predict(lambda: TagLogReg("t", Cs=[1.0], cv=2), X, y, groups, n_splits=3)
     assert oof.shape == (60,) and ((oof >= 0.5) == (y == 1)).mean() > 0.8
-    manifest = {"encoder": {"dim": 2816, "name": "x"}}
-    embeddings = Embeddings(manifest, np.array(["a", "b"]), rng.normal(size=(2, 2816)).astype(np.float32))
+    manifest = {"encoder": get_encoder("efficientnet-lite2").to_dict()}  # the parts come from the manifest
+    embeddings = Embeddings(manifest, np.array(["a", "b"]), rng.normal(size=(2, 4480)).astype(np.float32))
     head_only = A.sliced_embeddings(embeddings, ["head"])
     assert head_only.vectors.shape == (2, 1280) and head_only.encoder["dim"] == 1280
-    assert manifest["encoder"]["dim"] == 2816  # the original is untouched
+    assert head_only.encoder["parts"] == [["head", 1280]]
+    assert manifest["encoder"]["dim"] == 4480  # the original is untouched

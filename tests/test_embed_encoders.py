@@ -19,7 +19,8 @@ def test_efficientnet_lite2_entry() -> None:
     assert spec.mean == (0.5, 0.5, 0.5) and spec.std == (0.5, 0.5, 0.5)
     # head (1280) + mean and std of blocks 3, 4, 6 (88, 120, 352 channels) + block 5 (208): 3x3 grid and std
     assert spec.dim == 1280 + 2 * (88 + 120 + 352) + 9 * 208 + 208 == 4480
-    assert sum(size for _, size in spec.parts) == spec.dim and spec.parts[0] == ("head", 1280)
+    assert sum(part.width for part in spec.parts) == spec.dim and spec.parts[0].record() == ["head", 1280]
+    assert [part.role for part in spec.parts][:3] == ["shape", "texture", "texture"]
     assert len(spec.sha256) == 64
 
 

@@ -107,7 +107,7 @@ def test_lite2_grid_part_keeps_position(lite2_encoder) -> None:
     image = real_images()[0]
     pixels = lite2_encoder.pixels(image)
     rows = lite2_encoder.encode(np.stack([pixels, pixels[:, ::-1]]))
-    parts = embedding_parts()
+    parts = embedding_parts(lite2_encoder.spec.to_dict())
     mirrored_cos = {name: float(rows[0, part] @ rows[1, part] / (np.linalg.norm(rows[0, part]) * np.linalg.norm(rows[1, part])))
                     for name, part in parts.items()}
     assert mirrored_cos["mean6"] > 0.98 and mirrored_cos["std5"] > 0.98
