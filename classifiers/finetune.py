@@ -267,7 +267,7 @@ def trunk_maps(model: MultiTaskNet, blobs: dict[str, bytes], uuids: list[str], p
                batch_size: int = 32) -> tuple[torch.Tensor | None, np.ndarray]:
     """The frozen trunk's output (fp16) for each uuid, and which images could be decoded.
 
-    The trunk runs on ONNX Runtime (exported to a temporary file): on CPU it is about 2.5x faster than
+    The trunk runs on ONNX Runtime (exported to a temporary file): on CPU it is several times faster than
     eager PyTorch, and this forward is the largest single cost of a fine-tuning run.
     """
     import tempfile

@@ -266,7 +266,7 @@ ENCODERS: dict[str, EncoderSpec] = {
 }
 
 
-# EfficientNet-Lite2 adapted to the stand-in clothing photos once by ``embed.finetune`` (block 6 and the head
+# EfficientNet-Lite2 adapted to the stand-in clothing photos once by ``classifiers.finetune`` (block 6 and the head
 # convolution trained, multi-task; ``make finetune``), then frozen like the others: same preprocessing and
 # embedding parts, its own weights (fp16 safetensors, 12 MB, in the repository). Whether it is the default is
 # decided by bench/finetune_bench.py (bench/results/finetune.json).
@@ -410,14 +410,14 @@ RUNTIMES = tuple(dict.fromkeys(v.runtime for v in VARIANTS.values()))
 PRECISIONS = tuple(dict.fromkeys(v.precision for v in VARIANTS.values()))
 # ``--runtime auto --precision auto`` takes the first of these this machine can run (fastest first): the
 # fastest variants whose stand-in test scores stay within 0.005 (top-1, top-2) and 0.01 (each tag F1) of ONNX
-# Runtime fp32 (bench/runtime_bench.py, `same_scores`). int8 is left out: it measured faster, but top-1 fell by
-# 0.011 and polka-dot F1 by 0.035, and its decisions agreed with fp32's on only 96% of the test images; it
-# runs when asked for (--precision int8, after `embed --calibrate`).
+# Runtime fp32 (bench/runtime_bench.py, `same_scores`). int8 is left out: it measured faster, but its scores and
+# decisions moved more than that (bench/results/runtime.json); it runs when asked for (--precision int8, after
+# `embed --calibrate`).
 PREFERENCE = ("openvino-bf16", "openvino-fp32", "onnxruntime-fp32")
 # Variants whose embeddings give the same decisions through the same heads: category1 and every tag decision
 # agree on >= 99% of the stand-in test images with heads trained on another member's embeddings
 # (bench/runtime_bench.py, `same_decisions`). A cache or model of one may meet embeddings of another; any
-# other pair is refused (bf16 measured 98.8%, int8 95.9%: heads trained on fp32 are not applied to them).
+# other pair is refused (bf16 and int8 measured under 99%: heads trained on fp32 are not applied to them).
 SAME_DECISIONS = frozenset({"onnxruntime-fp32", "openvino-fp32"})
 
 

@@ -211,7 +211,7 @@ class OrtRunner:
 
 
 class OpenVinoRunner:
-    """OpenVINO, compiled for static batch sizes (static shapes measured ~1.5x faster than a dynamic one).
+    """OpenVINO, compiled for static batch sizes (static shapes measured faster than a dynamic one).
 
     A batch runs on the smallest compiled size that holds it, padded with zeros; larger ones in chunks.
     """
