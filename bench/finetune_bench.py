@@ -30,9 +30,10 @@ from classifiers.evaluate import evaluate  # noqa: E402
 from classifiers.predict import Tagger  # noqa: E402
 from classifiers.train import train  # noqa: E402
 from embed.cache import read_cache  # noqa: E402
-from embed.encoders import ENCODERS, LITE2_WEIGHTS_PREFIX, file_sha256, get_encoder  # noqa: E402
+from embed.encoders import ENCODERS, LITE2_WEIGHTS_PREFIX, get_encoder  # noqa: E402
 from embed.pipeline import embed_sources  # noqa: E402
 from embed.runtime import Encoder, encoder_home  # noqa: E402
+from vinted_tagger.files import file_sha256  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "clothing"
 FROZEN = "efficientnet-lite2"

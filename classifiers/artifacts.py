@@ -33,9 +33,8 @@ import numpy as np
 from classifiers.model import FORMAT_VERSION, TaggerModel
 from classifiers.model_schema import ModelError, check_heads, parse_document
 from classifiers.scorers import CategoryScorer, LightGBMScores, LinearScores, TagScorer
-from embed.cache import atomic_write_bytes
-from embed.encoders import file_sha256
 from embed.output import check_folder
+from vinted_tagger.files import file_sha256, write_bytes
 # The packaged default model, and $VINTED_TAGGER_MODEL else it (re-exported: what classify and the service use).
 from vinted_tagger.settings import DEFAULT_MODEL_DIR
 from vinted_tagger.settings import model_dir as default_model_dir
@@ -96,8 +95,8 @@ def write_model_files(model: TaggerModel, folder: Path) -> None:
         "training": model.info,
     }
     timing = {**model.timing, "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    atomic_write_bytes(folder / TRAINING_FILE, _json_bytes(timing))
-    atomic_write_bytes(folder / MODEL_FILE, _json_bytes(document))
+    write_bytes(folder / TRAINING_FILE, _json_bytes(timing))
+    write_bytes(folder / MODEL_FILE, _json_bytes(document))
 
 
 def swap_in(staging: Path, target: Path) -> None:
@@ -188,10 +187,10 @@ def slug(name: str) -> str:
 def _save_scores(folder: Path, stem: str, scores: LinearScores | LightGBMScores) -> str:
     if isinstance(scores, LinearScores):
         name = f"{stem}.npz"
-        atomic_write_bytes(folder / name, npz_bytes(scores.arrays()))
+        write_bytes(folder / name, npz_bytes(scores.arrays()))
     else:
         name = f"{stem}.lgb.txt"
-        atomic_write_bytes(folder / name, scores.model_text.encode())
+        write_bytes(folder / name, scores.model_text.encode())
     return name
 
 

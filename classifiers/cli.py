@@ -26,8 +26,8 @@ import pandas as pd
 import pyarrow as pa
 
 from classifiers.artifacts import DEFAULT_MODEL_DIR
+from vinted_tagger.errors import run_command
 
-EXIT_USAGE = 2
 SHOWN_MISSING = 5  # uuids named in a "left out" message; the rest are counted
 
 
@@ -152,10 +152,10 @@ def predict_images(tagger, sources: list[str], ids: list[str] | None, with_score
 
 
 def write_predictions(frame: pd.DataFrame, path: Path) -> None:
-    from embed.cache import write_parquet_atomic
+    from vinted_tagger.files import write_parquet
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_parquet_atomic(pa.Table.from_pandas(frame, preserve_index=False), path)
+    write_parquet(pa.Table.from_pandas(frame, preserve_index=False), path)
 
 
 def read_table(path: str) -> pd.DataFrame:
@@ -216,15 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     started = time.perf_counter()
-    try:
-        status = args.run(args)
-    except (OSError, ValueError) as error:  # EncoderMismatch, ModelError, OutputError are ValueErrors
-        print(f"classify {args.command}: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print(f"classify {args.command}: interrupted; nothing was half-written", file=sys.stderr)
-        return 130
-    if args.command != "evaluate":
+    # EncoderMismatch, ModelError, OutputError (ValueErrors), EncoderError (UserError): one line, exit 2.
+    status = run_command(f"classify {args.command}", lambda: args.run(args), "nothing was half-written")
+    if status == 0 and args.command != "evaluate":
         print(f"done in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     return status
 

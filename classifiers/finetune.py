@@ -24,7 +24,6 @@ import argparse
 import hashlib
 import json
 import math
-import os
 import sys
 import time
 import warnings
@@ -41,11 +40,12 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from classifiers.metrics import best_f1_threshold, mean_defined, top_k_accuracy
-from embed.cache import atomic_write_json
-from embed.encoders import ENCODERS, file_sha256
+from embed.encoders import ENCODERS
 from embed.export import Normalise, lite_classifier
 from embed.images import ImageError, load_pixels
 from embed.sources import iter_sources
+from vinted_tagger.errors import run_command
+from vinted_tagger.files import atomic_path, file_sha256, write_json
 
 BASE = ENCODERS["efficientnet-lite2"]
 HELDOUT_SPLITS = 7  # one of 7 stratified group folds: about 15% of the groups
@@ -267,7 +267,7 @@ def trunk_maps(model: MultiTaskNet, blobs: dict[str, bytes], uuids: list[str], p
                batch_size: int = 32) -> tuple[torch.Tensor | None, np.ndarray]:
     """The frozen trunk's output (fp16) for each uuid, and which images could be decoded.
 
-    The trunk runs on ONNX Runtime (exported to a temporary file): on CPU it is about 2.5x faster than
+    The trunk runs on ONNX Runtime (exported to a temporary file): on CPU it is several times faster than
     eager PyTorch, and this forward is the largest single cost of a fine-tuning run.
     """
     import tempfile
@@ -384,9 +384,8 @@ def schedule(config: Config, total_steps: int):
 
 
 def save_atomic(obj, path: Path) -> None:
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, temp)
-    os.replace(temp, path)
+    with atomic_path(path) as temp:
+        torch.save(obj, temp)
 
 
 def finetune(data: str | Path, images: str | Path, out: str | Path, config: Config = Config(),
@@ -416,7 +415,7 @@ def finetune(data: str | Path, images: str | Path, out: str | Path, config: Conf
     held_rows = np.flatnonzero(held & ok)
     if not len(train_rows) or not len(held_rows):
         raise ValueError(f"need images for both training and held-out rows; {int(ok.sum())} of {len(uuids)} read")
-    atomic_write_json(out / "split.json", {"heldout": [uuids[i] for i in held_rows],
+    write_json(out / "split.json", {"heldout": [uuids[i] for i in held_rows],
                                            "train": [uuids[i] for i in train_rows]})
     optimizer = torch.optim.AdamW(param_groups(model, config), weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(train_rows) / config.batch_size)
@@ -480,7 +479,7 @@ def finetune(data: str | Path, images: str | Path, out: str | Path, config: Conf
     summary.update(write_curves(out, config, classes, tags, state, len(train_rows), len(held_rows)))
     summary["trunk_minutes"] = round(trunk_seconds / 60, 2)  # shared by the variants; each would pay it alone
     summary["wall_seconds"] = round(time.perf_counter() - started, 1)
-    atomic_write_json(out / "curves.json", summary)
+    write_json(out / "curves.json", summary)
     return summary
 
 
@@ -497,7 +496,7 @@ def write_curves(out: Path, config: Config, classes, tags, state: dict, n_train:
               "train_minutes": round(state["seconds"] / 60, 2), "selection": "held-out top-1 + macro tag F1",
               "curves": state["curves"]}
     current = json.loads((out / "curves.json").read_text()) if (out / "curves.json").exists() else {}
-    atomic_write_json(out / "curves.json", {**current, **record})
+    write_json(out / "curves.json", {**current, **record})
     return record
 
 
@@ -506,13 +505,13 @@ def write_weights(model: MultiTaskNet, out: Path, classes, tags) -> dict:
     from safetensors.torch import save_file
 
     half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in model.net.state_dict().items()}
-    save_file(half, str(out / ".encoder.tmp"))
-    os.replace(out / ".encoder.tmp", out / "encoder.safetensors")
+    with atomic_path(out / "encoder.safetensors") as temp:
+        save_file(half, str(temp))
     heads = {"category.weight": model.category.weight, "category.bias": model.category.bias,
              "tags.weight": model.tags.weight, "tags.bias": model.tags.bias}
-    save_file({k: v.detach().contiguous() for k, v in heads.items()}, str(out / ".heads.tmp"),
-              metadata={"classes": json.dumps(classes), "tags": json.dumps(tags)})
-    os.replace(out / ".heads.tmp", out / "heads.safetensors")
+    with atomic_path(out / "heads.safetensors") as temp:
+        save_file({k: v.detach().contiguous() for k, v in heads.items()}, str(temp),
+                  metadata={"classes": json.dumps(classes), "tags": json.dumps(tags)})
     return {"encoder_file": "encoder.safetensors", "encoder_sha256": file_sha256(out / "encoder.safetensors"),
             "encoder_bytes": (out / "encoder.safetensors").stat().st_size}
 
@@ -589,18 +588,16 @@ def main(argv: list[str] | None = None) -> int:
     config = Config(**{name: getattr(args, name) for name in asdict(Config())})
     if args.threads:
         torch.set_num_threads(args.threads)
+    resume = "run again with the same --out to resume from the last epoch"
+    return run_command("finetune", lambda: run(args, config), resume)
+
+
+def run(args: argparse.Namespace, config: Config) -> int:
     started = time.perf_counter()
-    try:
-        for path in (args.data, args.images):
-            if not Path(path).exists():
-                raise FileNotFoundError(f"{path} does not exist")
-        summary = finetune(args.data, args.images, args.out, config, not args.quiet, args.workers, args.trunk)
-    except KeyboardInterrupt:
-        print("finetune: interrupted; run again with the same --out to resume from the last epoch", file=sys.stderr)
-        return 130
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
-        print(f"finetune: error: {error}", file=sys.stderr)
-        return 2
+    for path in (args.data, args.images):
+        if not Path(path).exists():
+            raise FileNotFoundError(f"{path} does not exist")
+    summary = finetune(args.data, args.images, args.out, config, not args.quiet, args.workers, args.trunk)
     best = summary["curves"][summary["best_epoch"] - 1]
     print(f"finetune: {summary['epochs_run']} epochs, {summary['train_rows']} images, best epoch "
           f"{summary['best_epoch']} (held-out top-1 {best.get('heldout_top1', float('nan')):.3f}, tag F1 "

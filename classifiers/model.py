@@ -1,4 +1,5 @@
-"""The trained tagger as one object: what prediction needs, loaded from or saved to a model folder."""
+"""What a model folder holds, in memory: the heads and the identity of their encoder (prediction wraps it in
+``classifiers.predict.Tagger``, the one model object of the CLI and the service)."""
 
 from __future__ import annotations
 

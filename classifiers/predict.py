@@ -14,7 +14,6 @@ logistic heads (plus lightgbm for LightGBM heads, onnxruntime or openvino for im
 from __future__ import annotations
 
 import contextlib
-import os
 import queue
 import threading
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ from classifiers.metrics import top_k
 from classifiers.model import TaggerModel
 from embed.cache import cache_runtimes, check_same_encoder, iter_batches, read_manifest, vectors_of
 from embed.encoders import check_same_decisions
+from vinted_tagger.files import atomic_path
 
 
 class Tagger:
@@ -222,25 +222,20 @@ def predict_cache_to(tagger: Tagger, cache_folder: str | Path, out: str | Path, 
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    temp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     missing: list[str] = []
     rows = 0
     schema = _schema(tagger, with_scores)
-    try:
-        with pq.ParquetWriter(temp, schema) as writer:
-            if ids is None:  # cache order: the uuids stay Arrow strings from the part to the output
-                decisions = pa.schema([field for field in schema if field.name != "uuid"])
-                for uuids, frame in _scored_batches(tagger, cache_folder, None, with_scores, missing):
-                    table = pa.Table.from_pandas(frame, schema=decisions, preserve_index=False)
-                    writer.write_table(table.add_column(0, schema.field("uuid"), uuids))
-                    rows += len(frame)
-            else:
-                for frame in iter_predictions(tagger, cache_folder, ids, with_scores, missing):
-                    writer.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False))
-                    rows += len(frame)
-        os.replace(temp, out)
-    finally:
-        temp.unlink(missing_ok=True)
+    with atomic_path(out) as temp, pq.ParquetWriter(temp, schema) as writer:
+        if ids is None:  # cache order: the uuids stay Arrow strings from the part to the output
+            decisions = pa.schema([field for field in schema if field.name != "uuid"])
+            for uuids, frame in _scored_batches(tagger, cache_folder, None, with_scores, missing):
+                table = pa.Table.from_pandas(frame, schema=decisions, preserve_index=False)
+                writer.write_table(table.add_column(0, schema.field("uuid"), uuids))
+                rows += len(frame)
+        else:
+            for frame in iter_predictions(tagger, cache_folder, ids, with_scores, missing):
+                writer.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False))
+                rows += len(frame)
     return rows, missing
 
 

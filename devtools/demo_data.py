@@ -25,7 +25,6 @@ import math
 import os
 import string
 import sys
-import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -33,10 +32,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
 from classifiers.labels import DEFAULT_TAGS
+from vinted_tagger.files import atomic_path, write_bytes, write_parquet
 
 # Label counts of the real assignment data; only their ratios are used.
 CATEGORY_COUNTS = {
@@ -423,20 +422,6 @@ def render_jpeg(row: dict, seed: int, index: int) -> bytes:
 # ---------------------------------------------------------------- files
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write via a temp file in the same folder, so readers never see half a file."""
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; these are plain shared data
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def write_zip(path: Path, rows: list[dict], seed: int) -> None:
     indexed = sorted(enumerate(rows), key=lambda item: item[1]["uuid"])
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
@@ -451,10 +436,6 @@ def labels_table(rows: list[dict], columns: Sequence[str] = COLUMNS) -> pa.Table
     types = {"uuid": pa.string(), "cc3": pa.string(), "color1": pa.string()}
     schema = pa.schema([(c, types.get(c, pa.int64())) for c in columns])
     return pa.Table.from_pydict({c: [row[c] for row in rows] for c in columns}, schema=schema)
-
-
-def write_parquet(path: Path, table: pa.Table) -> None:
-    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def check_params(n_train: int, n_test: int, seed: int) -> dict:
@@ -485,12 +466,12 @@ def ensure_dataset(out_dir: Path, params: dict) -> bool:
     taken: set[str] = set()
     train = make_rows(rng, params["n_train"], taken)
     test = make_rows(rng, params["n_test"], taken)
-    atomic_write(out_dir / "data.zip", lambda tmp: write_zip(tmp, train + test, params["seed"]))
-    write_parquet(out_dir / "data.parquet", labels_table(train))
-    write_parquet(out_dir / "test.parquet", labels_table(test, ["uuid"]))
-    write_parquet(out_dir / "test_labels.parquet", labels_table(test))
-    text = json.dumps(params, sort_keys=True) + "\n"
-    atomic_write(out_dir / PARAMS_FILE, lambda tmp: tmp.write_text(text))
+    with atomic_path(out_dir / "data.zip") as tmp:
+        write_zip(tmp, train + test, params["seed"])
+    write_parquet(labels_table(train), out_dir / "data.parquet")
+    write_parquet(labels_table(test, ["uuid"]), out_dir / "test.parquet")
+    write_parquet(labels_table(test), out_dir / "test_labels.parquet")
+    write_bytes(out_dir / PARAMS_FILE, (json.dumps(params, sort_keys=True) + "\n").encode())
     return True
 
 

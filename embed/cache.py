@@ -24,7 +24,6 @@ adding another encoder's embeddings, or reading it with heads trained on another
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import functools
 import itertools
@@ -51,6 +50,7 @@ import pyarrow.parquet as pq
 from embed.encoders import (  # noqa: F401 - EncoderMismatch and check_same_encoder are read from here too
     EncoderMismatch, EncoderSpec, check_same_decisions, check_same_encoder, variant_of,
 )
+from vinted_tagger.files import atomic_path, write_json, write_parquet
 
 MANIFEST = "_manifest.json"
 FAILURES = "_failures.csv"
@@ -68,34 +68,6 @@ class CacheLocked(ValueError):
 def cache_runtimes(manifest: dict) -> list[dict]:
     """The runtime record of every variant whose embeddings a cache holds (none recorded: ONNX Runtime fp32)."""
     return [manifest.get("runtime") or {}, *({"variant": name} for name in manifest.get("also_ran", []))]
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with _removed_on_error(temp):
-        temp.write_bytes(data)
-        os.replace(temp, path)
-
-
-def atomic_write_json(path: Path, data: dict) -> None:
-    atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
-
-
-def write_parquet_atomic(table: pa.Table, path: Path, **options) -> None:
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with _removed_on_error(temp):
-        pq.write_table(table, temp, **options)
-        os.replace(temp, path)
-
-
-@contextlib.contextmanager
-def _removed_on_error(temp: Path):
-    """A half-written temporary file (full disk, Ctrl-C) is removed, so it neither fills the disk nor lingers."""
-    try:
-        yield
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
 
 
 def embedding_table(uuids: list[str], vectors: np.ndarray) -> pa.Table:
@@ -160,8 +132,11 @@ def read_manifest(folder: Path) -> dict:
     path = Path(folder) / MANIFEST
     if not path.exists():
         raise FileNotFoundError(f"{folder} is not an embedding cache (no {MANIFEST}); build it with `embed`")
-    manifest = json.loads(path.read_text())
-    version = manifest.get("format_version")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is damaged ({error}); build the cache again with `embed`") from None
+    version = manifest.get("format_version") if isinstance(manifest, dict) else None
     if version not in (1, FORMAT_VERSION):
         raise ValueError(f"{folder} has cache format {version}; this release reads formats 1 and {FORMAT_VERSION}")
     return manifest
@@ -385,7 +360,7 @@ class CacheWriter:
         now = _now()
         manifest = {"format_version": FORMAT_VERSION, "encoder": encoder, "versions": versions,
                     "created_at": now, "updated_at": now, "rows": 0}
-        atomic_write_json(self.folder / MANIFEST, manifest)
+        write_json(self.folder / MANIFEST, manifest)
         return manifest
 
     def _record_runtime(self, runtime: dict | None) -> None:
@@ -396,7 +371,7 @@ class CacheWriter:
             return
         if "runtime" not in self.manifest and self.manifest["rows"] == 0:
             self.manifest["runtime"] = runtime
-            atomic_write_json(self.folder / MANIFEST, self.manifest)
+            write_json(self.folder / MANIFEST, self.manifest)
             return
         recorded = self.manifest.get("runtime")
         check_same_decisions(recorded, runtime, f"cache {self.folder}")
@@ -447,7 +422,7 @@ class CacheWriter:
     def _write_manifest(self) -> None:
         self.manifest["rows"] = self.rows
         self.manifest["updated_at"] = _now()
-        atomic_write_json(self.folder / MANIFEST, self.manifest)
+        write_json(self.folder / MANIFEST, self.manifest)
 
 
 def _acquire(folder: Path) -> filelock.BaseFileLock:
@@ -471,8 +446,8 @@ def write_part(folder: Path, table: pa.Table, made_by: list[str], hidden: bool =
     # No dictionary, no min/max statistics and no compression for the vectors: all three cost more than they
     # ever save (snappy shrinks unit float32 embeddings by ~4% and makes every read decompress them). Parts
     # written earlier with snappy vectors read the same: the codec is recorded per column chunk.
-    write_parquet_atomic(table, path, use_dictionary=["uuid"], write_statistics=["uuid"],
-                         compression={"uuid": "snappy", "embedding": "none"})
+    write_parquet(table, path, use_dictionary=["uuid"], write_statistics=["uuid"],
+                  compression={"uuid": "snappy", "embedding": "none"})
     return path
 
 
@@ -490,7 +465,7 @@ def _read_journal(folder: Path) -> dict | None:
 def replace_parts(folder: Path, sources: list[Path], table: pa.Table | None, made_by: list[str]) -> None:
     """Replace ``sources`` by one part holding ``table`` (None or empty: by nothing), crash-safe."""
     merged = write_part(folder, table, made_by, hidden=True) if table is not None and table.num_rows else None
-    atomic_write_json(folder / JOURNAL, {"sources": [p.name for p in sources],
+    write_json(folder / JOURNAL, {"sources": [p.name for p in sources],
                                          "merged": merged.name if merged else None})
     _finish(folder)
 
@@ -553,7 +528,7 @@ def upgrade(folder: Path, manifest: dict) -> None:
             kept = pq.read_table(path).take(pa.array(keep, type=pa.int64()))
             replace_parts(folder, [path], kept, part_info(path).get("made_by", []))
     manifest.update(format_version=FORMAT_VERSION, rows=len(seen), updated_at=_now())
-    atomic_write_json(folder / MANIFEST, manifest)
+    write_json(folder / MANIFEST, manifest)
     print(f"embed: cache {folder} upgraded from format 1 to {FORMAT_VERSION} "
           f"({dropped} duplicate rows dropped, {len(seen)} rows kept)", file=sys.stderr)
 
@@ -561,12 +536,10 @@ def upgrade(folder: Path, manifest: dict) -> None:
 def write_failures(folder: Path, failures: list[tuple[str, str, str]]) -> Path:
     """The failures of the latest run: uuid, where the image came from, and why it failed."""
     path = Path(folder) / FAILURES
-    temp = path.with_name(f".{path.name}.tmp")
-    with open(temp, "w", newline="") as handle:
+    with atomic_path(path) as temp, open(temp, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["uuid", "origin", "reason"])
         writer.writerows(failures)
-    os.replace(temp, path)
     return path
 
 

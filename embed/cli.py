@@ -20,6 +20,7 @@ from embed.images import DECODERS
 from embed.pipeline import ENGINES, MISSING_REASON, compact_cache, embed_sources
 from embed.runtime import Encoder, encoder_dir
 from embed.sources import read_ids
+from vinted_tagger.errors import run_command
 
 SHOWN_FAILURES = 20
 
@@ -56,36 +57,34 @@ def main(argv: list[str] | None = None) -> int:
     if args.list_encoders:
         print(table_text())
         return 0
-    try:
-        if args.export_only:
-            Encoder.load(get_encoder(args.encoder))
-            print(f"embed: encoder {args.encoder} ready in {encoder_dir(get_encoder(args.encoder))}")
-            return 0
-        if args.calibrate:
-            return calibrate(args)
-        if args.compact:
-            if not args.out:
-                parser().error("--compact needs --out CACHE")
-            merged = compact_cache(args.out)
-            print(f"embed: compacted {args.out}: {merged} small parts merged")
-            return 0
-        if not args.sources or not args.out:
-            parser().error("SOURCE and --out are required")
-        if args.batch_size < 1:
-            parser().error("--batch-size must be at least 1")
-        ids = read_ids(args.ids) if args.ids else None
-        if args.engine != "ray" and (args.address or args.workers):
-            parser().error("--address and --workers need --engine ray")
-        summary = embed_sources(
-            args.sources, args.out, args.encoder, ids, args.batch_size, not args.quiet, args.threads,
-            args.runtime, args.precision, args.decoder, engine=args.engine, address=args.address, workers=args.workers,
-        )
-    except KeyboardInterrupt:
-        print("embed: interrupted; the cache keeps every finished part, run again to resume", file=sys.stderr)
-        return 130
-    except (ValueError, OSError, RuntimeError) as error:  # OutputError, ImageError, unreadable source: one line
-        print(f"embed: error: {error}", file=sys.stderr)
-        return 2
+    # A user's mistake (OutputError, ImageError, EncoderError, an unreadable source, ...): one line, exit 2.
+    return run_command("embed", lambda: run(args), "the cache keeps every finished part, run again to resume")
+
+
+def run(args) -> int:
+    if args.export_only:
+        Encoder.load(get_encoder(args.encoder))
+        print(f"embed: encoder {args.encoder} ready in {encoder_dir(get_encoder(args.encoder))}")
+        return 0
+    if args.calibrate:
+        return calibrate(args)
+    if args.compact:
+        if not args.out:
+            parser().error("--compact needs --out CACHE")
+        merged = compact_cache(args.out)
+        print(f"embed: compacted {args.out}: {merged} small parts merged")
+        return 0
+    if not args.sources or not args.out:
+        parser().error("SOURCE and --out are required")
+    if args.batch_size < 1:
+        parser().error("--batch-size must be at least 1")
+    ids = read_ids(args.ids) if args.ids else None
+    if args.engine != "ray" and (args.address or args.workers):
+        parser().error("--address and --workers need --engine ray")
+    summary = embed_sources(
+        args.sources, args.out, args.encoder, ids, args.batch_size, not args.quiet, args.threads,
+        args.runtime, args.precision, args.decoder, engine=args.engine, address=args.address, workers=args.workers,
+    )
     report(summary)
     nothing_done = summary.encoded == 0 and summary.skipped == 0
     return 1 if nothing_done else 0

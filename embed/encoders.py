@@ -20,6 +20,8 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from vinted_tagger.errors import UserError
+from vinted_tagger.files import file_sha256
 from vinted_tagger.settings import PACKAGE_DATA  # holds artifacts/: relative weight paths are relative to it
 
 OPEN_CLIP_PREFIX = "open_clip:"
@@ -264,7 +266,7 @@ ENCODERS: dict[str, EncoderSpec] = {
 }
 
 
-# EfficientNet-Lite2 adapted to the stand-in clothing photos once by ``embed.finetune`` (block 6 and the head
+# EfficientNet-Lite2 adapted to the stand-in clothing photos once by ``classifiers.finetune`` (block 6 and the head
 # convolution trained, multi-task; ``make finetune``), then frozen like the others: same preprocessing and
 # embedding parts, its own weights (fp16 safetensors, 12 MB, in the repository). Whether it is the default is
 # decided by bench/finetune_bench.py (bench/results/finetune.json).
@@ -357,14 +359,6 @@ def _open_clip_preprocess(open_clip, arch: str, pretrained: str, is_file: bool) 
     return {"mean": open_clip.OPENAI_DATASET_MEAN, "std": open_clip.OPENAI_DATASET_STD}
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def table_text() -> str:
     """The encoder table as printed by ``embed --list-encoders``."""
     rows = [("name", "input", "resize", "mean", "std", "dim", "weights")]
@@ -416,19 +410,24 @@ RUNTIMES = tuple(dict.fromkeys(v.runtime for v in VARIANTS.values()))
 PRECISIONS = tuple(dict.fromkeys(v.precision for v in VARIANTS.values()))
 # ``--runtime auto --precision auto`` takes the first of these this machine can run (fastest first): the
 # fastest variants whose stand-in test scores stay within 0.005 (top-1, top-2) and 0.01 (each tag F1) of ONNX
-# Runtime fp32 (bench/runtime_bench.py, `same_scores`). int8 is left out: it measured faster, but top-1 fell by
-# 0.011 and polka-dot F1 by 0.035, and its decisions agreed with fp32's on only 96% of the test images; it
-# runs when asked for (--precision int8, after `embed --calibrate`).
+# Runtime fp32 (bench/runtime_bench.py, `same_scores`). int8 is left out: it measured faster, but its scores and
+# decisions moved more than that (bench/results/runtime.json); it runs when asked for (--precision int8, after
+# `embed --calibrate`).
 PREFERENCE = ("openvino-bf16", "openvino-fp32", "onnxruntime-fp32")
 # Variants whose embeddings give the same decisions through the same heads: category1 and every tag decision
 # agree on >= 99% of the stand-in test images with heads trained on another member's embeddings
 # (bench/runtime_bench.py, `same_decisions`). A cache or model of one may meet embeddings of another; any
-# other pair is refused (bf16 measured 98.8%, int8 95.9%: heads trained on fp32 are not applied to them).
+# other pair is refused (bf16 and int8 measured under 99%: heads trained on fp32 are not applied to them).
 SAME_DECISIONS = frozenset({"onnxruntime-fp32", "openvino-fp32"})
 
 
 class PrecisionMismatch(ValueError):
     """Embeddings of one runtime/precision met a cache or model whose decisions they are not known to keep."""
+
+
+class EncoderError(UserError, RuntimeError):
+    """An encoder cannot be built or run here: its weights or exported files are missing, damaged or from
+    other weights, or no runtime of this machine can run it. The message says what to do."""
 
 
 def get_variant(runtime: str, precision: str) -> Variant:

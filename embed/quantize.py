@@ -13,16 +13,16 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
-from embed.cache import atomic_write_json
-from embed.encoders import EncoderSpec, file_sha256
+from embed.encoders import EncoderSpec
 from embed.images import ImageError, load_pixels
 from embed.runtime import INT8_FILE, INT8_RECORD, encoder_dir, ensure_onnx, versions
 from embed.sources import ImageRef
+from vinted_tagger.errors import MissingExtra
+from vinted_tagger.files import atomic_path, file_sha256, write_json
 
 CALIBRATION_IMAGES = 256
 CALIBRATION_SEED = 0
@@ -73,18 +73,17 @@ def calibrate(spec: EncoderSpec, refs: list[ImageRef], count: int = CALIBRATION_
     sample = calibration_sample(refs, count, seed)
     pixels, fingerprint = calibration_pixels(sample, spec.input_size)
     folder = encoder_dir(spec)
-    temp = folder / f".{INT8_FILE}.{os.getpid()}.tmp"
-    with _quiet_root_log():  # it logs advice to pre-process (shape inference) on the root logger
-        _quantize(fp32_path, temp, pixels)
-    record = {
-        "onnx_sha256": file_sha256(temp),
-        "fp32_sha256": file_sha256(fp32_path),
-        "calibration": {"images": len(pixels), "seed": seed, "fingerprint": fingerprint, "method": "minmax",
-                        "format": "QDQ U8S8 per-channel"},
-        "versions": versions(),
-    }
-    os.replace(temp, folder / INT8_FILE)
-    atomic_write_json(folder / INT8_RECORD, record)
+    with atomic_path(folder / INT8_FILE) as temp:
+        with _quiet_root_log():  # it logs advice to pre-process (shape inference) on the root logger
+            _quantize(fp32_path, temp, pixels)
+        record = {
+            "onnx_sha256": file_sha256(temp),
+            "fp32_sha256": file_sha256(fp32_path),
+            "calibration": {"images": len(pixels), "seed": seed, "fingerprint": fingerprint, "method": "minmax",
+                            "format": "QDQ U8S8 per-channel"},
+            "versions": versions(),
+        }
+    write_json(folder / INT8_RECORD, record)
     return record
 
 
@@ -92,7 +91,7 @@ def _quantize(source: Path, target: Path, pixels: np.ndarray) -> None:
     try:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     except ImportError as error:
-        raise RuntimeError(f"int8 calibration needs the onnx package: pip install 'vinted-tagger[export]' "
+        raise MissingExtra(f"int8 calibration needs the onnx package: pip install 'vinted-tagger[export]' "
                            f"({error})") from None
 
     quantize_static(  # the calibrator's augmented graph goes to a temporary folder of its own

@@ -16,7 +16,6 @@ Only this module imports ray, and only ``embed --engine ray`` imports this modul
 
 from __future__ import annotations
 
-import os
 import socket
 from concurrent.futures import ThreadPoolExecutor
 
@@ -28,6 +27,8 @@ from embed.cache import CacheWriter, vectors_of
 from embed.encoders import EncoderSpec
 from embed.pipeline import EmbedSummary, decoded, record_encoded, record_failure
 from embed.sources import ImageRef, ref_at
+from vinted_tagger.errors import MissingExtra, UserError
+from vinted_tagger.settings import worker_environment
 
 BLOCKS_PER_WORKER = 4  # at least this many input blocks per actor, so every actor gets work
 CALL_BATCHES = 4  # encoder batches per input block (= per actor call): decoding overlaps encoding within it
@@ -35,11 +36,15 @@ ACTOR_START_S = 600  # a pool that cannot start in this time (too few CPUs for -
 STANDARD_RESOURCES = {"CPU", "GPU", "memory", "object_store_memory"}
 
 
+class ClusterError(UserError, RuntimeError):
+    """The Ray cluster cannot be reached, or cannot start the actors asked for."""
+
+
 def import_ray():
     try:
         import ray
     except ImportError:
-        raise RuntimeError("the ray engine needs the ray extra: pip install 'vinted-tagger[ray]'") from None
+        raise MissingExtra("the ray engine needs the ray extra: pip install 'vinted-tagger[ray]'") from None
     return ray
 
 
@@ -49,14 +54,9 @@ def import_ray():
 LOCAL_NODE_IP = "127.0.0.2"
 
 
-def worker_env() -> dict:
-    """What the workers must see of this process's environment: the encoder home and PYTHONPATH."""
-    return {name: os.environ[name] for name in ("VINTED_TAGGER_HOME", "PYTHONPATH") if name in os.environ}
-
-
 def start_local(ray, num_cpus: int | None = None, env: dict | None = None) -> None:
-    """A Ray cluster on this machine only, its workers seeing ``env`` (default: ``worker_env()``)."""
-    env = worker_env() if env is None else env
+    """A Ray cluster on this machine only, its workers seeing ``env`` (default: ``worker_environment()``)."""
+    env = worker_environment() if env is None else env
     ray.init(num_cpus=num_cpus, _node_ip_address=LOCAL_NODE_IP, include_dashboard=False, log_to_driver=False,
              configure_logging=False, runtime_env={"env_vars": env} if env else None)
 
@@ -68,12 +68,12 @@ def connect(ray, address: str | None) -> bool:
     if address is None:
         start_local(ray)
         return True
-    env = worker_env()
+    env = worker_environment()
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
                  runtime_env={"env_vars": env} if env else None)
     except ConnectionError as error:
-        raise RuntimeError(f"cannot reach the Ray cluster at {address}: {error}") from None
+        raise ClusterError(f"cannot reach the Ray cluster at {address}: {error}") from None
     return True
 
 
@@ -156,7 +156,7 @@ def run_on_ray(spec: EncoderSpec, todo: list[ImageRef], writer: CacheWriter, sum
                 for batch in encoded_batches(ray, spec, todo, batch_size, workers, threads, writer.variant):
                     consume(batch, spec.dim, writer, summary, bar)
             except ray.exceptions.GetTimeoutError:
-                raise RuntimeError(f"the cluster could not start {workers} encoder actors of {threads} CPUs each "
+                raise ClusterError(f"the cluster could not start {workers} encoder actors of {threads} CPUs each "
                                    f"within {ACTOR_START_S} s; pass fewer --workers or --threads") from None
     finally:
         if started:

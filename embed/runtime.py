@@ -23,19 +23,17 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from embed.cache import atomic_write_json
 from embed.encoders import (
-    PREFERENCE, REFERENCE_VARIANT, VARIANTS, EncoderSpec, Variant, check_same_decisions, file_sha256,
-    get_encoder, get_variant, identity, same_decisions, variant_of,
+    PREFERENCE, REFERENCE_VARIANT, VARIANTS, EncoderError, EncoderSpec, Variant, check_same_decisions, get_encoder,
+    get_variant, identity, same_decisions, variant_of,
 )
 from embed.images import ImageError, check_decoder, load_pixels, resize_shorter_crop, to_rgb
+from vinted_tagger.errors import MissingExtra
+from vinted_tagger.files import atomic_path, file_sha256, write_json
+from vinted_tagger.settings import encoder_home
 
 log = logging.getLogger("embed.runtime")
 INT8_FILE, INT8_RECORD = "model.int8.onnx", "int8.json"
-
-
-def encoder_home() -> Path:
-    return Path(os.environ.get("VINTED_TAGGER_HOME", "~/.cache/vinted-tagger")).expanduser()
 
 
 def encoder_dir(spec: EncoderSpec) -> Path:
@@ -68,7 +66,7 @@ def ensure_onnx(spec: EncoderSpec, export: bool = True) -> tuple[Path, EncoderSp
         _export(spec, folder)
     recorded = json.loads(spec_file.read_text())
     if file_sha256(model) != recorded["onnx_sha256"]:
-        raise RuntimeError(f"{model} does not match its recorded checksum; delete {folder} and export again")
+        raise EncoderError(f"{model} does not match its recorded checksum; delete {folder} and export again")
     return model, EncoderSpec.from_dict(recorded["spec"])
 
 
@@ -76,17 +74,16 @@ def _export(spec: EncoderSpec, folder: Path) -> None:
     try:
         from embed.export import build_embedder, export_onnx
     except ImportError as error:
-        raise RuntimeError(
+        raise MissingExtra(
             f"the ONNX file for encoder {spec.name!r} is not built and PyTorch is not installed ({error}); "
             "run `make setup` or `pip install 'vinted-tagger[export]'` then `embed --export-only`"
         ) from None
     folder.mkdir(parents=True, exist_ok=True)
     module, spec = build_embedder(spec)
-    temp = folder / f".model.{os.getpid()}.onnx.tmp"
-    export_onnx(module, spec, temp)
-    record = {"spec": spec.to_dict(), "onnx_sha256": file_sha256(temp), "versions": versions()}
-    os.replace(temp, folder / "model.onnx")
-    atomic_write_json(folder / "spec.json", record)
+    with atomic_path(folder / "model.onnx") as temp:
+        export_onnx(module, spec, temp)
+        record = {"spec": spec.to_dict(), "onnx_sha256": file_sha256(temp), "versions": versions()}
+    write_json(folder / "spec.json", record)
 
 
 def int8_graph(spec: EncoderSpec, fp32_path: Path) -> tuple[Path, dict] | None:
@@ -97,9 +94,9 @@ def int8_graph(spec: EncoderSpec, fp32_path: Path) -> tuple[Path, dict] | None:
         return None
     record = json.loads(record_file.read_text())
     if record.get("fp32_sha256") != file_sha256(fp32_path):
-        raise RuntimeError(f"{path} was quantised from another export; run `embed --calibrate` again")
+        raise EncoderError(f"{path} was quantised from another export; run `embed --calibrate` again")
     if file_sha256(path) != record.get("onnx_sha256"):
-        raise RuntimeError(f"{path} does not match its recorded checksum; run `embed --calibrate` again")
+        raise EncoderError(f"{path} does not match its recorded checksum; run `embed --calibrate` again")
     return path, record
 
 
@@ -168,7 +165,7 @@ def choose_variant(spec: EncoderSpec, runtime: str = "auto", precision: str = "a
         if (agree_with is None or _agrees(agree_with, variant)) and cannot_run(variant, spec) is None:
             _say_fallback(skipped, variant, quiet_int8=precision == "auto")
             return variant
-    raise RuntimeError(f"no encoder runtime can run here: {skipped}")
+    raise EncoderError(f"no encoder runtime can run here: {skipped}")
 
 
 FALLBACKS = ("openvino-fp32", REFERENCE_VARIANT)  # what runs when the variant asked for cannot
@@ -214,7 +211,7 @@ class OrtRunner:
 
 
 class OpenVinoRunner:
-    """OpenVINO, compiled for static batch sizes (static shapes measured ~1.5x faster than a dynamic one).
+    """OpenVINO, compiled for static batch sizes (static shapes measured faster than a dynamic one).
 
     A batch runs on the smallest compiled size that holds it, padded with zeros; larger ones in chunks.
     """
@@ -303,7 +300,7 @@ class Encoder:
         # An open_clip hub tag has no checksum until downloaded: the export's record has it.
         wanted = spec if spec.sha256 else dataclasses.replace(spec, sha256=resolved.sha256)
         if identity(resolved) != identity(wanted):
-            raise RuntimeError(f"{path} was exported from other weights or another layout than {spec.name} asks for")
+            raise EncoderError(f"{path} was exported from other weights or another layout than {spec.name} asks for")
         resolved = dataclasses.replace(resolved, name=spec.name)
         variant = choose_variant(resolved, runtime, precision, agree_with)
         return cls(resolved, path, threads, variant.name, batches, decoder)

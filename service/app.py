@@ -44,6 +44,7 @@ from service.schemas import (
 )
 from service.settings import Settings
 from service.uploads import Upload, decode_work, read_uploads
+from vinted_tagger import __version__
 
 log = logging.getLogger("service")
 router = APIRouter()
@@ -74,7 +75,7 @@ def create_app(model_dir: str | Path | None = None, settings: Settings | None = 
     app = FastAPIOffline(
         title="vinted-tagger",
         summary="Top-2 category and pattern tags for clothing photos.",
-        version="0.1.0",
+        version=__version__,
         lifespan=lifespan,
         swagger_ui_parameters={"validatorUrl": None},  # no call to the online spec validator
     )

@@ -17,8 +17,9 @@ import pytest
 from embed import cache as cache_module
 from embed import cli
 from embed.cache import (JOURNAL, MANIFEST, CacheLocked, CacheWriter, embedding_table, iter_batches, live_parts,
-                         part_files, part_info, read_cache, vectors_of, write_parquet_atomic, _read_ahead)
+                         part_files, part_info, read_cache, vectors_of, _read_ahead)
 from embed.encoders import ENCODERS
+from vinted_tagger.files import write_parquet
 
 DIM = 8
 SPEC = dataclasses.replace(ENCODERS["efficientnet-lite2"], name="fake", sha256="0" * 64, dim=DIM, parts=())
@@ -92,6 +93,7 @@ KILLED_WRITER = """
 import os, signal, sys, dataclasses, numpy as np
 from embed.cache import CacheWriter
 from embed.encoders import ENCODERS
+from vinted_tagger.files import write_parquet
 spec = dataclasses.replace(ENCODERS["efficientnet-lite2"], name="fake", sha256="0" * 64, dim=8, parts=())
 writer = CacheWriter(sys.argv[1], spec, versions={}, flush_rows=4)
 writer.add([f"k{i}" for i in range(4)], np.ones((4, 8), np.float32))  # a whole part
@@ -131,7 +133,7 @@ class Killed(Exception):
 @pytest.mark.parametrize("crash", ["before-journal", "after-deletes"])
 def test_killed_compaction_loses_nothing_and_never_shows_a_row_twice(tmp_path, monkeypatch, crash) -> None:
     folder = build(tmp_path / "cache", 30, flush_rows=10)
-    real_replace, real_json = cache_module.os.replace, cache_module.atomic_write_json
+    real_replace, real_json = cache_module.os.replace, cache_module.write_json
 
     def replace(src, dst):
         if crash == "after-deletes" and Path(src).name.startswith("_part-"):
@@ -145,7 +147,7 @@ def test_killed_compaction_loses_nothing_and_never_shows_a_row_twice(tmp_path, m
 
     with monkeypatch.context() as patch:
         patch.setattr(cache_module.os, "replace", replace)
-        patch.setattr(cache_module, "atomic_write_json", write_json)
+        patch.setattr(cache_module, "write_json", write_json)
         writer = CacheWriter(folder, SPEC, versions={})
         with pytest.raises(Killed):
             cache_module.compact(folder, target_rows=100)
@@ -166,9 +168,9 @@ def make_v1_cache(folder: Path) -> None:
     """What an older release left after a kill between compaction's rename and its deletes."""
     folder.mkdir()
     uuids, vectors = rows(20)
-    write_parquet_atomic(embedding_table(uuids[:12], vectors[:12]), folder / "part-00000000000000000010.parquet")
-    write_parquet_atomic(embedding_table(uuids[8:], vectors[8:]), folder / "part-00000000000000000020.parquet")
-    write_parquet_atomic(embedding_table(uuids, vectors), folder / "part-00000000000000000030.parquet")
+    write_parquet(embedding_table(uuids[:12], vectors[:12]), folder / "part-00000000000000000010.parquet")
+    write_parquet(embedding_table(uuids[8:], vectors[8:]), folder / "part-00000000000000000020.parquet")
+    write_parquet(embedding_table(uuids, vectors), folder / "part-00000000000000000030.parquet")
     manifest = {"format_version": 1, "encoder": SPEC.to_dict(), "versions": {}, "rows": 20,
                 "created_at": "2026-01-01T00:00:00+00:00", "updated_at": "2026-01-01T00:00:00+00:00"}
     (folder / MANIFEST).write_text(json.dumps(manifest))

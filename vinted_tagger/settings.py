@@ -64,7 +64,7 @@ class _Settings(BaseSettings):
 
 
 def describe(error: ValidationError) -> str:
-    """A validation error as one line naming the variable, e.g. ``VINTED_TAGGER_MAX_FILES='many' is not a valid int``."""
+    """A validation error as one line naming the variable: ``VINTED_TAGGER_MAX_FILES='x' is not a valid int``."""
     lines = []
     for problem in error.errors():
         name = ENV_PREFIX + "_".join(str(part) for part in problem["loc"]).upper()
