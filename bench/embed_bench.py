@@ -16,9 +16,7 @@ Writes bench/results/embed.json and prints a table.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -34,6 +32,7 @@ from embed.encoders import get_encoder  # noqa: E402
 from embed.images import DECODERS, load_pixels  # noqa: E402
 from embed.runtime import versions  # noqa: E402
 from embed.sources import iter_sources  # noqa: E402
+from report import machine, write_results  # noqa: E402  (bench/, this script's folder)
 
 DEFAULT_IMAGES = ROOT.parent / "shared" / "data" / "clothing" / "images.zip"
 
@@ -119,12 +118,11 @@ def main() -> int:
         "decoders": decoders,
         "peak_rss_mb": round(peak_rss_mb, 1),
         "batch_size": args.batch_size,
-        "machine": {"cores": os.cpu_count(), "processor": platform.processor() or platform.machine()},
+        "machine": machine(),
         "load_avg_1min_at_start": load_at_start,
         "versions": versions(),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_results(args.out, result)
     print_table(result)
     return 0
 

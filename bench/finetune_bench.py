@@ -34,6 +34,7 @@ from embed.encoders import ENCODERS, LITE2_WEIGHTS_PREFIX, get_encoder  # noqa: 
 from embed.pipeline import embed_sources  # noqa: E402
 from embed.runtime import Encoder, encoder_home  # noqa: E402
 from vinted_tagger.files import file_sha256  # noqa: E402
+from report import write_results  # noqa: E402  (bench/, this script's folder)
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "clothing"
 FROZEN = "efficientnet-lite2"
@@ -203,10 +204,9 @@ def main() -> int:
               " calibration: logistic heads fitted on the training rows outside the held-out groups, temperature "
               "and thresholds tuned on the held-out groups; the same for every encoder",
               "heldout_rows": len(held_labels), "test_rows": len(test)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_results(args.out, result)
     for variant, run in curves.items():  # one file per variant, each with its per-epoch "curves"
-        (args.out.parent / f"finetune_curves_{variant}.json").write_text(json.dumps(run, indent=2) + "\n")
+        write_results(args.out.parent / f"finetune_curves_{variant}.json", run)
     print_table(result)
     return 0
 

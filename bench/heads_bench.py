@@ -12,7 +12,6 @@ the committed artifacts/model; training is deterministic, so both give the same 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from classifiers.train import train  # noqa: E402
 from embed.cache import read_cache  # noqa: E402
 from embed.pipeline import embed_sources  # noqa: E402
 from embed.runtime import encoder_home  # noqa: E402
+from report import write_results  # noqa: E402  (bench/, this script's folder)
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "clothing"
 
@@ -79,8 +79,7 @@ def main() -> int:
     result = summarise(scores, model, train_s, ms_per_image, artifact_mb, len(missing), args.head)
     result["encoder_mb"] = round(tagger.encoder().onnx_path.stat().st_size / 1e6, 1)
     result["ci95"] = bootstrap_intervals(predictions, labels)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_results(args.out, result)
     print_table(result)
     return 0
 

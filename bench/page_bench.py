@@ -13,9 +13,7 @@ synthetic demo images instead (recorded in the result). Writes bench/results/pag
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -29,6 +27,7 @@ sys.path.insert(0, str(ROOT))  # devtools/ (never installed): the demo images
 
 from page_driver import MEASURE, choose, launch, missing_browser, upload  # noqa: E402
 from service_bench import DEFAULT_IMAGES, DEFAULT_MODEL, Server, percentile, sample_images  # noqa: E402
+from report import machine, write_results  # noqa: E402  (bench/, this script's folder)
 
 WARM_UP = 3  # choices before the timed ones: the browser's first layout and fetch, not the steady state
 TARGET_MEDIAN_MS = 150
@@ -107,10 +106,9 @@ def main() -> int:
         "browser": f"Chromium {browser}, headless, Playwright",
         "seconds": round(seconds, 1),
         "load_avg": {"before": [round(v, 2) for v in load_before], "after": [round(v, 2) for v in os.getloadavg()]},
-        "machine": {"cores": os.cpu_count(), "processor": platform.processor() or platform.machine()},
+        "machine": machine(),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_results(args.out, result)
     print(f"| {'measure':<34} | {'value':>9} | {'target':>8} |")
     print(f"|{'-' * 36}|{'-' * 11}|{'-' * 10}|")
     print(f"| {'chosen -> card shown, median (ms)':<34} | {result['median_ms']:>9} | {'<= 150':>8} |")

@@ -18,9 +18,7 @@ Writes bench/results/runtime.json and prints a table. `default` is what `embed` 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -41,6 +39,7 @@ from embed.encoders import REFERENCE_VARIANT, VARIANTS, get_encoder  # noqa: E40
 from embed.images import load_pixels  # noqa: E402
 from embed.runtime import INT8_RECORD, Encoder, choose_variant, encoder_dir, ensure_onnx, versions  # noqa: E402
 from embed.sources import iter_sources  # noqa: E402
+from report import machine, write_results  # noqa: E402  (bench/, this script's folder)
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "clothing"
 ENCODER = "efficientnet-lite2"
@@ -179,12 +178,11 @@ def main() -> int:
         "images": len(refs),
         "batch_size": args.batch_size,
         "threads": args.threads,
-        "machine": {"cores": os.cpu_count(), "processor": platform.processor() or platform.machine()},
+        "machine": machine(),
         "load_avg_1min_at_start": load_at_start,
         "versions": versions(),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_results(args.out, result)
     print_table(result)
     return 0
 

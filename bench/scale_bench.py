@@ -42,6 +42,7 @@ from embed.cache import CacheWriter, read_cache  # noqa: E402
 from embed.encoders import EncoderSpec  # noqa: E402
 from embed.pipeline import embed_sources  # noqa: E402
 from embed.sources import iter_sources  # noqa: E402
+from report import write_results  # noqa: E402  (bench/, this script's folder)
 
 DEFAULT_IMAGES = ROOT.parent / "shared" / "data" / "clothing" / "images.zip"
 APPEND_ROWS = 10_000
@@ -145,8 +146,7 @@ def main() -> None:
             result.update(predict(work / "synthetic", args.rows + APPEND_ROWS, work))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_results(args.out, result)
     print(json.dumps(result, indent=2))
 
 

@@ -27,7 +27,6 @@ import http.client
 import io
 import json
 import os
-import platform
 import random
 import socket
 import struct
@@ -42,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from report import machine, write_results  # bench/, this script's folder
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = ROOT / "artifacts" / "model"
@@ -514,13 +514,12 @@ def main() -> int:
         "sample_images": SAMPLE_IMAGES,
         "cpu_cores_used": cpu,
         "load_avg": {phase: [round(v, 2) for v in values] for phase, values in load.items()},
-        "machine": {"cores": os.cpu_count(), "processor": platform.processor() or platform.machine()},
+        "machine": machine(),
         "client": "http.client keep-alive, one connection per client thread, in the bench process",
         "server_env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("VINTED_TAGGER_")},
         "batching": batching,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_results(args.out, result)
     print_table(result)
     return 0
 

@@ -1,0 +1,21 @@
+"""What every bench writes the same way: the machine record beside its figures, and its results file."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+
+from vinted_tagger.files import write_bytes
+
+
+def machine() -> dict:
+    """The machine a bench ran on, as each results file records it."""
+    return {"cores": os.cpu_count(), "processor": platform.processor() or platform.machine()}
+
+
+def write_results(path: Path, result: dict) -> None:
+    """``result`` as indented JSON in key order, written atomically (a killed bench leaves the old file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes(path, (json.dumps(result, indent=2) + "\n").encode())
