@@ -30,9 +30,8 @@ sys.path.insert(0, str(ROOT))
 from embed.cache import read_manifest  # noqa: E402
 from embed.encoders import get_encoder  # noqa: E402
 from embed.images import DECODERS, load_pixels  # noqa: E402
-from embed.runtime import versions  # noqa: E402
 from embed.sources import iter_sources  # noqa: E402
-from report import machine, write_results  # noqa: E402  (bench/, this script's folder)
+from report import run_record, write_results  # noqa: E402  (bench/, this script's folder)
 
 DEFAULT_IMAGES = ROOT.parent / "shared" / "data" / "clothing" / "images.zip"
 
@@ -118,9 +117,7 @@ def main() -> int:
         "decoders": decoders,
         "peak_rss_mb": round(peak_rss_mb, 1),
         "batch_size": args.batch_size,
-        "machine": machine(),
-        "load_avg_1min_at_start": load_at_start,
-        "versions": versions(),
+        **run_record(load_at_start),
     }
     write_results(args.out, result)
     print_table(result)

@@ -15,6 +15,13 @@ def machine() -> dict:
     return {"cores": os.cpu_count(), "processor": platform.processor() or platform.machine()}
 
 
+def run_record(load_at_start: float) -> dict:
+    """The end of a speed bench's results: the machine, its 1-minute load when the bench began, the versions."""
+    from embed.runtime import versions
+
+    return {"machine": machine(), "load_avg_1min_at_start": load_at_start, "versions": versions()}
+
+
 def write_results(path: Path, result: dict) -> None:
     """``result`` as indented JSON in key order, written atomically (a killed bench leaves the old file)."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -37,9 +37,9 @@ from classifiers.train import train  # noqa: E402
 from embed.cache import Embeddings  # noqa: E402
 from embed.encoders import REFERENCE_VARIANT, VARIANTS, get_encoder  # noqa: E402
 from embed.images import load_pixels  # noqa: E402
-from embed.runtime import INT8_RECORD, Encoder, choose_variant, encoder_dir, ensure_onnx, versions  # noqa: E402
+from embed.runtime import INT8_RECORD, Encoder, choose_variant, encoder_dir, ensure_onnx  # noqa: E402
 from embed.sources import iter_sources  # noqa: E402
-from report import machine, write_results  # noqa: E402  (bench/, this script's folder)
+from report import run_record, write_results  # noqa: E402  (bench/, this script's folder)
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "clothing"
 ENCODER = "efficientnet-lite2"
@@ -178,9 +178,7 @@ def main() -> int:
         "images": len(refs),
         "batch_size": args.batch_size,
         "threads": args.threads,
-        "machine": machine(),
-        "load_avg_1min_at_start": load_at_start,
-        "versions": versions(),
+        **run_record(load_at_start),
     }
     write_results(args.out, result)
     print_table(result)
