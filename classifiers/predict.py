@@ -26,8 +26,8 @@ import pandas as pd
 from classifiers.artifacts import default_model_dir, load_model, model_id
 from classifiers.metrics import top_k
 from classifiers.model import TaggerModel
-from embed.cache import cache_runtimes, check_same_encoder, iter_batches, read_manifest, vectors_of
-from embed.encoders import check_same_decisions
+from embed.cache import cache_runtimes, iter_batches, read_manifest, vectors_of
+from embed.encoders import check_same_decisions, check_same_encoder
 from vinted_tagger.files import atomic_path
 
 

@@ -47,9 +47,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from embed.encoders import (  # noqa: F401 - EncoderMismatch and check_same_encoder are read from here too
-    EncoderMismatch, EncoderSpec, check_same_decisions, check_same_encoder, variant_of,
-)
+from embed.encoders import EncoderSpec, check_same_decisions, check_same_encoder, variant_of
 from vinted_tagger.files import atomic_path, write_json, write_parquet
 
 MANIFEST = "_manifest.json"

@@ -195,15 +195,18 @@ class EncoderSpec:
     def columns(self, roles: Collection[str]) -> tuple[tuple[int, int], ...] | None:
         """[start, stop) ranges of the parts with these roles, neighbours merged; None (read every column)
         when there are no parts, none has these roles, or all do."""
-        return role_columns(self.to_dict(), roles)
+        return _role_ranges(self.parts, roles)
 
 
 def role_columns(encoder: dict, roles: Collection[str]) -> tuple[tuple[int, int], ...] | None:
     """``EncoderSpec.columns`` of a manifest's encoder record."""
+    return _role_ranges([Part.from_record(*part) for part in encoder.get("parts") or ()], roles)
+
+
+def _role_ranges(parts: Sequence[Part], roles: Collection[str]) -> tuple[tuple[int, int], ...] | None:
     ranges: list[list[int]] = []
     start = 0
-    for name, width in encoder.get("parts") or ():
-        part = Part.from_record(name, width)
+    for part in parts:
         if part.role in roles:
             if ranges and ranges[-1][1] == start:
                 ranges[-1][1] = start + part.width  # merge neighbours: fewer, longer ranges

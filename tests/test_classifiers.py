@@ -25,8 +25,8 @@ from classifiers.evaluate import evaluate, format_report
 from classifiers.heads import CategoryLogReg, TagLogReg, make_folds
 from classifiers.predict import Tagger, predict_cache
 from classifiers.train import texture_columns, train
-from embed.cache import CacheWriter, EncoderMismatch, read_cache
-from embed.encoders import ENCODERS
+from embed.cache import CacheWriter, read_cache
+from embed.encoders import ENCODERS, EncoderMismatch
 
 DIM = 16
 CLASSES = ["ALPHA", "BETA", "GAMMA"]

@@ -19,7 +19,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from embed import pipeline
-from embed.cache import FAILURES, MANIFEST, CacheWriter, EncoderMismatch, part_files, read_cache
+from embed.cache import FAILURES, MANIFEST, CacheWriter, part_files, read_cache
+from embed.encoders import EncoderMismatch
 from embed.images import load_pixels
 from embed.pipeline import MISSING_REASON, embed_sources
 from embed.runtime import Encoder
