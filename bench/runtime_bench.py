@@ -4,8 +4,10 @@
 
 1. Builds the int8 copy if it is missing (`embed --calibrate` on the train split: seeded sample).
 2. Decodes the stand-in images chunk by chunk, once, and runs every variant of embed.encoders.VARIANTS on
-   each chunk in turn (batch 16, static shapes where the runtime has them): img/s of the encoder alone.
-3. Batch 1: one image at a time, variants interleaved image by image (median ms).
+   each chunk in turn, called as `embed` calls it (Encoder.encode on batches of embed's batch size, which
+   OpenVINO runs as chunks on its throughput streams): img/s of the encoder alone.
+3. Batch 1: one image at a time, as the service calls it (OpenVINO's latency request), variants interleaved
+   image by image (median ms).
 4. Cosine of every embedding to ONNX Runtime fp32's (minimum over all images).
 5. Heads trained on each variant's train-split embeddings (classifiers.train, as `classify train`), scored
    on the test split; and the decisions of the fp32 heads on each variant's test embeddings against their
@@ -37,6 +39,7 @@ from classifiers.train import train  # noqa: E402
 from embed.cache import Embeddings  # noqa: E402
 from embed.encoders import REFERENCE_VARIANT, VARIANTS, get_encoder  # noqa: E402
 from embed.images import load_pixels  # noqa: E402
+from embed.pipeline import BATCH_SIZE  # noqa: E402
 from embed.runtime import INT8_RECORD, Encoder, choose_variant, encoder_dir, ensure_onnx  # noqa: E402
 from embed.sources import iter_sources  # noqa: E402
 from report import run_record, write_results  # noqa: E402  (bench/, this script's folder)
@@ -130,7 +133,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--limit", type=int, default=None, help="a seeded sample of N images (default: all)")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="images per encode call (embed's)")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "runtime.json")
     args = parser.parse_args()
@@ -186,7 +189,7 @@ def main() -> int:
 
 
 def print_table(result: dict) -> None:
-    print("| runtime-precision | img/s (batch 16) | batch 1 ms | cosine min | top-1 | top-2 | tag F1 | agreement "
+    print(f"| runtime-precision | img/s (batch {result['batch_size']}) | batch 1 ms | cosine min | top-1 | top-2 | tag F1 | agreement "
           "| same scores / decisions |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, v in result["variants"].items():

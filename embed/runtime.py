@@ -211,44 +211,76 @@ class OrtRunner:
 
 
 class OpenVinoRunner:
-    """OpenVINO, compiled for static batch sizes (static shapes measured faster than a dynamic one).
+    """OpenVINO on static shapes (they measured faster than a dynamic one), compiled once.
 
-    A batch runs on the smallest compiled size that holds it, padded with zeros; larger ones in chunks.
+    One image (the service's single request) runs on a LATENCY request compiled at batch 1 that uses every
+    thread. A larger batch is cut into chunks of ``STREAM_BATCH`` images (the last one padded with zeros) that
+    run at once on ``STREAMS`` throughput streams, the threads split between them: on a small CPU one request
+    leaves cores idle between layers, several small ones keep them busy (bench/runtime_bench.py measures it).
     """
 
     HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: the ops left unquantised stay fp32
+    STREAMS, STREAM_BATCH = 2, 4  # chosen by measurement on the 2-core machine (README, Encoder runtimes)
 
     def __init__(self, path: Path, variant: Variant, threads: int | None, batches: tuple[int, ...]):
-        core = openvino_core()
-        config = {
-            "INFERENCE_PRECISION_HINT": self.HINTS[variant.precision],
-            "PERFORMANCE_HINT": "LATENCY",  # one stream: every thread on one request
-            "INFERENCE_NUM_THREADS": threads or os.cpu_count() or 1,
-        }
+        core, threads = openvino_core(), threads or os.cpu_count() or 1
         model = core.read_model(str(path))
-        name, dims = model.input(0).get_any_name(), [d.get_length() for d in list(model.input(0).get_partial_shape())[1:]]
-        self.requests = {}
-        for size in sorted(set(batches)):
-            model.reshape({name: [size, *dims]})
-            compiled = core.compile_model(model, "CPU", config)
-            self.requests[size] = compiled.create_infer_request()
+        self._input = model.input(0).get_any_name()
+        self._dims = [d.get_length() for d in list(model.input(0).get_partial_shape())[1:]]
+        self._dim = model.output(0).get_partial_shape()[1].get_length()
+        precision = {"INFERENCE_PRECISION_HINT": self.HINTS[variant.precision], "INFERENCE_NUM_THREADS": threads}
+        self.single = None  # batch 1: one request, every thread on it
+        if 1 in batches:
+            compiled = self._compile(core, model, 1, {**precision, "PERFORMANCE_HINT": "LATENCY"})
+            self.single = compiled.create_infer_request()
+        self.streams, self.chunk = [], self.STREAM_BATCH  # larger batches: a request per stream
+        if any(size > 1 for size in batches) or self.single is None:
+            streams = min(self.STREAMS, threads)
+            compiled = self._compile(core, model, self.chunk,
+                                     {**precision, "PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": streams})
+            self.streams = [compiled.create_infer_request() for _ in range(streams)]
         # What the CPU plugin really computes in (a CPU without BF16 runs a bf16 hint in f32).
         reported = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         self.ran = "int8" if variant.precision == "int8" else {"f32": "fp32", "f16": "fp16"}.get(reported, reported)
-        self.sizes = sorted(self.requests)
+        # The batch sizes that run without padding (Encoder.warm runs each once).
+        self.sizes = ([1] if self.single else []) + ([self.chunk * len(self.streams)] if self.streams else [])
+
+    def _compile(self, core, model, size: int, config: dict):
+        model.reshape({self._input: [size, *self._dims]})
+        return core.compile_model(model, "CPU", config)
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
-        largest = self.sizes[-1]
-        parts = [self._run(pixels[i : i + largest]) for i in range(0, len(pixels), largest)]
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        if len(pixels) == 1 and self.single is not None:
+            out = self.single.infer({0: pixels}, share_inputs=True, share_outputs=False)
+            return np.array(out[0], dtype=np.float32)
+        return self._streamed(pixels)
 
-    def _run(self, pixels: np.ndarray) -> np.ndarray:
-        n = len(pixels)
-        size = next(s for s in self.sizes if s >= n)
-        if size > n:
-            pixels = np.concatenate([pixels, np.zeros((size - n, *pixels.shape[1:]), pixels.dtype)])
-        out = self.requests[size].infer({0: pixels}, share_inputs=True, share_outputs=False)
-        return np.array(out[0][:n], dtype=np.float32)
+    def _streamed(self, pixels: np.ndarray) -> np.ndarray:
+        """Chunk k runs on request k mod streams; a request's output is copied out before it takes its next
+        chunk, so the rows come back in order whatever finishes first."""
+        n, size = len(pixels), self.chunk
+        if n % size:
+            pixels = np.concatenate([pixels, np.zeros((size - n % size, *pixels.shape[1:]), pixels.dtype)])
+        out = np.empty((len(pixels), self._dim), np.float32)
+        running: dict[int, int] = {}  # request -> the first row of the chunk it runs
+        try:
+            for k, start in enumerate(range(0, len(pixels), size)):
+                slot = k % len(self.streams)
+                if slot in running:
+                    self._collect(slot, running.pop(slot), out)
+                self.streams[slot].start_async({0: pixels[start : start + size]}, share_inputs=True)
+                running[slot] = start
+            while running:
+                self._collect(*running.popitem(), out)
+        finally:
+            for slot in running:  # after an error: no request may still read ``pixels`` once this returns
+                self.streams[slot].wait()
+        return out[:n]
+
+    def _collect(self, slot: int, start: int, out: np.ndarray) -> None:
+        request = self.streams[slot]
+        request.wait()
+        out[start : start + self.chunk] = request.get_output_tensor(0).data
 
 
 RUNNERS = {"onnxruntime": OrtRunner, "openvino": OpenVinoRunner}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from embed import runtime
 from embed.cache import CacheWriter, read_cache, read_manifest
 from devtools.demo_data import make_demo_dataset
 from embed.encoders import PREFERENCE, VARIANTS, PrecisionMismatch, check_same_decisions, get_encoder
+from embed.images import load_pixels
 from embed.pipeline import embed_sources
 from embed.quantize import calibrate, calibration_sample
 from embed.runtime import Encoder, choose_variant, encoder_dir
@@ -71,6 +73,44 @@ def test_every_variant_matches_onnxruntime_fp32_on_real_pixels(name, int8, pictu
     assert vectors.shape == reference.shape
     assert cosines(vectors, reference).min() >= variant.min_cosine, name
     np.testing.assert_allclose(encoder.encode(pixels[:1]), vectors[:1], atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def demo_pixels(demo) -> np.ndarray:
+    """Real pixels: the first 33 demo images, decoded as embed decodes them."""
+    size = get_encoder(LITE2).input_size
+    return np.stack([load_pixels(ref.read(), size) for ref in iter_sources([demo / "data.zip"])[:33]])
+
+
+def relative_error(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1)
+
+
+@pytest.mark.parametrize("name", ["openvino-bf16", "openvino-int8"])
+def test_streamed_batches_give_the_single_request_rows_in_order(name, demo_pixels, int8) -> None:
+    """A batch runs as padded chunks on parallel streams: each row is what the batch-1 request gives for that
+    image (within bf16 rounding), in order, whatever the batch size."""
+    variant = VARIANTS[name]
+    streamed = Encoder.load(LITE2, 2, variant.runtime, variant.precision, batches=(16,))
+    single = Encoder.load(LITE2, 2, variant.runtime, variant.precision, batches=(1,))
+    assert len(streamed.runner.streams) == 2 and streamed.runner.single is None and not single.runner.streams
+    one_by_one = np.concatenate([single.encode(p[None]) for p in demo_pixels])
+    # The tolerance is far below the distance between two images' embeddings: a shuffled row would fail.
+    assert relative_error(one_by_one[1:], one_by_one[:-1]).min() > 0.1
+    for n in (1, 5, 16, 17, 33):
+        rows = slice(33 - n, 33)  # not always the same first images
+        vectors = streamed.encode(demo_pixels[rows])
+        assert vectors.shape == (n, streamed.spec.dim)
+        assert relative_error(vectors, one_by_one[rows]).max() <= 0.02, (name, n)
+
+
+def test_one_encoder_serves_concurrent_callers_one_at_a_time(demo_pixels) -> None:
+    encoder = Encoder.load(LITE2, 2, "openvino", "bf16", batches=(1, 16))
+    alone = [encoder.encode(demo_pixels[i : i + 5]) for i in range(0, 30, 5)]
+    with ThreadPoolExecutor(3) as pool:
+        together = list(pool.map(lambda i: encoder.encode(demo_pixels[i : i + 5]), range(0, 30, 5)))
+    for a, b in zip(alone, together):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_int8_calibration_is_deterministic_and_recorded(int8, demo, home, tiny_clip) -> None:
