@@ -1,10 +1,17 @@
-"""The embedding cache: a folder of immutable Parquet parts (``uuid``, fixed-size float32 ``embedding``) + a manifest.
+"""The embedding cache: a folder of immutable Parquet parts (``uuid``, ``embedding``) + a manifest.
 
 The folder is a plain Parquet dataset: ``pandas.read_parquet(CACHE)`` reads it, because the manifest
 (``_manifest.json``), failures list (``_failures.csv``), lock (``_lock``) and compaction journal start with an
 underscore, and temporary files with a dot, which Parquet readers skip.
 
-Format 2 (this one) keeps three rules, so that the cache grows without ever being rewritten:
+Format 3 (this one) stores each row's embedding as its float32 values, little-endian, in one fixed-size
+binary value of 4 x dim bytes (``vectors_of`` or ``np.frombuffer(b"".join(frame.embedding), "<f4")`` turns
+a column of them into the (n, dim) matrix). A list of floats would be self-describing, but Parquet decodes a
+repetition level for every float of a list, and decoding those made reading the cache the bottleneck of
+streaming prediction; binary values are read straight from the memory-mapped part. Format 2 stored a fixed-size list of float32; such a cache is still read, and
+appended to in its own format, so that each cache's parts share one schema.
+
+Formats 2 and 3 keep three rules, so that the cache grows without ever being rewritten:
 - Parts are immutable: each is written once, to a temporary name then renamed, by the one writer of the cache.
 - One writer per cache: ``CacheWriter`` holds an exclusive lock (``_lock``, released by the kernel even on
   ``kill -9``) and refuses to open while another holds it. It only writes uuids the cache does not hold, so
@@ -54,7 +61,9 @@ MANIFEST = "_manifest.json"
 FAILURES = "_failures.csv"
 LOCK = "_lock"
 JOURNAL = "_compaction.json"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # what a new cache is written in
+LIST_FORMAT = 2  # the last format whose embeddings are a fixed-size list of float32
+READABLE_FORMATS = (1, LIST_FORMAT, FORMAT_VERSION)
 PART_META = b"vinted_tagger"  # Parquet key-value metadata of a part: who made it
 COMPACT_ROWS = 8192  # parts below this many rows are "small"; merged parts hold up to this many
 
@@ -68,18 +77,30 @@ def cache_runtimes(manifest: dict) -> list[dict]:
     return [manifest.get("runtime") or {}, *({"variant": name} for name in manifest.get("also_ran", []))]
 
 
-def embedding_table(uuids: list[str], vectors: np.ndarray) -> pa.Table:
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    flat = pa.array(vectors.reshape(-1), type=pa.float32())
-    column = pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])
-    return pa.table({"uuid": pa.array(uuids, type=pa.string()), "embedding": column})
+def embedding_table(uuids: list[str], vectors: np.ndarray, format_version: int = FORMAT_VERSION) -> pa.Table:
+    """A part's rows in the schema of ``format_version`` (binary vectors from format 3, lists before)."""
+    vectors = np.ascontiguousarray(vectors, dtype="<f4")
+    n, dim = vectors.shape
+    if format_version > LIST_FORMAT:
+        column = pa.FixedSizeBinaryArray.from_buffers(pa.binary(4 * dim), n, [None, pa.py_buffer(vectors)])
+    else:
+        column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), type=pa.float32()), dim)
+    # Format 2 parts were written nullable: their appends stay so, since one cache's parts share one schema.
+    nullable = format_version <= LIST_FORMAT
+    schema = pa.schema([pa.field("uuid", pa.string()), pa.field("embedding", column.type, nullable=nullable)])
+    return pa.Table.from_arrays([pa.array(uuids, type=pa.string()), column], schema=schema)
 
 
 def vectors_of(table: pa.Table | pa.RecordBatch, dim: int) -> np.ndarray:
-    """The ``embedding`` column as a float32 (n, dim) array."""
+    """The ``embedding`` column as a float32 (n, dim) array (without a copy when it is one binary chunk)."""
     column = table.column("embedding")
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
+    if pa.types.is_fixed_size_binary(column.type):
+        if column.type.byte_width != 4 * dim:
+            raise ValueError(f"cache embeddings are {column.type.byte_width // 4} floats wide, expected {dim}")
+        data = column.buffers()[1]
+        return np.frombuffer(data, "<f4", count=len(column) * dim, offset=column.offset * 4 * dim).reshape(-1, dim)
     flat = column.flatten().to_numpy(zero_copy_only=False)
     return np.asarray(flat, dtype=np.float32).reshape(-1, dim)
 
@@ -135,8 +156,9 @@ def read_manifest(folder: Path) -> dict:
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} is damaged ({error}); build the cache again with `embed`") from None
     version = manifest.get("format_version") if isinstance(manifest, dict) else None
-    if version not in (1, FORMAT_VERSION):
-        raise ValueError(f"{folder} has cache format {version}; this release reads formats 1 and {FORMAT_VERSION}")
+    if version not in READABLE_FORMATS:
+        raise ValueError(f"{folder} has cache format {version}; this release reads formats "
+                         f"{', '.join(map(str, READABLE_FORMATS))}")
     return manifest
 
 
@@ -163,7 +185,7 @@ def iter_batches(folder: str | Path, columns: list[str] | None = None, uuids: It
     dedup = manifest["format_version"] == 1 and len(parts) > 1  # one part cannot hold duplicates
     if dedup:
         warnings.warn(f"cache {folder} is format 1 and may hold duplicate rows (dropped while reading); "
-                      f"`embed --compact --out {folder}` upgrades it to format {FORMAT_VERSION}", stacklevel=2)
+                      f"`embed --compact --out {folder}` upgrades it to format {LIST_FORMAT}", stacklevel=2)
     wanted = None if uuids is None else pa.array(list(dict.fromkeys(map(str, uuids))), type=pa.string())
     needed = None if columns is None else list(dict.fromkeys(["uuid", *columns]))
     readings = [functools.partial(_part_batches, path, needed, wanted, batch_rows) for path in parts]
@@ -198,19 +220,25 @@ def held_uuids(folder: Path, group_rows: int = 2**20) -> Iterator[pa.ChunkedArra
 
 def _part_batches(path: Path, needed: list[str] | None, wanted: pa.Array | None,
                   batch_rows: int) -> Iterator[pa.RecordBatch]:
-    # pre_buffer: each column chunk in one read, decoded in Arrow's threads.
-    for batch in pq.ParquetFile(path, pre_buffer=True).iter_batches(batch_size=batch_rows, columns=needed):
-        if wanted is not None:
-            batch = batch.filter(pc.is_in(batch.column("uuid"), value_set=wanted))
-        if batch.num_rows:
-            yield batch
+    # Memory-mapped: binary vectors go from the page cache to the batch without a read() copy (which cost
+    # more system time than decoding them); pre_buffer: each column chunk in one request.
+    # Closed once read, not left to the garbage collector: a mapped part's pages count as the reader's memory.
+    with pq.ParquetFile(path, memory_map=True, pre_buffer=True) as parquet:
+        for batch in parquet.iter_batches(batch_size=batch_rows, columns=needed):
+            if wanted is not None:
+                batch = batch.filter(pc.is_in(batch.column("uuid"), value_set=wanted))
+            if batch.num_rows:
+                yield batch
 
 
 def _read_ahead(readings: list, readers: int, depth: int = 2) -> Iterator:
-    """The items of each ``readings[i]()`` in order, ``readers`` of them read at once in threads, each at
-    most ``depth`` items ahead of the caller."""
+    """The items of each ``readings[i]()`` in order, ``readers`` of them read at once in threads: reading i
+    starts only once the caller has reached reading i - ``readers``, and runs at most ``depth`` items ahead
+    of the caller, so memory holds about (``readers`` + 1) x ``depth`` items however fast the readers are."""
     stop = threading.Event()
     end = object()
+    reached = threading.Condition()
+    position = [0]  # the reading the caller is taking items from
 
     def put(box: queue.Queue, item) -> bool:
         while not stop.is_set():
@@ -221,7 +249,10 @@ def _read_ahead(readings: list, readers: int, depth: int = 2) -> Iterator:
                 pass
         return False
 
-    def fill(reading, box: queue.Queue) -> None:
+    def fill(index: int, reading, box: queue.Queue) -> None:
+        with reached:
+            while position[0] < index - readers and not stop.is_set():
+                reached.wait(0.1)
         try:
             for item in reading():
                 if not put(box, item):
@@ -233,9 +264,12 @@ def _read_ahead(readings: list, readers: int, depth: int = 2) -> Iterator:
     pool = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="cache-reader")
     boxes = [queue.Queue(maxsize=depth) for _ in readings]
     try:
-        for reading, box in zip(readings, boxes):
-            pool.submit(fill, reading, box)  # started in this order: the caller's part is always being read
-        for box in boxes:
+        for index, (reading, box) in enumerate(zip(readings, boxes)):
+            pool.submit(fill, index, reading, box)  # started in this order: the caller's part is always being read
+        for index, box in enumerate(boxes):
+            with reached:
+                position[0] = index
+                reached.notify_all()
             while (item := box.get()) is not end:
                 if isinstance(item, BaseException):
                     raise item
@@ -261,8 +295,9 @@ def read_table(folder: Path, columns: list[str] | None = None, uuids: Iterable[s
     names = columns or ["uuid", "embedding"]
     batches = list(iter_batches(folder, names, uuids))
     if not batches:
-        dim = read_manifest(folder)["encoder"]["dim"]
-        return embedding_table([], np.zeros((0, dim), np.float32)).select(names)
+        manifest = read_manifest(folder)
+        empty = np.zeros((0, manifest["encoder"]["dim"]), np.float32)
+        return embedding_table([], empty, manifest["format_version"]).select(names)
     table = pa.Table.from_batches(batches)
     if "uuid" in names:  # parts never overlap; this guards against a hand-copied duplicate part
         uuid_values = table.column("uuid").to_numpy(zero_copy_only=False)
@@ -405,7 +440,8 @@ class CacheWriter:
     def _flush_label(self, label: str) -> None:
         names, arrays = self.pending[label]
         if names:
-            write_part(self.folder, embedding_table(names, np.concatenate(arrays)), [label])
+            table = embedding_table(names, np.concatenate(arrays), self.manifest["format_version"])
+            write_part(self.folder, table, [label])
             self.parts_written += 1
         del self.pending[label]  # only once written: a failed write leaves the rows pending (see drop_pending)
         if names:
@@ -525,9 +561,9 @@ def upgrade(folder: Path, manifest: dict) -> None:
             dropped += len(uuids) - len(keep)
             kept = pq.read_table(path).take(pa.array(keep, type=pa.int64()))
             replace_parts(folder, [path], kept, part_info(path).get("made_by", []))
-    manifest.update(format_version=FORMAT_VERSION, rows=len(seen), updated_at=_now())
+    manifest.update(format_version=LIST_FORMAT, rows=len(seen), updated_at=_now())  # its parts stay lists
     write_json(folder / MANIFEST, manifest)
-    print(f"embed: cache {folder} upgraded from format 1 to {FORMAT_VERSION} "
+    print(f"embed: cache {folder} upgraded from format 1 to {LIST_FORMAT} "
           f"({dropped} duplicate rows dropped, {len(seen)} rows kept)", file=sys.stderr)
 
 

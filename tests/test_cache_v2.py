@@ -1,5 +1,5 @@
-"""Cache format 2 (embed/cache.py): immutable parts, one writer, crash-safe compaction, filtered reads, format-1
-upgrade. Uses a fake 8-d encoder spec: no images, no ONNX."""
+"""Cache formats 2 and 3 (embed/cache.py): immutable parts, one writer, crash-safe compaction, filtered reads,
+format-1 upgrade, format-2 (list) caches beside format-3 (binary) ones. Uses a fake 8-d encoder spec: no images, no ONNX."""
 
 from __future__ import annotations
 
@@ -8,15 +8,18 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from embed import cache as cache_module
 from embed import cli
-from embed.cache import (JOURNAL, MANIFEST, CacheLocked, CacheWriter, embedding_table, iter_batches, live_parts,
+from embed.cache import (FORMAT_VERSION, JOURNAL, LIST_FORMAT, MANIFEST, CacheLocked, CacheWriter, embedding_table, iter_batches, live_parts,
                          part_files, part_info, read_cache, vectors_of, _read_ahead)
 from embed.encoders import ENCODERS
 from vinted_tagger.files import write_parquet
@@ -63,7 +66,7 @@ def test_append_writes_new_parts_and_never_rewrites_old_ones(tmp_path) -> None:
         writer.add(todo, vectors[50:])
     after = {p.name: p.stat().st_mtime_ns for p in part_files(folder)}
     assert {k: v for k, v in after.items() if k in before} == before
-    assert json.loads((folder / MANIFEST).read_text())["format_version"] == 2
+    assert json.loads((folder / MANIFEST).read_text())["format_version"] == FORMAT_VERSION == 3
     assert_exact(folder, 60)
 
 
@@ -168,9 +171,9 @@ def make_v1_cache(folder: Path) -> None:
     """What an older release left after a kill between compaction's rename and its deletes."""
     folder.mkdir()
     uuids, vectors = rows(20)
-    write_parquet(embedding_table(uuids[:12], vectors[:12]), folder / "part-00000000000000000010.parquet")
-    write_parquet(embedding_table(uuids[8:], vectors[8:]), folder / "part-00000000000000000020.parquet")
-    write_parquet(embedding_table(uuids, vectors), folder / "part-00000000000000000030.parquet")
+    for stamp, (first, last) in ((10, (0, 12)), (20, (8, 20)), (30, (0, 20))):
+        table = embedding_table(uuids[first:last], vectors[first:last], format_version=1)
+        write_parquet(table, folder / f"part-{stamp:020d}.parquet")
     manifest = {"format_version": 1, "encoder": SPEC.to_dict(), "versions": {}, "rows": 20,
                 "created_at": "2026-01-01T00:00:00+00:00", "updated_at": "2026-01-01T00:00:00+00:00"}
     (folder / MANIFEST).write_text(json.dumps(manifest))
@@ -200,6 +203,45 @@ def test_format_1_cache_streams_each_uuid_once(tmp_path) -> None:
     assert np.array_equal(np.vstack([vectors_of(b, DIM) for b in batches]), vectors)
 
 
+def test_format_3_stores_vectors_as_little_endian_binary(tmp_path) -> None:
+    folder = build(tmp_path / "cache", 30, flush_rows=20)
+    for part in part_files(folder):
+        field = pq.read_schema(part).field("embedding")
+        assert field.type == pa.binary(4 * DIM) and not field.nullable
+    frame = pd.read_parquet(folder)  # what the README tells a plain reader to do with the bytes
+    plain = np.frombuffer(b"".join(frame["embedding"]), "<f4").reshape(len(frame), DIM)
+    np.testing.assert_array_equal(plain, rows(30)[1])
+    assert_exact(folder, 30)
+
+
+def test_format_2_cache_is_read_and_appended_in_its_own_schema(tmp_path) -> None:
+    """A cache of an older release (float32 lists) keeps one schema across old and new parts."""
+    folder = tmp_path / "v2"
+    folder.mkdir()
+    uuids, vectors = rows(20)
+    old = embedding_table(uuids, vectors, format_version=LIST_FORMAT)
+    assert old.schema.field("embedding").type == pa.list_(pa.float32(), DIM)
+    write_parquet(old, folder / "part-00000000000000000010.parquet")
+    manifest = {"format_version": 2, "encoder": SPEC.to_dict(), "versions": {}, "rows": 20,
+                "created_at": "2026-01-01T00:00:00+00:00", "updated_at": "2026-01-01T00:00:00+00:00"}
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    np.testing.assert_array_equal(read_cache(folder).vectors, vectors)
+
+    build(folder, 10, flush_rows=4, start=20)
+    schemas = {pq.read_schema(part).remove_metadata() for part in part_files(folder)}
+    assert len(schemas) == 1 and len(part_files(folder)) == 3  # the old part's schema, read back from Parquet
+    assert pa.types.is_fixed_size_list(schemas.pop().field("embedding").type)
+    assert json.loads((folder / MANIFEST).read_text())["format_version"] == 2
+    assert_exact(folder, 30)  # pandas reads old and new parts as one dataset
+
+
+def test_vectors_of_refuses_another_width(tmp_path) -> None:
+    table = embedding_table(["a"], np.ones((1, DIM), np.float32))
+    assert vectors_of(table, DIM).shape == (1, DIM)
+    with pytest.raises(ValueError, match="8 floats wide, expected 4"):
+        vectors_of(table, 4)
+
+
 def test_parallel_readers_keep_cache_order(tmp_path) -> None:
     folder = build(tmp_path / "cache", 60, flush_rows=7)
     wanted = rows(60)[0][::3]
@@ -220,6 +262,21 @@ def test_read_ahead_raises_a_readers_error_and_stops_early() -> None:
     assert [next(ahead), next(ahead)] == [0, 1]
     ahead.close()  # the readers stop and are joined: nothing hangs, nothing is left running
     assert not [t for t in threading.enumerate() if t.name.startswith("cache-reader")]
+
+
+def test_read_ahead_stays_a_few_parts_ahead_of_a_slow_caller() -> None:
+    """Many one-item parts (what a cache of small parts is): the readers must not run through them all."""
+    started: list[int] = []
+
+    def reading(i: int):
+        started.append(i)
+        yield i
+
+    ahead = _read_ahead([lambda i=i: reading(i) for i in range(50)], readers=2)
+    assert next(ahead) == 0
+    time.sleep(0.5)  # ample time for free-running readers to start every part
+    assert max(started) <= 2  # the caller's part and two ahead
+    assert list(ahead) == list(range(1, 50))
 
 
 def test_embed_compact_cli(tmp_path, capsys) -> None:

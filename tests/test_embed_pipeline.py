@@ -79,8 +79,8 @@ def test_tiny_open_clip_run_and_cache_format(tmp_path, small_zip, tiny_clip, tin
     for part in part_files(out):
         schema = pq.read_schema(part)
         assert schema.field("uuid").type == pa.string()
-        assert schema.field("embedding").type == pa.list_(pa.float32(), 32)  # fixed-size list
-    vectors = np.stack(frame["embedding"].to_numpy())
+        assert schema.field("embedding").type == pa.binary(4 * 32)  # 32 little-endian float32 per row
+    vectors = np.frombuffer(b"".join(frame["embedding"]), "<f4").reshape(len(frame), 32)
     assert vectors.shape == (5, 32) and vectors.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
@@ -98,7 +98,7 @@ def test_tiny_open_clip_run_and_cache_format(tmp_path, small_zip, tiny_clip, tin
     assert len(encoder["mean"]) == len(encoder["std"]) == 3
     assert manifest["rows"] == len(frame) == 5
     assert {"onnxruntime", "numpy", "pillow"} <= set(manifest["versions"])
-    assert manifest["created_at"].startswith("20") and manifest["format_version"] == 2
+    assert manifest["created_at"].startswith("20") and manifest["format_version"] == 3
     assert failures(out) == {}
 
 
