@@ -3,8 +3,8 @@
     python bench/finetune_bench.py --runs RUNS_DIR [--data ../shared/data/clothing] [--caches DIR]
 
 RUNS_DIR holds one folder per variant written by ``embed-finetune`` (encoder.safetensors, curves.json,
-split.json). For every encoder (ImageNet first): embed all images with the product's pipeline (resumable
-caches under --caches), train the logistic heads on the training rows outside the held-out groups with
+split.json). For every encoder (ImageNet first): embed all images with the product's pipeline on its default
+runtime (resumable caches under --caches; --frozen-cache: the ImageNet encoder's, `make model`'s), train the logistic heads on the training rows outside the held-out groups with
 temperature and thresholds tuned on the held-out groups (``train(..., calibrate_on=...)``), then score the
 held-out groups and the stand-in test split. The fine-tuned network's own heads are scored on both too.
 The variant to adopt is the best on the held-out groups (top-1 + macro tag F1); it is adopted only if it
@@ -30,7 +30,7 @@ from classifiers.evaluate import evaluate  # noqa: E402
 from classifiers.predict import Tagger  # noqa: E402
 from classifiers.train import train  # noqa: E402
 from embed.cache import read_cache  # noqa: E402
-from embed.encoders import ENCODERS, LITE2_WEIGHTS_PREFIX, get_encoder  # noqa: E402
+from embed.encoders import ENCODERS, LITE2_WEIGHTS_PREFIX, PREFERENCE, VARIANTS, get_encoder  # noqa: E402
 from embed.pipeline import embed_sources  # noqa: E402
 from embed.runtime import Encoder, encoder_home  # noqa: E402
 from vinted_tagger.files import file_sha256  # noqa: E402
@@ -39,9 +39,9 @@ from report import write_results  # noqa: E402  (bench/, this script's folder)
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "clothing"
 FROZEN = "efficientnet-lite2"
 MARGIN = 0.02  # the adoption rule's margin, on top-1 and on macro tag F1
-# Every encoder runs on the same runtime and precision (the portable reference), so that scores and encode
-# times compare; the frozen cache was made with it.
-REFERENCE = {"runtime": "onnxruntime", "precision": "fp32"}
+# Every encoder runs on the same runtime and precision, so that scores and encode times compare: the variant
+# the product runs by default (OpenVINO bf16 where the CPU has it), whose frozen cache `make model` keeps.
+RUNTIME = {"runtime": VARIANTS[PREFERENCE[0]].runtime, "precision": VARIANTS[PREFERENCE[0]].precision}
 
 
 def heldout_uuids(runs: list[Path]) -> list[str]:
@@ -68,12 +68,12 @@ def scores_of(predictions: pd.DataFrame, labels: pd.DataFrame) -> dict:
             "tag_f1": {t: m["f1"] for t, m in result["tags"].items()}, "macro_tag_f1": result["tags_macro"]["f1"]}
 
 
-def encode_ms(names: list[str], images: Path, uuids: list[str], repeats: int = 3) -> dict[str, float]:
+def encode_ms(names: list[str], images: Path, uuids: list[str], repeats: int = 5) -> dict[str, float]:
     """Encoder ms per image on the same 64 decoded images, the encoders interleaved (best of ``repeats``)."""
     from embed.images import load_pixels
     from embed.sources import iter_sources, select
 
-    encoders = {name: Encoder.load(name, threads=2, **REFERENCE) for name in names}
+    encoders = {name: Encoder.load(name, threads=2, **RUNTIME) for name in names}
     refs, _ = select(iter_sources([images]), uuids[:64])
     pixels = np.stack([load_pixels(ref.read(), encoders[names[0]].spec.input_size) for ref in refs])
     best = {name: float("inf") for name in names}
@@ -117,8 +117,8 @@ def own_heads(run: Path, train_labels: pd.DataFrame, held: list[str], test: pd.D
     from classifiers.metrics import best_f1_threshold, counts, mean_defined, precision_recall_f1, top_k_accuracy
 
     rows = np.flatnonzero(train_labels["uuid"].isin(set(held)).to_numpy())
-    held, tags, _ = own_head_predictions(run, train_labels, images, False, trunk=trunks / "trunk.pt", rows=rows)
-    test_pred, _, _ = own_head_predictions(run, test, images, False, trunk=trunks / "trunk-test.pt")
+    held, tags, _ = own_head_predictions(run, train_labels, images, trunk=trunks / "trunk.pt", rows=rows)
+    test_pred, _, _ = own_head_predictions(run, test, images, trunk=trunks / "trunk-test.pt")
     out = {}
     for split, pred in (("heldout", held), ("test", test_pred)):
         known = pred["y_cat"] >= 0
@@ -157,10 +157,12 @@ def main() -> int:
     parser.add_argument("--runs", type=Path, required=True, help="folder of embed-finetune output folders")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--caches", type=Path, default=encoder_home() / "caches")
-    parser.add_argument("--frozen-cache", type=Path, default=encoder_home() / "caches" / "clothing-efficientnet-lite2",
-                        help="cache of the ImageNet encoder on ONNX Runtime fp32 (built or resumed)")
+    parser.add_argument("--frozen-cache", type=Path,
+                        default=encoder_home() / "caches" / f"clothing-efficientnet-lite2-{PREFERENCE[0]}",
+                        help=f"cache of the ImageNet encoder on {PREFERENCE[0]} (built or resumed; `make model`'s)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "finetune.json")
     args = parser.parse_args()
+    started = time.perf_counter()
     if not (args.data / "images.zip").exists():
         print(f"finetune_bench: {args.data}/images.zip not found (needs ../shared/data)", file=sys.stderr)
         return 1
@@ -173,17 +175,23 @@ def main() -> int:
     test = pd.read_parquet(args.data / "test_labels.parquet")
     held = heldout_uuids(runs)
     names = {"imagenet-frozen": FROZEN, **{run.name: encoder_name(run) for run in runs}}
-    caches = {"imagenet-frozen": args.frozen_cache, **{run.name: args.caches / f"clothing-{run.name}" for run in runs}}
+    caches = {"imagenet-frozen": args.frozen_cache, **{run.name: args.caches / f"clothing-{run.name}-{PREFERENCE[0]}"
+                                                 for run in runs}}
     curves = {run.name: json.loads((run / "curves.json").read_text()) for run in runs}
-    results, own = {}, {}
+    results, own, seconds, embedded, embed_s = {}, {}, {}, 0, 0.0
     for variant, name in names.items():
-        summary = embed_sources([images], caches[variant], name, progress=False, **REFERENCE)
+        summary = embed_sources([images], caches[variant], name, **RUNTIME)
         print(summary.line(), file=sys.stderr)
+        seconds[f"embed {variant}"] = round(summary.seconds, 1)
+        embedded, embed_s = embedded + summary.encoded, embed_s + summary.seconds
         results[variant] = heads_protocol(name, caches[variant], train_labels, held, test)
         print(f"finetune_bench: {variant}: {json.dumps(results[variant]['test'])}", file=sys.stderr)
+        seconds[f"heads {variant}"] = results[variant]["heads_seconds"]
     held_labels = train_labels[train_labels["uuid"].isin(set(held))]
     for run in runs:
+        own_started = time.perf_counter()
         own[run.name] = own_heads(run, train_labels, held, test, images, args.runs)
+        seconds[f"own heads {run.name}"] = round(time.perf_counter() - own_started, 1)
     ms = encode_ms(list(names.values()), images, test["uuid"].tolist())
     minutes = {"imagenet-frozen": 0.0, **{run.name: curves[run.name]["train_minutes"] +
                                           curves[run.name].get("trunk_minutes", 0.0) for run in runs}}
@@ -203,11 +211,17 @@ def main() -> int:
               "heads_protocol": results["imagenet-frozen"]["protocol"]["calibration"] +
               " calibration: logistic heads fitted on the training rows outside the held-out groups, temperature "
               "and thresholds tuned on the held-out groups; the same for every encoder",
-              "heldout_rows": len(held_labels), "test_rows": len(test)}
+              "heldout_rows": len(held_labels), "test_rows": len(test), "runtime": PREFERENCE[0],
+              "bench_seconds": seconds}
     write_results(args.out, result)
     for variant, run in curves.items():  # one file per variant, each with its per-epoch "curves"
         write_results(args.out.parent / f"finetune_curves_{variant}.json", run)
     print_table(result)
+    total = time.perf_counter() - started
+    tuned = sum(c["train_minutes"] for c in curves.values()) + max(c.get("trunk_minutes", 0.0) for c in curves.values())
+    print(f"finetune_bench: {len(runs)} variants fine-tuned in {tuned:.1f} min (shared trunk included), "
+          f"{len(names)} encoders compared, {embedded} images embedded in {embed_s:.0f} s "
+          f"({embedded / max(embed_s, 1e-9):.1f} img/s), {total:.0f} s in all -> {args.out}")
     return 0
 
 

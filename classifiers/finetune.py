@@ -189,13 +189,15 @@ class MultiTaskNet(nn.Module):
 
 
 @torch.inference_mode()
-def frozen_maps(model: MultiTaskNet, trunk: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
+def frozen_maps(model: MultiTaskNet, trunk: torch.Tensor, batch_size: int = 128,
+                progress: bool = False) -> torch.Tensor:
     """The output of the variant's last frozen block for every trunk map, once (fp16)."""
     model.eval()
     if model.freeze == TRUNK_BLOCK:
         return trunk
-    parts = [model.forward_frozen_tail(trunk[i : i + batch_size]).half().contiguous()
-             for i in range(0, len(trunk), batch_size)]
+    starts = tqdm(range(0, len(trunk), batch_size), desc="frozen blocks", unit="batch", disable=not progress,
+                  file=sys.stderr)
+    parts = [model.forward_frozen_tail(trunk[i : i + batch_size]).half().contiguous() for i in starts]
     return torch.cat(parts)
 
 
@@ -408,7 +410,7 @@ def finetune(data: str | Path, images: str | Path, out: str | Path, config: Conf
     model = build_model(len(classes), len(tags), config.freeze)
     maps, ok, trunk_seconds = cached_trunk(Path(trunk) if trunk else out / "trunk.pt", model, images, uuids,
                                            progress, workers)
-    maps = frozen_maps(model, maps)
+    maps = frozen_maps(model, maps, progress=progress)
     train_rows = np.flatnonzero(~held & ok)
     if config.limit:
         train_rows = np.sort(np.random.default_rng(config.seed).permutation(train_rows)[: config.limit])
@@ -561,7 +563,7 @@ def own_head_predictions(folder: str | Path, labels: pd.DataFrame, images: str |
         wanted[rows] = True
         ok = ok & wanted
     chosen = torch.from_numpy(np.flatnonzero(ok))
-    pred = predict(model, frozen_maps(model, maps[chosen]), y_cat[ok], y_tag[ok])
+    pred = predict(model, frozen_maps(model, maps[chosen], progress=progress), y_cat[ok], y_tag[ok])
     return pred, model.tag_names, [u for u, k in zip(uuids, ok) if k]
 
 
@@ -599,10 +601,11 @@ def run(args: argparse.Namespace, config: Config) -> int:
             raise FileNotFoundError(f"{path} does not exist")
     summary = finetune(args.data, args.images, args.out, config, not args.quiet, args.workers, args.trunk)
     best = summary["curves"][summary["best_epoch"] - 1]
-    print(f"finetune: {summary['epochs_run']} epochs, {summary['train_rows']} images, best epoch "
-          f"{summary['best_epoch']} (held-out top-1 {best.get('heldout_top1', float('nan')):.3f}, tag F1 "
-          f"{best['heldout_tag_f1_macro']:.3f}), {time.perf_counter() - started:.0f} s "
-          f"-> {Path(args.out) / 'encoder.safetensors'}")
+    trained, train_s = summary["train_rows"] * summary["epochs_run"], summary["train_minutes"] * 60
+    print(f"finetune: {summary['epochs_run']} epochs of {summary['train_rows']} images ({trained} in "
+          f"{train_s:.0f} s, {trained / max(train_s, 1e-9):.1f} img/s), best epoch {summary['best_epoch']} "
+          f"(held-out top-1 {best.get('heldout_top1', float('nan')):.3f}, tag F1 {best['heldout_tag_f1_macro']:.3f}), "
+          f"{time.perf_counter() - started:.0f} s in all -> {Path(args.out) / 'encoder.safetensors'}")
     return 0
 
 
