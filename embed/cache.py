@@ -176,8 +176,8 @@ def part_info(path: Path) -> dict:
 def iter_batches(folder: str | Path, columns: list[str] | None = None, uuids: Iterable[str] | None = None,
                  batch_rows: int = 4096, readers: int = 1) -> Iterator[pa.RecordBatch]:
     """The cache's rows, part by part in batches of at most ``batch_rows`` (restricted to ``uuids``),
-    each uuid once. Memory holds one batch per reader, whatever the cache's size (format 1: plus a set of
-    uuids). ``readers`` > 1 decodes that many parts at once in threads (Parquet decoding releases the GIL),
+    each uuid once. Memory holds a few batches (``_read_ahead``), whatever the cache's size (format 1: plus a
+    set of uuids). ``readers`` > 1 decodes that many parts at once in threads (Parquet decoding releases the GIL),
     the batches still in cache order."""
     folder = Path(folder)
     manifest = read_manifest(folder)
@@ -253,6 +253,8 @@ def _read_ahead(readings: list, readers: int, depth: int = 2) -> Iterator:
         with reached:
             while position[0] < index - readers and not stop.is_set():
                 reached.wait(0.1)
+        if stop.is_set():  # the caller stopped early: this part is never read
+            return
         try:
             for item in reading():
                 if not put(box, item):

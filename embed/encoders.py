@@ -269,15 +269,16 @@ ENCODERS: dict[str, EncoderSpec] = {
 }
 
 
-# EfficientNet-Lite2 adapted to the stand-in clothing photos once by ``classifiers.finetune`` (block 6 and the head
-# convolution trained, multi-task; ``make finetune``), then frozen like the others: same preprocessing and
+# EfficientNet-Lite2 adapted to the stand-in clothing photos once by ``classifiers.finetune`` (``make finetune``'s
+# candidate, the variant best on the held-out groups: blocks 5 and 6 and the head convolution trained, multi-task),
+# then frozen like the others: same preprocessing and
 # embedding parts, its own weights (fp16 safetensors, 12 MB, in the repository). Whether it is the default is
 # decided by bench/finetune_bench.py (bench/results/finetune.json).
 ENCODERS["efficientnet-lite2-clothing"] = dataclasses.replace(
     ENCODERS["efficientnet-lite2"],
     name="efficientnet-lite2-clothing",
     weights="artifacts/encoders/efficientnet-lite2-clothing.safetensors",
-    sha256="d1c2ce1fed147cac2c1e61eb4d34add172ccb067ed0a4b0aa203ff2f4e1a9c29",
+    sha256="268ec231c2961ace48ae1983f4eea623125bc4ee0c90258885ac5156708e7d8a",
 )
 
 

@@ -251,10 +251,16 @@ class OpenVinoRunner:
         return core.compile_model(model, "CPU", config)
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
-        if len(pixels) == 1 and self.single is not None:
-            out = self.single.infer({0: pixels}, share_inputs=True, share_outputs=False)
-            return np.array(out[0], dtype=np.float32)
+        # Fewer rows than fill every stream (a service micro-batch) run one by one on the batch-1 request,
+        # all threads on each, rather than padded onto one stream with a share of the threads.
+        if self.single is not None and (not self.streams or len(pixels) < self.chunk * len(self.streams)):
+            return np.concatenate([self._one(row[None]) for row in pixels]) if len(pixels) else \
+                np.zeros((0, self._dim), np.float32)
         return self._streamed(pixels)
+
+    def _one(self, pixels: np.ndarray) -> np.ndarray:
+        out = self.single.infer({0: pixels}, share_inputs=True, share_outputs=False)
+        return np.array(out[0], dtype=np.float32)
 
     def _streamed(self, pixels: np.ndarray) -> np.ndarray:
         """Chunk k runs on request k mod streams; a request's output is copied out before it takes its next

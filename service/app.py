@@ -106,7 +106,7 @@ async def lifespan(app: FastAPI):
 
     settings: Settings = app.state.settings
     tagger = await asyncio.to_thread(Tagger.load, app.state.model_dir)
-    # Static shapes: one image, and each micro-batch size up to max_batch, every one unpadded.
+    # Static shapes: one image, and (when max_batch > 1) what the runtime compiles for batches.
     await asyncio.to_thread(tagger.load_encoder, settings.runtime, settings.precision, settings.encoder_workers,
                             settings.encoder_threads or None, tuple(range(1, settings.max_batch + 1)))
     await asyncio.to_thread(tagger.warm)

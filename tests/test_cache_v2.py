@@ -279,6 +279,20 @@ def test_read_ahead_stays_a_few_parts_ahead_of_a_slow_caller() -> None:
     assert list(ahead) == list(range(1, 50))
 
 
+def test_read_ahead_closed_early_starts_no_waiting_part() -> None:
+    started: list[int] = []
+
+    def reading(i: int):
+        started.append(i)
+        yield i
+
+    ahead = _read_ahead([lambda i=i: reading(i) for i in range(50)], readers=2)
+    assert next(ahead) == 0
+    time.sleep(0.3)  # the readers have read parts 1 and 2 and wait at parts 3 and 4
+    ahead.close()
+    assert sorted(started) == [0, 1, 2]
+
+
 def test_embed_compact_cli(tmp_path, capsys) -> None:
     folder = build(tmp_path / "cache", 30, flush_rows=7)
     assert cli.main(["--compact", "--out", str(folder)]) == 0

@@ -104,6 +104,17 @@ def test_streamed_batches_give_the_single_request_rows_in_order(name, demo_pixel
         assert relative_error(vectors, one_by_one[rows]).max() <= 0.02, (name, n)
 
 
+def test_small_batches_run_image_by_image_on_the_one_image_request(demo_pixels) -> None:
+    """A batch too small to fill the streams (a service micro-batch), or any batch when only batch 1 is
+    compiled, gives exactly the one-image request's rows."""
+    both = Encoder.load(LITE2, 2, "openvino", "bf16", batches=(1, 16))
+    only_one = Encoder.load(LITE2, 2, "openvino", "bf16", batches=(1,))
+    one_by_one = np.concatenate([only_one.encode(p[None]) for p in demo_pixels[:9]])
+    for encoder, n in ((both, 3), (both, 7), (only_one, 3), (only_one, 9)):
+        np.testing.assert_array_equal(encoder.encode(demo_pixels[:n]), one_by_one[:n])
+    assert relative_error(both.encode(demo_pixels[:9]), one_by_one).max() <= 0.02  # 9 fills the streams
+
+
 def test_one_encoder_serves_concurrent_callers_one_at_a_time(demo_pixels) -> None:
     encoder = Encoder.load(LITE2, 2, "openvino", "bf16", batches=(1, 16))
     alone = [encoder.encode(demo_pixels[i : i + 5]) for i in range(0, 30, 5)]
