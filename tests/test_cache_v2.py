@@ -264,15 +264,21 @@ def test_read_ahead_raises_a_readers_error_and_stops_early() -> None:
     assert not [t for t in threading.enumerate() if t.name.startswith("cache-reader")]
 
 
-def test_read_ahead_stays_a_few_parts_ahead_of_a_slow_caller() -> None:
-    """Many one-item parts (what a cache of small parts is): the readers must not run through them all."""
+def one_item_parts(n: int) -> tuple[list, list[int]]:
+    """``n`` readings of one item each, and the list of those started so far."""
     started: list[int] = []
 
     def reading(i: int):
         started.append(i)
         yield i
 
-    ahead = _read_ahead([lambda i=i: reading(i) for i in range(50)], readers=2)
+    return [lambda i=i: reading(i) for i in range(n)], started
+
+
+def test_read_ahead_stays_a_few_parts_ahead_of_a_slow_caller() -> None:
+    """Many one-item parts (what a cache of small parts is): the readers must not run through them all."""
+    readings, started = one_item_parts(50)
+    ahead = _read_ahead(readings, readers=2)
     assert next(ahead) == 0
     time.sleep(0.5)  # ample time for free-running readers to start every part
     assert max(started) <= 2  # the caller's part and two ahead
@@ -280,13 +286,8 @@ def test_read_ahead_stays_a_few_parts_ahead_of_a_slow_caller() -> None:
 
 
 def test_read_ahead_closed_early_starts_no_waiting_part() -> None:
-    started: list[int] = []
-
-    def reading(i: int):
-        started.append(i)
-        yield i
-
-    ahead = _read_ahead([lambda i=i: reading(i) for i in range(50)], readers=2)
+    readings, started = one_item_parts(50)
+    ahead = _read_ahead(readings, readers=2)
     assert next(ahead) == 0
     time.sleep(0.3)  # the readers have read parts 1 and 2 and wait at parts 3 and 4
     ahead.close()
