@@ -6,8 +6,8 @@
 1. Embeds the stand-in images (all 8,860, or the first --limit) with the local engine, then with the Ray
    engine on a local Ray cluster started beforehand (as a running cluster would be: Ray Data's own actors
    already up, started by a one-row dataset before the clock starts), same machine, same encoder variant,
-   fresh caches: ``local_images_per_s``, ``ray_images_per_s``, ``ray_over_local``, and the largest
-   difference between the two caches' embeddings.
+   fresh caches; three rounds, medians: ``local_images_per_s``, ``ray_images_per_s``, ``ray_over_local``,
+   and the largest difference between the first round's two caches' embeddings.
 2. Builds a synthetic cache of --rows rows (EfficientNet-Lite2's 4,480-d, random unit vectors, 1,024-row
    parts), then times appending 10,000 new rows to it (``append_10k_s``) and to an empty cache
    (``append_10k_empty_s``): opening the writer, finding which uuids are missing, writing the parts; three
@@ -46,32 +46,43 @@ from report import write_results  # noqa: E402  (bench/, this script's folder)
 
 DEFAULT_IMAGES = ROOT.parent / "shared" / "data" / "clothing" / "images.zip"
 APPEND_ROWS = 10_000
+ENGINE_ROUNDS = 3  # local and Ray runs, alternated; their medians are reported
 APPEND_ROUNDS = 3  # appends to each cache, alternated; their medians are reported
 PARTS = ("engines", "appends", "predict")
 
 
 def engines(images: Path, limit: int | None, work: Path, batch_size: int) -> dict:
+    """ENGINE_ROUNDS rounds of: the local engine (no Ray running), then the Ray engine on a fresh local
+    cluster; each into a fresh cache. Medians: one run's rate varies by about 10% on this machine."""
     import ray
 
-    ids = None if limit is None else [ref.uuid for ref in iter_sources([images])[:limit]]
-    local = embed_sources([images], work / "local", ids=ids, batch_size=batch_size, progress=False)
     from embed.ray_engine import start_local
 
-    start_local(ray, num_cpus=os.cpu_count())  # loopback only
-    try:
-        ray.data.range(1).materialize()  # starts Ray Data's stats and coordinator actors, as on a used cluster
-        distributed = embed_sources([images], work / "ray", ids=ids, batch_size=batch_size, progress=False,
-                                    engine="ray")
-    finally:
-        ray.shutdown()
-    a, b = read_cache(work / "local"), read_cache(work / "ray")
+    ids = None if limit is None else [ref.uuid for ref in iter_sources([images])[:limit]]
+    rates: dict[str, list[float]] = {"local": [], "ray": []}
+    for round_ in range(ENGINE_ROUNDS):
+        local = embed_sources([images], work / f"local-{round_}", ids=ids, batch_size=batch_size, progress=False)
+        start_local(ray, num_cpus=os.cpu_count())  # loopback only
+        try:
+            ray.data.range(1).materialize()  # starts Ray Data's stats and coordinator actors, as on a used cluster
+            distributed = embed_sources([images], work / f"ray-{round_}", ids=ids, batch_size=batch_size,
+                                        progress=False, engine="ray")
+        finally:
+            ray.shutdown()
+        rates["local"].append(local.images_per_s)
+        rates["ray"].append(distributed.images_per_s)
+    a, b = read_cache(work / "local-0"), read_cache(work / "ray-0")
     order_a, order_b = np.argsort(a.uuids), np.argsort(b.uuids)
     assert (a.uuids[order_a] == b.uuids[order_b]).all(), "the engines cached different uuids"
+    local_rate, ray_rate = float(np.median(rates["local"])), float(np.median(rates["ray"]))
     return {
         "images": local.encoded,
-        "local_images_per_s": round(local.images_per_s, 1),
-        "ray_images_per_s": round(distributed.images_per_s, 1),
-        "ray_over_local": round(distributed.images_per_s / local.images_per_s, 3),
+        "engine_rounds": ENGINE_ROUNDS,
+        "local_images_per_s": round(local_rate, 1),
+        "ray_images_per_s": round(ray_rate, 1),
+        "ray_over_local": round(ray_rate / local_rate, 3),
+        "local_runs_images_per_s": [round(r, 1) for r in rates["local"]],
+        "ray_runs_images_per_s": [round(r, 1) for r in rates["ray"]],
         "ray_vs_local_max_abs_diff": float(np.abs(a.vectors[order_a] - b.vectors[order_b]).max()),
         "failed": local.failed,
     }
