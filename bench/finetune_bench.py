@@ -4,9 +4,10 @@
 
 RUNS_DIR holds one folder per variant written by ``embed-finetune`` (encoder.safetensors, curves.json,
 split.json). For every encoder (ImageNet first): embed all images with the product's pipeline on its default
-runtime (resumable caches under --caches; --frozen-cache: the ImageNet encoder's, `make model`'s), train the logistic heads on the training rows outside the held-out groups with
-temperature and thresholds tuned on the held-out groups (``train(..., calibrate_on=...)``), then score the
-held-out groups and the stand-in test split. The fine-tuned network's own heads are scored on both too.
+runtime (resumable caches under --caches; --frozen-cache: the ImageNet encoder's, `make model`'s), train the
+logistic heads on the training rows outside the held-out groups with temperature and thresholds tuned on the
+held-out groups (``train(..., calibrate_on=...)``), then score the held-out groups and the stand-in test split.
+The fine-tuned network's own heads are scored on both too.
 The variant to adopt is the best on the held-out groups (top-1 + macro tag F1); it is adopted only if it
 beats the frozen encoder by >= 0.02 top-1 and >= 0.02 macro tag F1 on the held-out groups AND on the test.
 Writes bench/results/finetune.json and bench/results/finetune_curves_<variant>.json, and prints the table.
@@ -200,8 +201,8 @@ def main() -> int:
     variants = {v: entry(results[v], minutes[v], ms[names[v]]) for v in names}
     for v in own:
         variants[v]["own_heads"] = entry(own[v], minutes[v], ms[names[v]])
-        variants[v]["encoder"] = {"name": names[v], "weights_sha256": get_encoder(names[v]).sha256, "best_epoch": curves[v]["best_epoch"],
-                                  "config": curves[v]["config"]}
+        variants[v]["encoder"] = {"name": names[v], "weights_sha256": get_encoder(names[v]).sha256,
+                                  "best_epoch": curves[v]["best_epoch"], "config": curves[v]["config"]}
     frozen = variants["imagenet-frozen"]
     best = max(own, key=lambda v: variants[v]["heldout_top1"] + variants[v]["heldout_macro_tag_f1"])
     adopted = beats(variants[best], frozen, "heldout") and beats(variants[best], frozen, "test")

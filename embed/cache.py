@@ -8,8 +8,9 @@ Format 3 (this one) stores each row's embedding as its float32 values, little-en
 binary value of 4 x dim bytes (``vectors_of`` or ``np.frombuffer(b"".join(frame.embedding), "<f4")`` turns
 a column of them into the (n, dim) matrix). A list of floats would be self-describing, but Parquet decodes a
 repetition level for every float of a list, and decoding those made reading the cache the bottleneck of
-streaming prediction; binary values are read straight from the memory-mapped part. Format 2 stored a fixed-size list of float32; such a cache is still read, and
-appended to in its own format, so that each cache's parts share one schema.
+streaming prediction; binary values are read straight from the memory-mapped part. Format 2 stored a
+fixed-size list of float32; such a cache is still read, and appended to in its own format, so that each cache's
+parts share one schema.
 
 Formats 2 and 3 keep three rules, so that the cache grows without ever being rewritten:
 - Parts are immutable: each is written once, to a temporary name then renamed, by the one writer of the cache.

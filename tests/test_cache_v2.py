@@ -1,5 +1,6 @@
 """Cache formats 2 and 3 (embed/cache.py): immutable parts, one writer, crash-safe compaction, filtered reads,
-format-1 upgrade, format-2 (list) caches beside format-3 (binary) ones. Uses a fake 8-d encoder spec: no images, no ONNX."""
+format-1 upgrade, format-2 (list) caches beside format-3 (binary) ones. Uses a fake 8-d encoder spec: no images,
+no ONNX."""
 
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ import pytest
 
 from embed import cache as cache_module
 from embed import cli
-from embed.cache import (FORMAT_VERSION, JOURNAL, LIST_FORMAT, MANIFEST, CacheLocked, CacheWriter, embedding_table, iter_batches, live_parts,
-                         part_files, part_info, read_cache, vectors_of, _read_ahead)
+from embed.cache import (FORMAT_VERSION, JOURNAL, MANIFEST, CacheLocked, CacheWriter, embedding_table, iter_batches,
+                         live_parts, part_files, part_info, read_cache, vectors_of, _read_ahead)
 from embed.encoders import ENCODERS
 from vinted_tagger.files import write_parquet
 
@@ -219,8 +220,10 @@ def test_format_2_cache_is_read_and_appended_in_its_own_schema(tmp_path) -> None
     folder = tmp_path / "v2"
     folder.mkdir()
     uuids, vectors = rows(20)
-    old = embedding_table(uuids, vectors, format_version=LIST_FORMAT)
-    assert old.schema.field("embedding").type == pa.list_(pa.float32(), DIM)
+    # Exactly what the previous release wrote (its embedding_table), not today's code for format 2.
+    flat = pa.array(vectors.reshape(-1), type=pa.float32())
+    old = pa.table({"uuid": pa.array(uuids, type=pa.string()),
+                    "embedding": pa.FixedSizeListArray.from_arrays(flat, DIM)})
     write_parquet(old, folder / "part-00000000000000000010.parquet")
     manifest = {"format_version": 2, "encoder": SPEC.to_dict(), "versions": {}, "rows": 20,
                 "created_at": "2026-01-01T00:00:00+00:00", "updated_at": "2026-01-01T00:00:00+00:00"}
