@@ -82,13 +82,13 @@ def embedding_table(uuids: list[str], vectors: np.ndarray, format_version: int =
     """A part's rows in the schema of ``format_version`` (binary vectors from format 3, lists before)."""
     vectors = np.ascontiguousarray(vectors, dtype="<f4")
     n, dim = vectors.shape
-    if format_version > LIST_FORMAT:
-        column = pa.FixedSizeBinaryArray.from_buffers(pa.binary(4 * dim), n, [None, pa.py_buffer(vectors)])
-    else:
+    lists = format_version <= LIST_FORMAT
+    if lists:
         column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), type=pa.float32()), dim)
+    else:
+        column = pa.FixedSizeBinaryArray.from_buffers(pa.binary(4 * dim), n, [None, pa.py_buffer(vectors)])
     # Format 2 parts were written nullable: their appends stay so, since one cache's parts share one schema.
-    nullable = format_version <= LIST_FORMAT
-    schema = pa.schema([pa.field("uuid", pa.string()), pa.field("embedding", column.type, nullable=nullable)])
+    schema = pa.schema([pa.field("uuid", pa.string()), pa.field("embedding", column.type, nullable=lists)])
     return pa.Table.from_arrays([pa.array(uuids, type=pa.string()), column], schema=schema)
 
 

@@ -234,17 +234,18 @@ class OpenVinoRunner:
         if 1 in batches:
             compiled = self._compile(core, model, 1, {**precision, "PERFORMANCE_HINT": "LATENCY"})
             self.single = compiled.create_infer_request()
-        self.streams, self.chunk = [], self.STREAM_BATCH  # larger batches: a request per stream
+        self.streams = []  # larger batches: a request per stream
         if any(size > 1 for size in batches) or self.single is None:
             streams = min(self.STREAMS, threads)
-            compiled = self._compile(core, model, self.chunk,
+            compiled = self._compile(core, model, self.STREAM_BATCH,
                                      {**precision, "PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": streams})
             self.streams = [compiled.create_infer_request() for _ in range(streams)]
         # What the CPU plugin really computes in (a CPU without BF16 runs a bf16 hint in f32).
         reported = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         self.ran = "int8" if variant.precision == "int8" else {"f32": "fp32", "f16": "fp16"}.get(reported, reported)
+        self.full = self.STREAM_BATCH * len(self.streams)  # the smallest batch that fills every stream
         # The batch sizes that run without padding (Encoder.warm runs each once).
-        self.sizes = ([1] if self.single else []) + ([self.chunk * len(self.streams)] if self.streams else [])
+        self.sizes = ([1] if self.single else []) + ([self.full] if self.streams else [])
 
     def _compile(self, core, model, size: int, config: dict):
         model.reshape({self._input: [size, *self._dims]})
@@ -252,10 +253,10 @@ class OpenVinoRunner:
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         # Fewer rows than fill every stream (a service micro-batch) run one by one on the batch-1 request,
-        # all threads on each, rather than padded onto one stream with a share of the threads.
-        if self.single is not None and (not self.streams or len(pixels) < self.chunk * len(self.streams)):
-            return np.concatenate([self._one(row[None]) for row in pixels]) if len(pixels) else \
-                np.zeros((0, self._dim), np.float32)
+        # all threads on each, rather than padded onto one stream with a share of the threads. (Encoder.encode
+        # never passes an empty batch.)
+        if self.single is not None and (not self.streams or len(pixels) < self.full):
+            return np.concatenate([self._one(row[None]) for row in pixels])
         return self._streamed(pixels)
 
     def _one(self, pixels: np.ndarray) -> np.ndarray:
@@ -265,7 +266,7 @@ class OpenVinoRunner:
     def _streamed(self, pixels: np.ndarray) -> np.ndarray:
         """Chunk k runs on request k mod streams; a request's output is copied out before it takes its next
         chunk, so the rows come back in order whatever finishes first."""
-        n, size = len(pixels), self.chunk
+        n, size = len(pixels), self.STREAM_BATCH
         if n % size:
             pixels = np.concatenate([pixels, np.zeros((size - n % size, *pixels.shape[1:]), pixels.dtype)])
         out = np.empty((len(pixels), self._dim), np.float32)
@@ -287,7 +288,7 @@ class OpenVinoRunner:
     def _collect(self, slot: int, start: int, out: np.ndarray) -> None:
         request = self.streams[slot]
         request.wait()
-        out[start : start + self.chunk] = request.get_output_tensor(0).data
+        out[start : start + self.STREAM_BATCH] = request.get_output_tensor(0).data
 
 
 RUNNERS = {"onnxruntime": OrtRunner, "openvino": OpenVinoRunner}
