@@ -53,7 +53,7 @@ PARTS = ("engines", "appends", "predict")
 
 def engines(images: Path, limit: int | None, work: Path, batch_size: int) -> dict:
     """ENGINE_ROUNDS rounds of: the local engine (no Ray running), then the Ray engine on a fresh local
-    cluster; each into a fresh cache. Medians: one run's rate varies by about 10% on this machine."""
+    cluster; each into a fresh cache. Medians: one run's rate varies by 10-16% between runs on this machine."""
     import ray
 
     from embed.ray_engine import start_local
