@@ -12,6 +12,9 @@
 5. Heads trained on each variant's train-split embeddings (classifiers.train, as `classify train`), scored
    on the test split; and the decisions of the fp32 heads on each variant's test embeddings against their
    decisions on fp32's (`agreement`: the lowest of category1 and each tag, over all test images).
+6. The noise floor of that agreement (`noise_floor`): the same fp32 heads on ONNX Runtime fp32 embeddings of
+   the test images with seeded +-1-level noise added to their pixels, a change no eye sees, against the clean
+   ones: how often the heads' decisions move when nothing visible does.
 Writes bench/results/runtime.json and prints a table. `default` is what `embed` runs on this machine;
 `same_scores` (test scores within 0.005 / 0.01 of fp32's) is what a variant needs to be in PREFERENCE,
 `same_decisions` (agreement >= 0.99) what it needs to be in SAME_DECISIONS (embed/encoders.py).
@@ -100,8 +103,28 @@ def batch1_ms(encoders: dict[str, Encoder], refs) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def cosine_min(a: np.ndarray, b: np.ndarray) -> float:
-    return float(((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))).min())
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+NOISE_LEVELS = 1  # +-1 of 255 per pixel and channel, uniform over {-1, 0, 1}: invisible
+
+
+def noise_floor(encoder: Encoder, tagger: Tagger, refs, clean: np.ndarray, batch_size: int) -> dict:
+    """Agreement of ``tagger`` between ``clean`` (its embeddings of ``refs``) and embeddings of the same
+    pixels with seeded +-NOISE_LEVELS noise."""
+    rng = np.random.default_rng(0)
+    noisy = []
+    for start in range(0, len(refs), CHUNK):
+        pixels = np.stack([load_pixels(ref.read(), encoder.spec.input_size) for ref in refs[start : start + CHUNK]])
+        pixels = np.clip(pixels + rng.integers(-NOISE_LEVELS, NOISE_LEVELS + 1, pixels.shape), 0, 255).astype(np.uint8)
+        noisy += [encoder.encode(pixels[i : i + batch_size]) for i in range(0, len(pixels), batch_size)]
+    agreement = decision_agreement(tagger, clean, np.concatenate(noisy))
+    return {"perturbation": f"uniform +-{NOISE_LEVELS} of 255 per pixel and channel (seed 0)",
+            "variant": encoder.variant.name, "images": len(refs),
+            "cosine_mean": round(float(cosines(np.concatenate(noisy), clean).mean()), 5),
+            "agreement": round(min(agreement.values()), 4),
+            "agreement_by_decision": {k: round(v, 4) for k, v in agreement.items()}}
 
 
 def downstream(data: Path, uuids: np.ndarray, vectors: np.ndarray, encoder: Encoder) -> tuple[dict, Tagger]:
@@ -153,18 +176,19 @@ def main() -> int:
     uuids = np.array([ref.uuid for ref in refs])
     test_ids = pd.read_parquet(args.data / "test.parquet")["uuid"].astype(str).tolist()
     reference = vectors[REFERENCE_VARIANT]
+    index = {u: i for i, u in enumerate(uuids)}
+    rows = [index[u] for u in test_ids if u in index]
     variants, reference_tagger = {}, None
     for name in [REFERENCE_VARIANT, *[n for n in encoders if n != REFERENCE_VARIANT]]:
         scores, tagger = downstream(args.data, uuids, vectors[name], encoders[name])
         reference_tagger = reference_tagger or tagger
-        index = {u: i for i, u in enumerate(uuids)}
-        rows = [index[u] for u in test_ids if u in index]
         agreement = decision_agreement(reference_tagger, reference[rows], vectors[name][rows])
         base = variants.get(REFERENCE_VARIANT, scores)
         variants[name] = {
             "images_per_s": round(len(refs) / seconds[name], 1),
             "batch1_ms": round(latency[name], 2),
-            "cosine_min": round(cosine_min(vectors[name], reference), 5),
+            "cosine_min": round(float(cosines(vectors[name], reference).min()), 5),
+            "cosine_mean": round(float(cosines(vectors[name], reference).mean()), 5),
             **scores,
             "agreement": round(min(agreement.values()), 4),
             "agreement_by_decision": {k: round(v, 4) for k, v in agreement.items()},
@@ -178,6 +202,8 @@ def main() -> int:
         "default_speedup": round(variants[default]["images_per_s"] / variants[REFERENCE_VARIANT]["images_per_s"], 2),
         "default": default,
         "variants": dict(sorted(variants.items())),
+        "noise_floor": noise_floor(encoders[REFERENCE_VARIANT], reference_tagger, [refs[i] for i in rows],
+                                   reference[rows], args.batch_size),
         "images": len(refs),
         "batch_size": args.batch_size,
         "threads": args.threads,
@@ -199,6 +225,9 @@ def print_table(result: dict) -> None:
               f"{v['top2']:.3f} | {f1} | {v['agreement']:.3f} | {'yes' if v['same_scores'] else 'no'} / "
               f"{'yes' if v['same_decisions'] else 'no'} |")
     print(f"default {result['default']}: {result['default_speedup']}x ONNX Runtime fp32")
+    floor = result["noise_floor"]
+    print(f"noise floor ({floor['perturbation']}, {floor['variant']}): agreement {floor['agreement']:.3f} "
+          f"({', '.join(f'{k} {v:.3f}' for k, v in floor['agreement_by_decision'].items())})")
 
 
 if __name__ == "__main__":
