@@ -73,6 +73,17 @@ def pick(refs, limit: int | None):
     return [refs[i] for i in sorted(picked)]
 
 
+def decoded_chunks(refs, size: int):
+    """The images of ``refs`` decoded as the encoder takes them, CHUNK at a time."""
+    for start in range(0, len(refs), CHUNK):
+        yield np.stack([load_pixels(ref.read(), size) for ref in refs[start : start + CHUNK]])
+
+
+def encode_batches(encoder: Encoder, pixels: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """``pixels`` through ``encoder`` as `embed` feeds it: one call per ``batch_size`` images."""
+    return [encoder.encode(pixels[i : i + batch_size]) for i in range(0, len(pixels), batch_size)]
+
+
 def encode_all(encoders: dict[str, Encoder], refs, batch_size: int) -> tuple[dict, dict]:
     """Embeddings and encoder seconds per variant; each chunk is decoded once and run by every variant,
     in an order that rotates from chunk to chunk (no variant always runs on a cold cache)."""
@@ -80,12 +91,13 @@ def encode_all(encoders: dict[str, Encoder], refs, batch_size: int) -> tuple[dic
     vectors = {name: [] for name in encoders}
     seconds = dict.fromkeys(encoders, 0.0)
     names = list(encoders)
-    for start in tqdm(range(0, len(refs), CHUNK), desc="runtime_bench", unit="chunk", file=sys.stderr):
-        pixels = np.stack([load_pixels(ref.read(), size) for ref in refs[start : start + CHUNK]])
-        shift = (start // CHUNK) % len(names)
+    chunks = tqdm(decoded_chunks(refs, size), total=-(-len(refs) // CHUNK), desc="runtime_bench", unit="chunk",
+                  file=sys.stderr)
+    for k, pixels in enumerate(chunks):
+        shift = k % len(names)
         for name in names[shift:] + names[:shift]:
             began = time.perf_counter()
-            out = [encoders[name].encode(pixels[i : i + batch_size]) for i in range(0, len(pixels), batch_size)]
+            out = encode_batches(encoders[name], pixels, batch_size)
             seconds[name] += time.perf_counter() - began
             vectors[name].append(np.concatenate(out))
     return {name: np.concatenate(parts) for name, parts in vectors.items()}, seconds
@@ -115,14 +127,14 @@ def noise_floor(encoder: Encoder, tagger: Tagger, refs, clean: np.ndarray, batch
     pixels with seeded +-NOISE_LEVELS noise."""
     rng = np.random.default_rng(0)
     noisy = []
-    for start in range(0, len(refs), CHUNK):
-        pixels = np.stack([load_pixels(ref.read(), encoder.spec.input_size) for ref in refs[start : start + CHUNK]])
+    for pixels in decoded_chunks(refs, encoder.spec.input_size):
         pixels = np.clip(pixels + rng.integers(-NOISE_LEVELS, NOISE_LEVELS + 1, pixels.shape), 0, 255).astype(np.uint8)
-        noisy += [encoder.encode(pixels[i : i + batch_size]) for i in range(0, len(pixels), batch_size)]
-    agreement = decision_agreement(tagger, clean, np.concatenate(noisy))
+        noisy += encode_batches(encoder, pixels, batch_size)
+    noisy = np.concatenate(noisy)
+    agreement = decision_agreement(tagger, clean, noisy)
     return {"perturbation": f"uniform +-{NOISE_LEVELS} of 255 per pixel and channel (seed 0)",
             "variant": encoder.variant.name, "images": len(refs),
-            "cosine_mean": round(float(cosines(np.concatenate(noisy), clean).mean()), 5),
+            "cosine_mean": round(float(cosines(noisy, clean).mean()), 5),
             "agreement": round(min(agreement.values()), 4),
             "agreement_by_decision": {k: round(v, 4) for k, v in agreement.items()}}
 
@@ -184,11 +196,12 @@ def main() -> int:
         reference_tagger = reference_tagger or tagger
         agreement = decision_agreement(reference_tagger, reference[rows], vectors[name][rows])
         base = variants.get(REFERENCE_VARIANT, scores)
+        cosine = cosines(vectors[name], reference)
         variants[name] = {
             "images_per_s": round(len(refs) / seconds[name], 1),
             "batch1_ms": round(latency[name], 2),
-            "cosine_min": round(float(cosines(vectors[name], reference).min()), 5),
-            "cosine_mean": round(float(cosines(vectors[name], reference).mean()), 5),
+            "cosine_min": round(float(cosine.min()), 5),
+            "cosine_mean": round(float(cosine.mean()), 5),
             **scores,
             "agreement": round(min(agreement.values()), 4),
             "agreement_by_decision": {k: round(v, 4) for k, v in agreement.items()},
