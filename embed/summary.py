@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from embed.output import OutputError, describe
+from embed.output import OutputError, os_reason
 from vinted_tagger.files import atomic_path
 
 if TYPE_CHECKING:
@@ -74,4 +74,4 @@ def save_failures(out, summary: EmbedSummary) -> None:
     try:
         write_failures(Path(out), summary.failures)
     except OSError as error:
-        raise OutputError(f"cannot write the failures list in {out}: {describe(error)}") from None
+        raise OutputError(f"cannot write the failures list in {out}: {os_reason(error)}") from None

@@ -1,5 +1,6 @@
-"""The embedding run (embed/pipeline.py) and its cache (embed/cache.py): format, --ids, bad images, resume,
-encoder mismatch. Most runs use the tiny open_clip encoder (64 px, 32-d); resume uses EfficientNet-Lite2."""
+"""The embedding run (embed/pipeline.py, embed/engines/local.py) and its cache (embed/cache/): format, --ids,
+bad images, resume, encoder mismatch. Most runs use the tiny open_clip encoder (64 px, 32-d); resume uses
+EfficientNet-Lite2."""
 
 from __future__ import annotations
 
@@ -22,19 +23,18 @@ from embed import pipeline
 from embed.cache import MANIFEST, CacheWriter, part_files, read_cache
 from embed.encoders import EncoderMismatch
 from embed.images import load_pixels
-from embed.pipeline import embed_sources
+from embed.pipeline import EncoderChoice, embed_sources
 from embed.summary import FAILURES, MISSING_REASON
 from embed.runtime import Encoder
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run(sources, out, encoder, **kwargs):
-    kwargs.setdefault("progress", False)
-    kwargs.setdefault("threads", 1)
-    kwargs.setdefault("runtime", "onnxruntime")  # the fixtures' runtime: rows compare exactly
-    kwargs.setdefault("precision", "fp32")
-    return embed_sources([str(s) for s in sources], out, encoder, **kwargs)
+def run(sources, out, encoder, ids=None, **options):
+    options.setdefault("threads", 1)
+    options.setdefault("runtime", "onnxruntime")  # the fixtures' runtime: rows compare exactly
+    options.setdefault("precision", "fp32")
+    return embed_sources([str(s) for s in sources], out, EncoderChoice(encoder, **options), ids, progress=False)
 
 
 def failures(out: Path) -> dict[str, tuple[str, str]]:
@@ -278,8 +278,8 @@ def encode(self, pixels):
     return real(self, pixels)
 
 Encoder.encode = encode
-pipeline.embed_sources([source], out, "efficientnet-lite2", batch_size=2, progress=False, threads=1,
-                       runtime="onnxruntime", precision="fp32")
+pipeline.embed_sources([source], out, pipeline.EncoderChoice("efficientnet-lite2", "onnxruntime", "fp32", threads=1,
+                                                           batch_size=2), progress=False)
 """
 
 
