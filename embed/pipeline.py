@@ -57,8 +57,8 @@ def embed_sources(sources: list[str | Path], out: str | Path, encoder: str | Enc
     engine = engine if isinstance(engine, EngineChoice) else EngineChoice(engine)
     run = engine_runner(engine.name)
     start = time.perf_counter()
-    listed, ignored = list_sources(sources)  # milliseconds: no pixel is read
-    check_folder(out, "cache folder")  # before loading the encoder: a wrong --out fails in a second
+    listed, ignored = list_sources(sources)  # names only: no pixel is read
+    check_folder(out, "cache folder")  # before loading the encoder: a wrong --out fails at once
     model = load_encoder(encoder, out, agree_with)
     writer = CacheWriter(out, model.spec, versions(), runtime=model.record)
     try:
