@@ -353,3 +353,11 @@ def test_embed_images_marks_bad_inputs(tiny_encoder, picture, image_bytes, broke
     assert errors[0] is None and errors[2] is None and "not an image" in errors[1]
     assert np.isnan(vectors[1]).all() and np.isfinite(vectors[[0, 2]]).all()
     np.testing.assert_allclose(np.linalg.norm(vectors[[0, 2]], axis=1), 1.0, atol=1e-5)
+
+
+def test_an_unknown_engine_is_refused_before_any_work(tmp_path) -> None:
+    """The engines are the modules of embed/engines/; any other name is refused, naming the valid ones, before
+    a source is listed or the cache folder made."""
+    with pytest.raises(ValueError, match="unknown engine 'spark'; valid engines: local, ray"):
+        embed_sources([tmp_path / "missing.zip"], tmp_path / "cache", "efficientnet-lite2", engine="spark")
+    assert not (tmp_path / "cache").exists()
