@@ -15,11 +15,14 @@ import argparse
 import sys
 
 
+from embed.cache import compact_cache
 from embed.encoders import PRECISIONS, RUNTIMES, get_encoder, table_text
+from embed.engines import ENGINES, EngineChoice
 from embed.images import DECODERS
-from embed.pipeline import ENGINES, MISSING_REASON, compact_cache, embed_sources
-from embed.runtime import Encoder, encoder_dir
+from embed.pipeline import DEFAULT_ENCODER, EncoderChoice, embed_sources
+from embed.runtime import BATCH_SIZE, Encoder, encoder_dir
 from embed.sources import read_ids
+from embed.summary import MISSING_REASON
 from vinted_tagger.errors import run_command
 
 SHOWN_FAILURES = 20
@@ -29,9 +32,9 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="embed", description="Embed images into a Parquet cache.")
     p.add_argument("sources", nargs="*", help="zip archives, folders or image files; the uuid is the file stem")
     p.add_argument("--out", help="cache folder (created or resumed)")
-    p.add_argument("--encoder", default="efficientnet-lite2", help="encoder name (see --list-encoders)")
+    p.add_argument("--encoder", default=DEFAULT_ENCODER, help="encoder name (see --list-encoders)")
     p.add_argument("--ids", help="Parquet file with a uuid column: embed only these uuids")
-    p.add_argument("--batch-size", type=int, default=16, help="images per encoder call (memory grows with it)")
+    p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="images per encoder call (memory grows with it)")
     p.add_argument("--threads", type=int, default=None, help="encoder threads (default: all cores)")
     p.add_argument("--runtime", default="auto", choices=("auto", *RUNTIMES),
                    help="encoder runtime (default auto: the fastest this machine has, see README)")
@@ -81,10 +84,9 @@ def run(args) -> int:
     ids = read_ids(args.ids) if args.ids else None
     if args.engine != "ray" and (args.address or args.workers):
         parser().error("--address and --workers need --engine ray")
-    summary = embed_sources(
-        args.sources, args.out, args.encoder, ids, args.batch_size, not args.quiet, args.threads,
-        args.runtime, args.precision, args.decoder, engine=args.engine, address=args.address, workers=args.workers,
-    )
+    encoder = EncoderChoice(args.encoder, args.runtime, args.precision, args.decoder, args.threads, args.batch_size)
+    engine = EngineChoice(args.engine, args.address, args.workers)
+    summary = embed_sources(args.sources, args.out, encoder, ids, engine, progress=not args.quiet)
     report(summary)
     nothing_done = summary.encoded == 0 and summary.skipped == 0
     return 1 if nothing_done else 0

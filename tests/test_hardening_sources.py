@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from embed import cli, sources
-from embed.cache import FAILURES, read_cache
-from embed.pipeline import embed_sources
+from embed.cache import read_cache
+from embed.pipeline import EncoderChoice, embed_sources
 from embed.sources import SourceError, list_sources, read_member
+from embed.summary import FAILURES
 
 
 def failures(out: Path) -> dict[str, str]:
@@ -26,7 +27,7 @@ def failures(out: Path) -> dict[str, str]:
 
 
 def run(sources_, out, encoder):
-    return embed_sources([str(s) for s in sources_], out, encoder, progress=False, threads=1)
+    return embed_sources([str(s) for s in sources_], out, EncoderChoice(encoder, threads=1), progress=False)
 
 
 def set_member_flag(path: Path, name: str, flag: int) -> None:
