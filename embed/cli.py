@@ -20,13 +20,13 @@ from embed.images import DECODERS
 from embed.pipeline import ENGINES, MISSING_REASON, compact_cache, embed_sources
 from embed.runtime import Encoder, encoder_dir
 from embed.sources import read_ids
-from vinted_tagger.errors import run_command
+from vinted_tagger.errors import ArgumentParser, run_command
 
 SHOWN_FAILURES = 20
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="embed", description="Embed images into a Parquet cache.")
+    p = ArgumentParser(prog="embed", description="Embed images into a Parquet cache.")
     p.add_argument("sources", nargs="*", help="zip archives, folders or image files; the uuid is the file stem")
     p.add_argument("--out", help="cache folder (created or resumed)")
     p.add_argument("--encoder", default="efficientnet-lite2", help="encoder name (see --list-encoders)")
