@@ -16,7 +16,7 @@ CLOTHING_CACHE ?= $(HOME)/.cache/vinted-tagger/caches/clothing-efficientnet-lite
 FINETUNE_RUNS ?= $(HOME)/.cache/vinted-tagger/finetune
 
 .PHONY: setup test demo bench bench-embed bench-heads bench-service bench-page bench-variants bench-scale \
-	bench-runtime calibrate notebook serve model predictions finetune page-screenshot clean
+	bench-runtime calibrate notebook serve model predictions finetune page-screenshot docs clean
 
 setup: $(STAMP)
 
@@ -39,7 +39,13 @@ demo: setup
 	$(BIN)/classify evaluate --predictions $(DEMO_OUT)/predictions.parquet --labels $(DEMO_DATA)/test_labels.parquet
 	@echo "demo: predictions for $(DEMO_DATA)/test.parquet are in $(DEMO_OUT)/predictions.parquet"
 
+# Every bench, then the README's and docs/' tables re-rendered from bench/results (bench/render_docs.py).
 bench: bench-runtime bench-embed bench-heads bench-service bench-page
+	$(BIN)/python bench/render_docs.py
+
+# Only re-render the tables (after any single bench, or `make finetune` / `make notebook`).
+docs: setup
+	$(BIN)/python bench/render_docs.py
 
 bench-embed: setup
 	$(BIN)/python bench/embed_bench.py
