@@ -31,6 +31,7 @@ import pyarrow as pa
 from classifiers.artifacts import DEFAULT_MODEL_DIR
 from embed.encoders import PRECISIONS, RUNTIMES
 from vinted_tagger.errors import ArgumentParser, UserError, run_command
+from vinted_tagger.files import check_parquet
 
 SHOWN_MISSING = 5  # uuids named in a "left out" message; the rest are counted
 
@@ -91,35 +92,6 @@ def check_model_out(out: Path, overwrite: bool) -> None:
                         "write to a new folder, or pass --overwrite to replace it")
     if (out / "model.json").exists():
         raise UserError(f"{out} already holds a model; choose a new folder or pass --overwrite to replace it")
-
-
-PARQUET_MAGIC = b"PAR1"
-OTHER_FORMATS = {".csv": "CSV", ".tsv": "TSV", ".txt": "text", ".json": "JSON", ".jsonl": "JSON lines",
-                 ".xlsx": "Excel", ".xls": "Excel", ".feather": "Feather", ".pkl": "pickle", ".zip": "zip"}
-
-
-def check_parquet(path: str, what: str) -> None:
-    """``path`` exists and is a Parquet file (or a folder of them), by its first bytes: a CSV is named as one
-    here, before pyarrow's "magic bytes" message could reach the user."""
-    file = Path(path)
-    if not file.exists():
-        raise FileNotFoundError(f"{what} {path} does not exist")
-    if file.is_dir():
-        return
-    with open(file, "rb") as handle:
-        head = handle.read(len(PARQUET_MAGIC))
-    if head != PARQUET_MAGIC:
-        raise UserError(f"{what} {path} must be Parquet (got {_format_of(file, head)})")
-
-
-def _format_of(file: Path, head: bytes) -> str:
-    if file.suffix.lower() in OTHER_FORMATS:
-        return OTHER_FORMATS[file.suffix.lower()]
-    if head[:1] in (b"{", b"["):
-        return "JSON"
-    if not head:
-        return "an empty file"
-    return "CSV" if b"," in file.read_bytes()[:4096] else "a file that is not Parquet"
 
 
 def search_line(info: dict) -> str:

@@ -21,6 +21,7 @@ from embed.pipeline import ENGINES, MISSING_REASON, compact_cache, embed_sources
 from embed.runtime import Encoder, encoder_dir
 from embed.sources import read_ids
 from vinted_tagger.errors import ArgumentParser, run_command
+from vinted_tagger.files import check_parquet
 
 SHOWN_FAILURES = 20
 
@@ -78,6 +79,8 @@ def run(args) -> int:
         parser().error("SOURCE and --out are required")
     if args.batch_size < 1:
         parser().error("--batch-size must be at least 1")
+    if args.ids:
+        check_parquet(args.ids, "ids file")
     ids = read_ids(args.ids) if args.ids else None
     if args.engine != "ray" and (args.address or args.workers):
         parser().error("--address and --workers need --engine ray")

@@ -197,6 +197,15 @@ def test_labels_not_parquet_is_one_line(tmp_path, name, content, kind) -> None:
     assert_one_line(result, f"label file {name} must be Parquet (got {kind})")
 
 
+@pytest.mark.parametrize("command, args", [
+    ("embed", ["a1.jpg", "--out", "cache", "--ids", "ids.csv"]),
+    ("classify", ["predict", "--images", "a1.jpg", "--out", "p.parquet", "--ids", "ids.csv"]),
+])
+def test_ids_not_parquet_is_one_line(tmp_path, image, command, args) -> None:
+    (tmp_path / "ids.csv").write_text("uuid\na1\n")
+    assert_one_line(run(tmp_path, command, *args), "ids file ids.csv must be Parquet (got CSV)")
+
+
 # --- nothing the user did not name is replaced --------------------------------------------------------
 
 
