@@ -35,7 +35,8 @@ def check_folder(path: str | Path, what: str) -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise OutputError(f"cannot create {what} {folder}: {describe(error)}") from None
+        existing = next((p for p in folder.absolute().parents if p.is_dir()), Path("/"))
+        raise OutputError(f"cannot create {what} {folder}: {why_not_writable(existing, error)}") from None
     probe_writable(folder, what)
     return folder
 

@@ -161,10 +161,12 @@ def test_bad_option_is_one_line(tmp_path, image, command, args, fragments) -> No
 
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
-def test_out_under_proc_says_why(tmp_path) -> None:
+def test_out_under_proc_says_why(tmp_path, image) -> None:
     (tmp_path / "cache").mkdir()
     result = run(tmp_path, "classify", "predict", "--cache", "cache", "--out", "/proc/p.parquet")
     assert_one_line(result, "/proc", "does not accept new files")
+    result = run(tmp_path, "embed", "a1.jpg", "--out", "/proc/cache")  # a folder to create there
+    assert_one_line(result, "cannot create cache folder /proc/cache", "does not accept new files")
 
 
 def test_read_only_out_is_one_line_without_the_probe(tmp_path, monkeypatch, capsys) -> None:
