@@ -42,7 +42,7 @@ from embed.cache import CacheWriter, read_cache  # noqa: E402
 from embed.encoders import EncoderSpec  # noqa: E402
 from embed.pipeline import embed_sources  # noqa: E402
 from embed.sources import iter_sources  # noqa: E402
-from report import write_results  # noqa: E402  (bench/, this script's folder)
+from report import machine, write_results  # noqa: E402  (bench/, this script's folder)
 
 DEFAULT_IMAGES = ROOT.parent / "shared" / "data" / "clothing" / "images.zip"
 APPEND_ROWS = 10_000
@@ -166,7 +166,7 @@ def main() -> None:
         model = load_model(DEFAULT_MODEL_DIR)
         # The synthetic rows claim the committed model's runtime, so that predict accepts them.
         spec, runtime = EncoderSpec.from_dict(model.encoder), model.info.get("runtime", {})
-        result = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        result = {"machine": {**machine(), "cpus": os.cpu_count(), "python": platform.python_version()},
                   "images_source": args.images.name, "limit": args.limit, "batch_size": args.batch_size}
         if "engines" in parts:
             result.update(engines(args.images, args.limit, work, args.batch_size))
