@@ -216,7 +216,12 @@ def finetune_table() -> str:
              f"{num(r['test_top1'])} / {num(r['test_top2'])}",
              " / ".join(num(r[f"test_f1 {t}"]) for t in TAGS) + f" ({num(r['test_macro_tag_f1'])})",
              num(r["train_minutes"], 1), num(r["encode_ms"], 2)] for _, r in comparison(d).iterrows()]
-    return (table(["encoder (heads)", "held-out top-1 / top-2 / macro tag F1", "test top-1 / top-2",
+    worn = comparison(d)["heldout_worn_macro_tag_f1"]
+    worn_header = ["held-out macro tag F1, worn photos"] if worn.notna().any() else []  # where recorded
+    if worn_header:
+        for row, value in zip(rows, worn):
+            row.insert(2, num(value))
+    return (table(["encoder (heads)", "held-out top-1 / top-2 / macro tag F1", *worn_header, "test top-1 / top-2",
                    "test F1 polka dot / floral / checker (macro)", "training min", "encode ms / image"], rows)
             + "\n\n" + decision(d) + source("finetune.json", "make finetune", d))
 

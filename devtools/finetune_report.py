@@ -54,6 +54,7 @@ def _row(entry: dict, heads: str, frozen: str) -> dict:
         for tag in TAGS:
             row[f"{split}_f1 {tag}"] = float(f1.get(tag, math.nan)) if isinstance(f1, dict) else math.nan
         row[f"{split}_macro_tag_f1"] = float(entry.get(f"{split}_macro_tag_f1", macro(f1)))
+    row["heldout_worn_macro_tag_f1"] = float(entry.get("heldout_worn_macro_tag_f1", math.nan))
     for key in ("train_minutes", "encode_ms", "epochs"):
         row[key] = float(entry.get(key, math.nan)) if entry.get(key) is not None else math.nan
     return row
