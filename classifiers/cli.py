@@ -99,9 +99,19 @@ def search_line(info: dict) -> str:
     heads = {"category": info["category"], **info.get("tags", {})}
     folds = next(iter(heads.values()))["cv"].get("folds", "the")
     kinds = sorted({name for head in heads.values() for name in head.get("candidates", {head["kind"]: 0})})
-    won = ", ".join(f"{name}: {head['kind']}" for name, head in heads.items())
+    won = ", ".join(f"{name}: {head['kind']}{_versus(head, 'logloss' if name == 'category' else 'f1')}"
+                    for name, head in heads.items())
     return (f"head search ({info['head']}): compared {' and '.join(kinds)} on {folds} "
             f"{'group-aware ' if info.get('group_aware_cv') else ''}folds for {len(heads)} heads; chosen: {won}")
+
+
+def _versus(head: dict, metric: str) -> str:
+    """The chosen kind's CV score against the other candidates' (when candidates were compared), or nothing."""
+    others = {kind: cv for kind, cv in head.get("candidates", {}).items() if kind != head["kind"]}
+    if not others or metric not in head["cv"]:
+        return ""
+    versus = ", ".join(f"{kind} {cv[metric]:.3f}" for kind, cv in others.items() if metric in cv)
+    return f" (CV {metric} {head['cv'][metric]:.3f} vs {versus})"
 
 
 def summary_lines(model) -> list[str]:
