@@ -16,7 +16,7 @@ CLOTHING_CACHE ?= $(HOME)/.cache/vinted-tagger/caches/clothing-efficientnet-lite
 FINETUNE_RUNS ?= $(HOME)/.cache/vinted-tagger/finetune
 
 .PHONY: setup test demo bench bench-embed bench-heads bench-service bench-page bench-variants bench-scale \
-	bench-runtime calibrate notebook serve model predictions finetune page-screenshot clean
+	bench-runtime calibrate notebook serve model predictions finetune page-screenshot docs clean
 
 setup: $(STAMP)
 
@@ -33,12 +33,19 @@ test: setup
 demo: setup
 	$(BIN)/python -m devtools.demo_data $(DEMO_DATA)
 	$(BIN)/embed $(DEMO_DATA)/data.zip --out $(DEMO_OUT)/cache --quiet
-	$(BIN)/classify train --data $(DEMO_DATA)/data.parquet --cache $(DEMO_OUT)/cache --out $(DEMO_OUT)/model
-	$(BIN)/classify predict --model $(DEMO_OUT)/model --cache $(DEMO_OUT)/cache --ids $(DEMO_DATA)/test.parquet --out $(DEMO_OUT)/predictions.parquet
+	$(BIN)/classify train --data $(DEMO_DATA)/data.parquet --cache $(DEMO_OUT)/cache --out $(DEMO_OUT)/model --overwrite
+	$(BIN)/classify predict --model $(DEMO_OUT)/model --cache $(DEMO_OUT)/cache --ids $(DEMO_DATA)/test.parquet \
+		--out $(DEMO_OUT)/predictions.parquet --overwrite
 	$(BIN)/classify evaluate --predictions $(DEMO_OUT)/predictions.parquet --labels $(DEMO_DATA)/test_labels.parquet
 	@echo "demo: predictions for $(DEMO_DATA)/test.parquet are in $(DEMO_OUT)/predictions.parquet"
 
+# Every bench, then the README's and docs/' tables re-rendered from bench/results (bench/render_docs.py).
 bench: bench-runtime bench-embed bench-heads bench-service bench-page
+	$(BIN)/python bench/render_docs.py
+
+# Only re-render the tables (after any single bench, or `make finetune` / `make notebook`).
+docs: setup
+	$(BIN)/python bench/render_docs.py
 
 bench-embed: setup
 	$(BIN)/python bench/embed_bench.py
@@ -80,13 +87,13 @@ notebook: setup
 # Re-train the committed default model (artifacts/model) on the stand-in train split.
 model: setup
 	$(BIN)/embed $(CLOTHING)/images.zip --out $(CLOTHING_CACHE) --quiet
-	$(BIN)/classify train --data $(CLOTHING)/data.parquet --cache $(CLOTHING_CACHE) --out artifacts/model
+	$(BIN)/classify train --data $(CLOTHING)/data.parquet --cache $(CLOTHING_CACHE) --out artifacts/model --overwrite
 
 # The deliverable: predictions.parquet (committed) for the stand-in test.parquet from the committed model.
 # Embeds only the test images the cache lacks; re-run it after `make model`.
 predictions: setup
 	$(BIN)/embed $(CLOTHING)/images.zip --out $(CLOTHING_CACHE) --ids $(CLOTHING)/test.parquet --quiet
-	$(BIN)/classify predict --model artifacts/model --cache $(CLOTHING_CACHE) --ids $(CLOTHING)/test.parquet --out predictions.parquet
+	$(BIN)/classify predict --model artifacts/model --cache $(CLOTHING_CACHE) --ids $(CLOTHING)/test.parquet --out predictions.parquet --overwrite
 
 # Fine-tune two variants of EfficientNet-Lite2 (block 6 only; blocks 5-6) on the stand-in train split, sharing
 # one pass of the frozen trunk, then compare them with the ImageNet encoder (bench/results/finetune.json), every

@@ -32,7 +32,7 @@ from embed.export import build_embedder  # noqa: E402
 from embed.images import load_pixels  # noqa: E402
 from embed.runtime import encoder_home  # noqa: E402
 from embed.sources import iter_sources, select  # noqa: E402
-from report import write_results  # noqa: E402  (bench/, this script's folder)
+from report import machine, write_results  # noqa: E402  (bench/, this script's folder)
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "clothing"
 TAGS = DEFAULT_TAGS
@@ -127,7 +127,7 @@ def main() -> int:
         result["tags"].append({"variant": name, "columns": X.shape[1], "f1": f1,
                                "seconds": round(time.perf_counter() - started, 1)})
 
-    write_results(args.out, result)
+    write_results(args.out, {**result, "machine": machine()})
     print(pd.DataFrame(result["category"]).to_string(index=False))
     print()
     print(pd.DataFrame([{**{k: v for k, v in r.items() if k != "f1"}, **r["f1"]} for r in result["tags"]])

@@ -30,7 +30,7 @@ from classifiers.train import train  # noqa: E402
 from embed.cache import read_cache  # noqa: E402
 from embed.pipeline import embed_sources  # noqa: E402
 from embed.runtime import encoder_home  # noqa: E402
-from report import write_results  # noqa: E402  (bench/, this script's folder)
+from report import machine, write_results  # noqa: E402  (bench/, this script's folder)
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "clothing"
 
@@ -104,6 +104,7 @@ def summarise(scores: dict, model, train_s: float, ms: float, mb: float, missing
         "test_missing": missing,
         "data_fingerprint": model.info["data_fingerprint"],
         "cores": os.cpu_count(),
+        "machine": machine(),  # what bench/render_docs.py names under the table
     }
 
 

@@ -1,13 +1,16 @@
 """``classify``: train heads on an embedding cache, predict, evaluate.
 
     classify train --data data.parquet --cache CACHE --out MODEL_DIR [--head logreg|lightgbm|auto] [--tags T...]
+                   [--overwrite]
     classify predict [--model MODEL_DIR] (--cache CACHE | --images SOURCE...) [--ids test.parquet]
-                     --out predictions.parquet [--with-scores]
+                     --out predictions.parquet [--with-scores] [--allow-missing] [--overwrite]
     classify evaluate --predictions predictions.parquet --labels labels.parquet [--tags T...] [--json]
 
 Mistakes a user can make (a missing file, a cache from another encoder, an unknown head, an output that cannot
-be written, a bad model folder) print one line on stderr and exit with status 2; outputs are checked before
-any long work. A new sub-command is one entry in ``COMMANDS``: (add its arguments, run it). Serving over HTTP
+be written, a bad model folder, a label file that is not Parquet, a mistyped option) print one line on stderr
+and exit with status 2; inputs and outputs are checked before any model or data is loaded. Nothing the user did
+not name is replaced: an existing model folder or predictions file only with ``--overwrite``, and ids a cache
+lacks stop ``predict`` (naming them) unless ``--allow-missing``. A new sub-command is one entry in ``COMMANDS``: (add its arguments, run it). Serving over HTTP
 is ``vinted-serve`` (service/).
 """
 
@@ -26,7 +29,9 @@ import pandas as pd
 import pyarrow as pa
 
 from classifiers.artifacts import DEFAULT_MODEL_DIR
-from vinted_tagger.errors import run_command
+from embed.encoders import PRECISIONS, RUNTIMES
+from vinted_tagger.errors import ArgumentParser, UserError, run_command
+from vinted_tagger.files import check_parquet
 
 SHOWN_MISSING = 5  # uuids named in a "left out" message; the rest are counted
 
@@ -37,9 +42,14 @@ SHOWN_MISSING = 5  # uuids named in a "left out" message; the rest are counted
 def add_train(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="label Parquet (uuid, cc3, tag columns, optional group)")
     parser.add_argument("--cache", required=True, help="embedding cache folder (from `embed`)")
-    parser.add_argument("--out", default=str(DEFAULT_MODEL_DIR), help="model folder (default: %(default)s)")
+    parser.add_argument("--out", required=True, help="model folder to write (a new or empty folder)")
     parser.add_argument("--head", default="logreg", help="logreg (default), lightgbm or auto (best by CV)")
     add_tags(parser)
+    add_overwrite(parser, "a model folder that already holds a model (the packaged default model included)")
+
+
+def add_overwrite(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--overwrite", action="store_true", help=f"replace {what}")
 
 
 def add_tags(parser: argparse.ArgumentParser) -> None:
@@ -55,20 +65,53 @@ def run_train(args: argparse.Namespace) -> int:
     from classifiers.train import train
 
     check_head_kind(args.head)  # before minutes of reading: a typo fails at once
-    for path, what in ((args.data, "label file"), (args.cache, "cache folder")):
-        if not Path(path).exists():
-            raise FileNotFoundError(f"{what} {path} does not exist")
+    check_parquet(args.data, "label file")
+    if not Path(args.cache).exists():
+        raise FileNotFoundError(f"cache folder {args.cache} does not exist")
+    check_model_out(Path(args.out), args.overwrite)
     check_model_target(Path(args.out))  # before training, not after it
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
-        model = train(args.data, args.cache, head=args.head, tags=args.tags)
+        model = train(args.data, args.cache, head=args.head, tags=args.tags, progress=True)
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
     path = save_model(model, args.out)
     for line in summary_lines(model):
         print(line)
+    print(search_line(model.info))
     print(f"saved {path.parent} ({model.timing['total_seconds']:.1f} s training)")
     return 0
+
+
+def check_model_out(out: Path, overwrite: bool) -> None:
+    """A model is written over another one (the packaged default above all) only when the user says so."""
+    if overwrite:
+        return
+    if out.resolve() == DEFAULT_MODEL_DIR:
+        raise UserError(f"{out} is the packaged default model (the one the service loads); "
+                        "write to a new folder, or pass --overwrite to replace it")
+    if (out / "model.json").exists():
+        raise UserError(f"{out} already holds a model; choose a new folder or pass --overwrite to replace it")
+
+
+def search_line(info: dict) -> str:
+    """One line: which head kinds were compared on which folds, and which won for each head."""
+    heads = {"category": info["category"], **info.get("tags", {})}
+    folds = next(iter(heads.values()))["cv"].get("folds", "the")
+    kinds = sorted({name for head in heads.values() for name in head.get("candidates", {head["kind"]: 0})})
+    won = ", ".join(f"{name}: {head['kind']}{_versus(head, 'logloss' if name == 'category' else 'f1')}"
+                    for name, head in heads.items())
+    return (f"head search ({info['head']}): compared {' and '.join(kinds)} on {folds} "
+            f"{'group-aware ' if info.get('group_aware_cv') else ''}folds for {len(heads)} heads; chosen: {won}")
+
+
+def _versus(head: dict, metric: str) -> str:
+    """The chosen kind's CV score against the other candidates' (when candidates were compared), or nothing."""
+    others = {kind: cv for kind, cv in head.get("candidates", {}).items() if kind != head["kind"]}
+    if not others or metric not in head["cv"]:
+        return ""
+    versus = ", ".join(f"{kind} {cv[metric]:.3f}" for kind, cv in others.items() if metric in cv)
+    return f" (CV {metric} {head['cv'][metric]:.3f} vs {versus})"
 
 
 def summary_lines(model) -> list[str]:
@@ -100,33 +143,64 @@ def add_predict(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--cache", help="embedding cache made with the model's encoder")
     source.add_argument("--images", nargs="+", metavar="SOURCE", help="image files, folders or zip archives")
     parser.add_argument("--ids", help="Parquet with a uuid column: predict these, in this order")
-    parser.add_argument("--out", required=True, help="predictions Parquet to write")
+    parser.add_argument("--out", required=True, help="predictions Parquet to write (a new file)")
     parser.add_argument("--with-scores", action="store_true", help="add p_<class> and score_<tag> columns")
-    parser.add_argument("--runtime", default="auto", help="with --images: encoder runtime (auto, onnxruntime, openvino)")
-    parser.add_argument("--precision", default="auto", help="with --images: encoder precision (auto, fp32, bf16, int8)")
+    parser.add_argument("--runtime", default="auto", choices=("auto", *RUNTIMES), help="with --images: encoder runtime")
+    parser.add_argument("--precision", default="auto", choices=("auto", *PRECISIONS),
+                        help="with --images: encoder precision")
+    parser.add_argument("--allow-missing", action="store_true",
+                        help="write the predictions even when some --ids have no embedding (they are left out)")
+    add_overwrite(parser, "an existing predictions file")
 
 
 def run_predict(args: argparse.Namespace) -> int:
     from classifiers.predict import Tagger, predict_cache_to
-    from embed.output import check_file
+    from embed.output import check_new_file
     from embed.sources import read_ids
 
-    check_file(args.out, "predictions file")
-    tagger = Tagger.load(args.model)
+    check_new_file(args.out, "predictions file", args.overwrite)
+    if args.ids:
+        check_parquet(args.ids, "ids file")
     ids = read_ids(args.ids) if args.ids else None
     if args.cache:
         if not Path(args.cache).exists():
             raise FileNotFoundError(f"cache folder {args.cache} does not exist")
+        if ids is not None:  # before the model loads: a cache that lacks ids fails in a second
+            check_missing(ids_not_in_cache(args.cache, ids), len(ids), args)
+    tagger = Tagger.load(args.model)
+    if args.cache:
         # Streamed part by part into row groups: memory stays flat whatever the cache's size.
         rows, missing = predict_cache_to(tagger, args.cache, args.out, ids, with_scores=args.with_scores)
+        if missing and not args.allow_missing:  # embeddings present but not usable (not finite)
+            Path(args.out).unlink(missing_ok=True)
     else:
         frame, missing = predict_images(tagger, args.images, ids, args.with_scores, args.runtime, args.precision)
-        write_predictions(frame, Path(args.out))
         rows = len(frame)
+    check_missing(missing, rows + len(missing), args)
+    if args.images:
+        write_predictions(frame, Path(args.out))
     if missing:
         print(f"{len(missing)} uuid(s) without an embedding left out: {_examples(missing)}", file=sys.stderr)
     print(f"wrote {rows} rows to {args.out}")
     return 0
+
+
+def ids_not_in_cache(cache: str, ids: list[str]) -> list[str]:
+    from embed.cache import held_uuids
+
+    todo = dict.fromkeys(ids)
+    for held in held_uuids(Path(cache)):
+        for uuid in held.to_pylist():
+            todo.pop(uuid, None)
+    return list(todo)
+
+
+def check_missing(missing: list[str], wanted: int, args: argparse.Namespace) -> None:
+    """Partial predictions are refused (nothing written) unless asked for: an incomplete file must not pass."""
+    if missing and not args.allow_missing:
+        where = f"cache {args.cache}" if args.cache else "the images"
+        raise UserError(f"{len(missing)} of {wanted} ids have no embedding in {where}: {_examples(missing)}; "
+                        "nothing written (embed them first, or pass --allow-missing to leave them out)")
 
 
 def predict_images(tagger, sources: list[str], ids: list[str] | None, with_scores: bool,
@@ -185,9 +259,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from classifiers.evaluate import evaluate, format_report
     from classifiers.labels import read_labels
 
-    for path in (args.predictions, args.labels):
-        if not Path(path).exists():
-            raise FileNotFoundError(f"{path} does not exist")
+    check_parquet(args.predictions, "predictions file")
+    check_parquet(args.labels, "label file")
     result = evaluate(read_table(args.predictions), read_labels(args.labels), tags=args.tags)
     print(json.dumps(result, indent=2) if args.json else format_report(result))
     return 0
@@ -204,7 +277,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="classify", description="Train heads, predict, evaluate.")
+    parser = ArgumentParser(prog="classify", description="Train heads, predict, evaluate.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_text, add_arguments, run) in COMMANDS.items():
         sub = commands.add_parser(name, help=help_text, description=help_text)

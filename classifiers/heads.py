@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import warnings
 from contextlib import contextmanager
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from joblib import Parallel, delayed
@@ -41,6 +41,26 @@ N_SPLITS = 5
 SEED = 0
 Folds = list[tuple[np.ndarray, np.ndarray]]
 Columns = Sequence[tuple[int, int]]  # [start, stop) ranges of the embedding a head reads
+
+
+# A head search's progress: called with the head kind after each fold's fit and each all-rows fit (from any
+# thread). classifiers.train sets it for its progress bar, through ``fold_progress``.
+_on_fit: Callable[[str], None] | None = None
+
+
+@contextmanager
+def fold_progress(on_fit: Callable[[str], None]):
+    global _on_fit
+    previous, _on_fit = _on_fit, on_fit
+    try:
+        yield
+    finally:
+        _on_fit = previous
+
+
+def _fitted(kind: str) -> None:
+    if _on_fit is not None:
+        _on_fit(kind)
 
 
 def check_head_kind(kind: str) -> str:
@@ -177,8 +197,14 @@ def _fit_paths(function, folds: Folds, n_rows: int, n_jobs: int) -> tuple[list, 
     # oversubscribing the cores (and keeps results independent of the machine's load). The biggest job,
     # all rows, goes first, so that no core waits for it at the end.
     jobs = [np.arange(n_rows)] + [train for train, _ in folds]
+
+    def job(rows):
+        result = function(rows)
+        _fitted("logreg")
+        return result
+
     with _fitting():
-        results = Parallel(n_jobs=min(n_jobs, len(jobs)), prefer="threads")(delayed(function)(j) for j in jobs)
+        results = Parallel(n_jobs=min(n_jobs, len(jobs)), prefer="threads")(delayed(job)(j) for j in jobs)
     return results[1:], results[0]
 
 
@@ -313,6 +339,7 @@ def _lgb_oof(params: dict, X: np.ndarray, y: np.ndarray, folds: Folds, max_round
         best = booster.best_iteration or max_rounds
         raw[val] = np.asarray(booster.predict(X[val], num_iteration=best, raw_score=True)).reshape(len(val), width)
         rounds.append(best)
+        _fitted("lightgbm")
     return raw, max(1, int(round(float(np.mean(rounds)))))
 
 
@@ -320,6 +347,7 @@ def _lgb_fit(params: dict, X: np.ndarray, y: np.ndarray, rounds: int) -> LightGB
     import lightgbm
 
     booster = lightgbm.train(params, lightgbm.Dataset(X, y), num_boost_round=rounds)
+    _fitted("lightgbm")
     return LightGBMScores(booster.model_to_string(), booster)
 
 

@@ -11,9 +11,11 @@ with a warning.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import platform
+import sys
 import time
 import warnings
 from collections.abc import Collection
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from classifiers import heads as heads_module
 from classifiers.heads import check_head_kind, fit_category_head, fit_tag_head, fit_temperature
@@ -36,8 +39,10 @@ TAG_ROLES = ("texture",)  # roles (embed.encoders.ROLES) of the embedding parts 
 
 def train(data: pd.DataFrame | str | Path, cache: Embeddings | str | Path, head: str = "logreg",
           seed: int = heads_module.SEED, n_jobs: int = 2, tags: list[str] | None = None,
-          calibrate_on: Collection[str] | None = None) -> TaggerModel:
+          calibrate_on: Collection[str] | None = None, progress: bool = False) -> TaggerModel:
     """Train the category head and one head per declared tag; ``head`` is logreg, lightgbm or auto.
+
+    ``progress``: a progress bar on stderr, one step per fold and all-rows fit of every candidate head.
 
     ``calibrate_on``: uuids of held-out rows (e.g. the groups a fine-tuned encoder never trained on). They
     are left out of the fit, and the temperature and thresholds are tuned on them instead of out of fold:
@@ -64,15 +69,18 @@ def train(data: pd.DataFrame | str | Path, cache: Embeddings | str | Path, head:
                   "protocol": {"calibration": "out-of-fold"}}
     timing: dict = {}
 
-    head_started = time.perf_counter()
-    category, info["category"] = _train_category(labels, vectors, groups, head, seed, n_jobs)
-    timing["category_seconds"] = _seconds_since(head_started)
-    tags = {}
-    texture = texture_columns(embeddings.encoder, vectors.shape[1])
-    for name in tag_names:
+    with search_progress(head, ["category", *tag_names], progress) as show:
         head_started = time.perf_counter()
-        tags[name], info["tags"][name] = _train_tag(name, labels, vectors, texture, groups, head, seed, n_jobs)
-        timing[f"tag_seconds/{name}"] = _seconds_since(head_started)
+        show("category")
+        category, info["category"] = _train_category(labels, vectors, groups, head, seed, n_jobs)
+        timing["category_seconds"] = _seconds_since(head_started)
+        tags = {}
+        texture = texture_columns(embeddings.encoder, vectors.shape[1])
+        for name in tag_names:
+            head_started = time.perf_counter()
+            show(f"tag {name!r}")
+            tags[name], info["tags"][name] = _train_tag(name, labels, vectors, texture, groups, head, seed, n_jobs)
+            timing[f"tag_seconds/{name}"] = _seconds_since(head_started)
     if held_labels is not None:
         category, tags = _calibrate(category, tags, held_labels, held_vectors, info)
     info["data_fingerprint"] = fingerprint(labels, list(tags))
@@ -81,6 +89,28 @@ def train(data: pd.DataFrame | str | Path, cache: Embeddings | str | Path, head:
     info["runtime"] = embeddings.manifest.get("runtime", {"variant": REFERENCE_VARIANT})
     timing["total_seconds"] = _seconds_since(started)
     return TaggerModel(category, tags, dict(embeddings.encoder), info, timing)
+
+
+@contextlib.contextmanager
+def search_progress(head: str, heads: list[str], enabled: bool):
+    """A tqdm bar over every fit of the search: per head, each candidate kind's folds and its all-rows fit.
+    Yields ``show(head_name)``, to call as each head starts."""
+    kinds = heads_module.HEAD_KINDS[:2] if head == "auto" else (head,)
+    steps = len(heads) * len(kinds) * (heads_module.N_SPLITS + 1)
+    with tqdm(total=steps, desc="head search", unit="fit", disable=not enabled, file=sys.stderr,
+              mininterval=0.5 if sys.stderr.isatty() else 10.0) as bar:
+        current = {"head": ""}
+
+        def on_fit(kind: str) -> None:
+            bar.set_postfix_str(f"{current['head']}: {kind}", refresh=False)
+            bar.update()
+
+        def show(name: str) -> None:
+            current["head"] = name
+            bar.set_postfix_str(name)
+
+        with heads_module.fold_progress(on_fit):
+            yield show
 
 
 def _calibrate(category: CategoryScorer, tags: dict, labels: pd.DataFrame, vectors: np.ndarray, info: dict):

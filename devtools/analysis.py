@@ -506,3 +506,24 @@ def predicted_tags_without_labels(scored: pd.DataFrame, labels: pd.DataFrame, ta
     """Rows whose tags are unlabelled (e.g. the flat-lay photos) with their predicted tags and scores."""
     unlabelled = labels.loc[labels[list(tags)].isna().all(axis=1), "uuid"]
     return scored[scored["uuid"].isin(set(unlabelled))].reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------- CV against test
+def cv_against_test(info: dict, result: dict, intervals: dict) -> pd.DataFrame:
+    """Per score: the out-of-fold estimate on the training split (``model.json``'s ``training``), the test score
+    and its bootstrap interval, and whether the estimate falls inside that interval: where CV is optimistic."""
+    rows = []
+    for key, label in (("top1", "top-1"), ("top2", "top-2")):
+        rows.append((f"category {label}", info["category"]["cv"].get(key), result["category"][key],
+                     intervals["category"].get(key)))
+    for tag, record in info.get("tags", {}).items():
+        for key in ("precision", "recall", "f1"):
+            rows.append((f"{tag} {key}", record["cv"].get(key), result["tags"][tag][key],
+                         intervals["tags"].get(tag, {}).get(key)))
+    table = pd.DataFrame([(name, cv, test) for name, cv, test, _ in rows],
+                         columns=["score", "CV (training split)", "test"]).set_index("score")
+    table["test 95% low"] = [pair[0] if pair else np.nan for *_, pair in rows]
+    table["test 95% high"] = [pair[1] if pair else np.nan for *_, pair in rows]
+    cv = table["CV (training split)"]
+    table["CV within the test interval"] = (cv >= table["test 95% low"]) & (cv <= table["test 95% high"])
+    return table

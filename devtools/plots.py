@@ -236,30 +236,3 @@ def with_intervals(point: dict, intervals: dict) -> pd.DataFrame:
     rows["macro tag F1"] = (point["tags_macro"]["f1"], intervals.get("tags_macro", {}).get("f1"))
     return pd.DataFrame([{"metric": k, "test": v, "95% low": (ci or [np.nan])[0], "95% high": (ci or [np.nan, np.nan])[1]}
                          for k, (v, ci) in rows.items()]).set_index("metric")
-
-
-def finetune_entries(data) -> list[dict]:
-    """The per-variant entries of bench/results/finetune.json (any list or mapping of dicts with test_top1)."""
-    if isinstance(data, dict):
-        values = list(data.values())
-        if values and all(isinstance(v, dict) for v in values) and any("test_top1" in v for v in values):
-            return [{"variant": k, **v} for k, v in data.items() if isinstance(v, dict) and "test_top1" in v]
-        return [e for v in values for e in finetune_entries(v)]
-    if isinstance(data, list):
-        if any(isinstance(v, dict) and "test_top1" in v for v in data):
-            return [v for v in data if isinstance(v, dict)]
-        return [e for v in data for e in finetune_entries(v)]
-    return []
-
-
-def plot_curves(curves: list[dict], title: str) -> None:
-    """Per-epoch losses (left) and held-out scores (right) of a fine-tuning run."""
-    frame = pd.DataFrame(curves).set_index("epoch")
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
-    frame[[c for c in frame if c.endswith("loss")]].plot(ax=axes[0], marker="o")
-    frame[[c for c in frame if c.startswith("heldout_") and not c.endswith("loss")
-           and pd.api.types.is_numeric_dtype(frame[c])]].plot(ax=axes[1], marker="o")
-    axes[0].set(title=f"{title}: losses", xlabel="epoch", ylabel="loss")
-    axes[1].set(title=f"{title}: held-out scores", xlabel="epoch", ylabel="score")
-    fig.tight_layout()
-    plt.show()

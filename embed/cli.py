@@ -23,13 +23,14 @@ from embed.pipeline import DEFAULT_ENCODER, EncoderChoice, embed_sources
 from embed.runtime import BATCH_SIZE, Encoder, encoder_dir
 from embed.sources import read_ids
 from embed.summary import MISSING_REASON
-from vinted_tagger.errors import run_command
+from vinted_tagger.errors import ArgumentParser, run_command
+from vinted_tagger.files import check_parquet
 
 SHOWN_FAILURES = 20
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="embed", description="Embed images into a Parquet cache.")
+    p = ArgumentParser(prog="embed", description="Embed images into a Parquet cache.")
     p.add_argument("sources", nargs="*", help="zip archives, folders or image files; the uuid is the file stem")
     p.add_argument("--out", help="cache folder (created or resumed)")
     p.add_argument("--encoder", default=DEFAULT_ENCODER, help="encoder name (see --list-encoders)")
@@ -81,6 +82,8 @@ def run(args) -> int:
         parser().error("SOURCE and --out are required")
     if args.batch_size < 1:
         parser().error("--batch-size must be at least 1")
+    if args.ids:
+        check_parquet(args.ids, "ids file")
     ids = read_ids(args.ids) if args.ids else None
     if args.engine != "ray" and (args.address or args.workers):
         parser().error("--address and --workers need --engine ray")

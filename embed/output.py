@@ -8,6 +8,7 @@ permission bits say nothing for root or on a read-only mount.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 from pathlib import Path
@@ -34,7 +35,8 @@ def check_folder(path: str | Path, what: str) -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise OutputError(f"cannot create {what} {folder}: {os_reason(error)}") from None
+        existing = next((p for p in folder.absolute().parents if p.is_dir()), Path("/"))
+        raise OutputError(f"cannot create {what} {folder}: {why_not_writable(existing, error)}") from None
     probe_writable(folder, what)
     return folder
 
@@ -58,6 +60,23 @@ def probe_writable(folder: Path, what: str) -> None:
             handle.flush()
             os.fsync(handle.fileno())
     except OSError as error:
-        raise OutputError(f"cannot write to {what} {folder}: {os_reason(error)}") from None
+        raise OutputError(f"cannot write to {what} {folder}: {why_not_writable(folder, error)}") from None
     finally:
-        probe.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # on a read-only file system unlink fails too (EROFS, not ENOENT)
+            probe.unlink(missing_ok=True)
+
+
+def why_not_writable(folder: Path, error: OSError) -> str:
+    """The reason a file could not be created in an existing ``folder``. Creating a file under /proc or /sys
+    fails with ENOENT, which would read as "no such file"; it means the file system takes no new files."""
+    if error.errno == errno.ENOENT and folder.is_dir():
+        return "its file system does not accept new files (a virtual file system such as /proc or /sys)"
+    return os_reason(error)
+
+
+def check_new_file(path: str | Path, what: str, overwrite: bool) -> Path:
+    """``check_file``, and an existing file is replaced only when the user said so (``--overwrite``)."""
+    file = check_file(path, what)
+    if file.exists() and not overwrite:
+        raise OutputError(f"{what} {file} already exists; choose a new name or pass --overwrite to replace it")
+    return file

@@ -145,3 +145,15 @@ def test_oof_predict_and_sliced_embeddings() -> None:
     assert head_only.vectors.shape == (2, 1280) and head_only.encoder["dim"] == 1280
     assert head_only.encoder["parts"] == [["head", 1280]]
     assert manifest["encoder"]["dim"] == 4480  # the original is untouched
+
+
+def test_cv_against_test_flags_an_optimistic_estimate() -> None:
+    info = {"category": {"cv": {"top1": 0.83, "top2": 0.93}},
+            "tags": {"dots": {"cv": {"precision": 0.8, "recall": 0.8, "f1": 0.80}}}}
+    result = {"category": {"top1": 0.84, "top2": 0.92}, "tags": {"dots": {"precision": 0.7, "recall": 0.76, "f1": 0.73}}}
+    intervals = {"category": {"top1": [0.80, 0.87], "top2": [0.90, 0.95]},
+                 "tags": {"dots": {"precision": [0.62, 0.79], "recall": [0.68, 0.84], "f1": [0.67, 0.79]}}}
+    table = A.cv_against_test(info, result, intervals)
+    assert table["CV within the test interval"].to_dict() == {
+        "category top-1": True, "category top-2": True, "dots precision": False, "dots recall": True, "dots f1": False}
+    assert table.loc["dots f1", "test 95% high"] == 0.79

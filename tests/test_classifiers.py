@@ -406,11 +406,14 @@ def test_cli_predict_images_uses_the_model_encoder(dataset, tmp_path, monkeypatc
     ids = tmp_path / "ids.parquet"
     pd.DataFrame({"uuid": ["u0251", "u0250", "nowhere", "u0245"]}).to_parquet(ids)
     out = tmp_path / "p.parquet"
-    assert main(["predict", "--model", str(dataset["folder"] / "model"), "--images", str(dataset["folder"]),
-                 "--ids", str(ids), "--out", str(out), "--with-scores"]) == 0
+    argv = ["predict", "--model", str(dataset["folder"] / "model"), "--images", str(dataset["folder"]),
+            "--ids", str(ids), "--out", str(out), "--with-scores"]
+    assert main(argv) == 2 and not out.exists()  # 2 of 4 ids without an embedding: refused, nothing written
+    assert "2 of 4 ids have no embedding" in capsys.readouterr().err
+    assert main([*argv, "--allow-missing"]) == 0
     captured = capsys.readouterr()
-    assert calls == [fake]  # the tagger's own encoder, loaded from the model's recorded spec, never exported
-    assert [(spec["name"], options["export"]) for spec, options in loads] == [("fake", False)]
+    assert calls == [fake, fake]  # the tagger's own encoder, loaded from the model's recorded spec, never exported
+    assert [(spec["name"], options["export"]) for spec, options in loads] == [("fake", False)] * 2
     assert "u0250: truncated JPEG" in captured.err and "2 uuid(s) without an embedding" in captured.err
     frame = pd.read_parquet(out)
     assert frame["uuid"].tolist() == ["u0251", "u0245"] and "score_stripes" in frame.columns
@@ -418,7 +421,7 @@ def test_cli_predict_images_uses_the_model_encoder(dataset, tmp_path, monkeypatc
 
 @pytest.mark.parametrize("argv, message", [
     (["train", "--data", "nope.parquet", "--cache", ".", "--out", "m"], "label file nope.parquet does not exist"),
-    (["train", "--data", "x", "--cache", ".", "--head", "svm"], "unknown head 'svm'; valid heads"),
+    (["train", "--data", "x", "--cache", ".", "--out", "m", "--head", "svm"], "unknown head 'svm'; valid heads"),
     (["predict", "--model", "no-model", "--cache", ".", "--out", "p.parquet"], "no model at no-model"),
 ])
 def test_cli_user_errors_exit_2_with_one_line(argv, message, capsys, tmp_path, monkeypatch) -> None:
@@ -490,5 +493,53 @@ def test_streaming_predict_on_a_many_part_cache_equals_in_memory(dataset, tmp_pa
     ids = labels["uuid"].tolist()[::-7] + ["ghost"]
     pd.DataFrame({"uuid": ids}).to_parquet(tmp_path / "ids.parquet")
     assert main(["predict", "--model", str(dataset["folder"] / "model"), "--cache", str(tmp_path / "cache"),
-                 "--ids", str(tmp_path / "ids.parquet"), "--out", str(out)]) == 0
+                 "--ids", str(tmp_path / "ids.parquet"), "--out", str(out), "--overwrite", "--allow-missing"]) == 0
     assert pd.read_parquet(out)["uuid"].tolist() == ids[:-1]
+
+
+def test_cli_predict_refuses_ids_the_cache_lacks(dataset, tmp_path, monkeypatch, capsys) -> None:
+    from classifiers.predict import Tagger
+
+    ids = ["ghost-1", *dataset["labels"]["uuid"].tolist()[:3], "ghost-2"]
+    pd.DataFrame({"uuid": ids}).to_parquet(tmp_path / "ids.parquet")
+    out = tmp_path / "p.parquet"
+    argv = ["predict", "--model", str(dataset["folder"] / "model"), "--cache", str(dataset["cache"]),
+            "--ids", str(tmp_path / "ids.parquet"), "--out", str(out)]
+    with monkeypatch.context() as patched:  # refused before the model loads
+        patched.setattr(Tagger, "load", classmethod(lambda *a, **k: pytest.fail("model loaded")))
+        assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "2 of 5 ids have no embedding" in err[0] and "ghost-1, ghost-2" in err[0], err
+    assert not out.exists()
+    assert main([*argv, "--allow-missing"]) == 0
+    assert "2 uuid(s) without an embedding left out" in capsys.readouterr().err
+    assert pd.read_parquet(out)["uuid"].tolist() == ids[1:4]
+
+
+def test_cli_never_replaces_unnamed_work(dataset, tmp_path, capsys) -> None:
+    folder, model = dataset["folder"], dataset["folder"] / "model"
+    before = (model / "model.json").read_bytes()
+    train_argv = ["train", "--data", str(folder / "data.parquet"), "--cache", str(dataset["cache"]), "--out", str(model)]
+    assert main(train_argv) == 2
+    assert "already holds a model" in capsys.readouterr().err and (model / "model.json").read_bytes() == before
+    out = tmp_path / "p.parquet"
+    out.write_bytes(b"the user's file")
+    assert main(["predict", "--model", str(model), "--cache", str(dataset["cache"]), "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err and out.read_bytes() == b"the user's file"
+    assert main(["predict", "--model", str(model), "--cache", str(dataset["cache"]), "--out", str(out),
+                 "--overwrite"]) == 0
+    assert len(pd.read_parquet(out)) == len(dataset["labels"])
+
+
+def test_cli_head_search_shows_progress_and_what_won(dataset, tmp_path, capsys) -> None:
+    folder = dataset["folder"]
+    assert main(["train", "--data", str(folder / "data.parquet"), "--cache", str(dataset["cache"]),
+                 "--out", str(tmp_path / "model"), "--tags", *TAGS, "--head", "auto"]) == 0
+    printed, errors = capsys.readouterr()
+    heads_count = 1 + len(TAGS)
+    steps = heads_count * 2 * (heads.N_SPLITS + 1)  # two candidates, each fold and the all-rows fit
+    assert f"{steps}/{steps}" in errors and "head search" in errors, errors[-500:]
+    last = printed.strip().splitlines()[-2]  # before "saved ..."
+    assert last.startswith("head search (auto): compared lightgbm and logreg on 5 ") and "chosen: category: " in last
+    info = json.loads((tmp_path / "model" / "model.json").read_text())["training"]
+    assert all(f"{tag}: {info['tags'][tag]['kind']}" in last for tag in TAGS)

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from embed.encoders import get_encoder
@@ -137,3 +138,86 @@ def test_damaged_export_is_one_line(tmp_path, image) -> None:
 def test_bad_setting_is_one_line(tmp_path, variable, value, fragment) -> None:
     # The committed model loads first; the bad value stops the service before it listens.
     assert_one_line(run(tmp_path, "vinted-serve", "--port", "0", env={variable: value}), fragment)
+
+
+# --- bad option values: one line naming the valid ones, not the usage block --------------------------
+
+
+@pytest.mark.parametrize("command, args, fragments", [
+    ("embed", ["a1.jpg", "--out", "cache", "--precision", "fp16"], ["invalid choice: 'fp16'", "'bf16'"]),
+    ("classify", ["predict", "--images", "a1.jpg", "--out", "p.parquet", "--precision", "fp16"],
+     ["invalid choice: 'fp16'", "'int8'"]),
+    ("classify", ["predict", "--images", "a1.jpg", "--out", "p.parquet", "--runtime", "openvno"],
+     ["invalid choice: 'openvno'", "'onnxruntime', 'openvino'"]),
+    ("classify", ["train", "--data", "data.parquet", "--cache", "cache"], ["required: --out"]),
+])
+def test_bad_option_is_one_line(tmp_path, image, command, args, fragments) -> None:
+    result = run(tmp_path, command, *args)
+    assert_one_line(result, *fragments)
+    assert "usage:" not in result.stderr and "-bf16" not in result.stderr  # runtimes, not variant names
+
+
+# --- outputs that cannot be written, and inputs in the wrong format ----------------------------------
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_out_under_proc_says_why(tmp_path, image) -> None:
+    (tmp_path / "cache").mkdir()
+    result = run(tmp_path, "classify", "predict", "--cache", "cache", "--out", "/proc/p.parquet")
+    assert_one_line(result, "/proc", "does not accept new files")
+    result = run(tmp_path, "embed", "a1.jpg", "--out", "/proc/cache")  # a folder to create there
+    assert_one_line(result, "cannot create cache folder /proc/cache", "does not accept new files")
+
+
+def test_read_only_out_is_one_line_without_the_probe(tmp_path, monkeypatch, capsys) -> None:
+    """On a read-only mount the probe's open fails with EROFS, and so does its clean-up (unlink)."""
+    import errno
+
+    from classifiers import cli as classify_cli
+    from embed import output
+
+    def refuse(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(args[0]))
+
+    monkeypatch.setattr(output, "open", refuse, raising=False)
+    monkeypatch.setattr(Path, "unlink", refuse)
+    (tmp_path / "cache").mkdir()
+    assert classify_cli.main(["predict", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "p.parquet")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the file system is read-only" in err[0] and "write-probe" not in err[0], err
+
+
+@pytest.mark.parametrize("name, content, kind", [
+    ("labels.csv", "uuid,cc3\na,X\n", "CSV"),
+    ("labels.parquet", "uuid,cc3\na,X\n", "CSV"),  # a CSV under a Parquet name
+    ("labels.json", '[{"uuid": "a"}]', "JSON"),
+])
+def test_labels_not_parquet_is_one_line(tmp_path, name, content, kind) -> None:
+    (tmp_path / name).write_text(content)
+    (tmp_path / "cache").mkdir()
+    result = run(tmp_path, "classify", "train", "--data", name, "--cache", "cache", "--out", "model")
+    assert_one_line(result, f"label file {name} must be Parquet (got {kind})")
+
+
+@pytest.mark.parametrize("command, args", [
+    ("embed", ["a1.jpg", "--out", "cache", "--ids", "ids.csv"]),
+    ("classify", ["predict", "--images", "a1.jpg", "--out", "p.parquet", "--ids", "ids.csv"]),
+])
+def test_ids_not_parquet_is_one_line(tmp_path, image, command, args) -> None:
+    (tmp_path / "ids.csv").write_text("uuid\na1\n")
+    assert_one_line(run(tmp_path, command, *args), "ids file ids.csv must be Parquet (got CSV)")
+
+
+# --- nothing the user did not name is replaced --------------------------------------------------------
+
+
+def test_train_refuses_the_packaged_model_before_loading_anything(tmp_path) -> None:
+    from classifiers.artifacts import DEFAULT_MODEL_DIR
+
+    (tmp_path / "cache").mkdir()  # empty: reading it would fail, so the refusal must come first
+    pd.DataFrame({"uuid": ["a"], "cc3": ["X"]}).to_parquet(tmp_path / "data.parquet")
+    before = (DEFAULT_MODEL_DIR / "model.json").read_bytes()
+    result = run(tmp_path, "classify", "train", "--data", "data.parquet", "--cache", "cache",
+                 "--out", str(DEFAULT_MODEL_DIR))
+    assert_one_line(result, "is the packaged default model", "--overwrite")
+    assert (DEFAULT_MODEL_DIR / "model.json").read_bytes() == before

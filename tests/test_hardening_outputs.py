@@ -193,5 +193,5 @@ def test_evaluate_not_a_parquet_file(tmp_path, capsys) -> None:
     args = predictions_and_labels(tmp_path, predictions)
     (tmp_path / "p.parquet").write_text("not parquet")
     assert classify_cli.main(args) == 2
-    one_line_error(capsys, "not a readable Parquet file")
+    one_line_error(capsys, "must be Parquet")
 

@@ -1,4 +1,5 @@
-"""Atomic file writes (readers see the old file or the new one, never half of one) and file checksums."""
+"""Atomic file writes (readers see the old file or the new one, never half of one), file checksums, and whether an
+input file is the Parquet file a command needs."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+
+from vinted_tagger.errors import UserError
 
 
 @contextlib.contextmanager
@@ -51,3 +54,34 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+PARQUET_MAGIC = b"PAR1"
+OTHER_FORMATS = {".csv": "CSV", ".tsv": "TSV", ".txt": "text", ".json": "JSON", ".jsonl": "JSON lines",
+                 ".xlsx": "Excel", ".xls": "Excel", ".feather": "Feather", ".pkl": "pickle", ".zip": "zip"}
+
+
+def check_parquet(path: str, what: str) -> None:
+    """``path`` exists and is a Parquet file (or a folder of them), by its first bytes: a CSV is named as one
+    here, before pyarrow's "magic bytes" message could reach the user."""
+    file = Path(path)
+    if not file.exists():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    if file.is_dir():
+        return
+    with open(file, "rb") as handle:
+        head = handle.read(len(PARQUET_MAGIC))
+    if head != PARQUET_MAGIC:
+        raise UserError(f"{what} {path} must be Parquet (got {_format_of(file, head)})")
+
+
+def _format_of(file: Path, head: bytes) -> str:
+    if file.suffix.lower() in OTHER_FORMATS:
+        return OTHER_FORMATS[file.suffix.lower()]
+    if head[:1] in (b"{", b"["):
+        return "JSON"
+    if not head:
+        return "an empty file"
+    with open(file, "rb") as handle:
+        start = handle.read(4096)
+    return "CSV" if b"," in start else "a file that is not Parquet"
