@@ -470,8 +470,8 @@ def test_serve_flags_are_the_settings(monkeypatch) -> None:
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--model", "no-such-model"], "no model at no-such-model"),
-    (["--max-batch", "0"], "settings out of range"),
+    (["--model", "no-such-model", "--port", "0"], "no model at no-such-model"),
+    (["--max-pending", "0", "--port", "0"], "settings out of range"),
 ])
 def test_serve_user_errors_are_one_line_exit_2(argv, message, capsys) -> None:
     from service.__main__ import main
