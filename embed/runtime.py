@@ -243,18 +243,19 @@ class OpenVinoRunner:
         # Several compiled chunk sizes share the cores: unpinned threads, so that two requests running at once
         # never sit on the same core because each compiled model pinned its first stream there.
         pinning = {"ENABLE_CPU_PINNING": False} if len(chunks) > 1 else {}
-        self.streams = {}  # chunk size -> one request per stream
+        self.requests = {}  # chunk size -> one request per stream
         for size in chunks:
             compiled = self._compile(core, model, size, {**precision, **pinning, "PERFORMANCE_HINT": "THROUGHPUT",
                                                          "NUM_STREAMS": streams})
-            self.streams[size] = [compiled.create_infer_request() for _ in range(streams)]
+            self.requests[size] = [compiled.create_infer_request() for _ in range(streams)]
+        self.streams = self.requests.get(max(chunks), []) if chunks else []  # the largest chunk's, one per stream
         # What the CPU plugin really computes in (a CPU without BF16 runs a bf16 hint in f32).
         reported = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         self.ran = "int8" if variant.precision == "int8" else {"f32": "fp32", "f16": "fp16"}.get(reported, reported)
         self.width = streams  # requests that run at once on the throughput path
-        self.full = self.STREAM_BATCH * streams if self.streams else 0  # the smallest batch that fills every stream
+        self.full = self.STREAM_BATCH * streams if self.requests else 0  # the smallest batch that fills every stream
         # The batch sizes that run without padding, each compiled shape once (Encoder.warm runs each).
-        self.sizes = ([1] if self.single else []) + [size * streams for size in self.streams]
+        self.sizes = ([1] if self.single else []) + [size * streams for size in self.requests]
 
     def _chunk_sizes(self, batches: tuple[int, ...]) -> tuple[int, ...]:
         """The throughput chunk sizes to compile for these batch sizes (none when only batch 1 is asked)."""
@@ -273,7 +274,7 @@ class OpenVinoRunner:
         # One image, no throughput path, or (whole chunks only) fewer rows than fill every stream: the latency
         # request, all threads on each row, rather than padded chunks. (Encoder.encode never passes an empty batch.)
         n = len(pixels)
-        if self.single is not None and (n == 1 or not self.streams or len(self.streams) == 1 and n < self.full):
+        if self.single is not None and (n == 1 or not self.requests or len(self.requests) == 1 and n < self.full):
             return np.concatenate([self._one(row[None]) for row in pixels])
         return self._streamed(pixels)
 
@@ -287,7 +288,7 @@ class OpenVinoRunner:
         count = -(-n // self.STREAM_BATCH)
         count = min(n, -(-count // self.width) * self.width)
         rows = [n // count + (k < n % count) for k in range(count)]
-        return [(r, min(size for size in self.streams if size >= r)) for r in rows]
+        return [(r, min(size for size in self.requests if size >= r)) for r in rows]
 
     def _streamed(self, pixels: np.ndarray) -> np.ndarray:
         """Chunk k runs on request k mod streams; a request's output is copied out before it takes its next
@@ -304,7 +305,7 @@ class OpenVinoRunner:
                 chunk = pixels[start : start + rows]
                 if rows < size:  # padded with zeros to the compiled size
                     chunk = np.concatenate([chunk, np.zeros((size - rows, *pixels.shape[1:]), pixels.dtype)])
-                request = self.streams[size][slot]
+                request = self.requests[size][slot]
                 request.start_async({0: chunk}, share_inputs=True)
                 running[slot] = (request, start, rows, chunk)
                 start += rows

@@ -24,7 +24,7 @@ def openvino_encoder(lite2_encoder):
 
 def test_small_batches_run_on_the_streams_in_even_chunks(openvino_encoder) -> None:
     runner = openvino_encoder.runner
-    assert sorted(runner.streams) == list(range(1, runner.STREAM_BATCH + 1))  # every chunk size compiled
+    assert sorted(runner.requests) == list(range(1, runner.STREAM_BATCH + 1))  # every chunk size compiled
     for n in range(2, 3 * runner.full):
         chunks = runner.chunks(n)
         assert sum(rows for rows, _ in chunks) == n
@@ -57,7 +57,7 @@ def test_embeds_batches_keep_whole_chunks(lite2_encoder) -> None:
     from embed.runtime import Encoder
 
     encoder = Encoder.load("efficientnet-lite2", runtime="openvino", precision="fp32", batches=(1, 16), export=False)
-    assert list(encoder.runner.streams) == [encoder.runner.STREAM_BATCH]
+    assert list(encoder.runner.requests) == [encoder.runner.STREAM_BATCH]
 
 
 class FakeEncoder:
