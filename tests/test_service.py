@@ -238,6 +238,10 @@ def test_parallel_encoder_sessions(service_model: Path, jpegs) -> None:
             for a, b in zip(one["categories"], other["categories"]):
                 assert a["probability"] == pytest.approx(b["probability"], abs=1e-6)
         assert client.get("/v1/stats").json()["mean_batch"] == 1.0
+        # The metrics count every image once whichever worker encoded it (threads of one process).
+        scrape = client.get("/metrics").text
+        assert "vinted_tagger_encoder_batch_images_count 17.0" in scrape  # 12 + 5 one-image calls
+        assert 'vinted_tagger_http_requests_total{method="POST",route="/v1/predict",status="200"} 17.0' in scrape
 
 
 # ---------------------------------------------------------------------------------------- per-item errors
