@@ -191,13 +191,15 @@ async def readyz(tagger: ReadyTagger) -> Readiness:
     return Readiness(status="ready", model_id=tagger.model_id)
 
 
-@router.get("/v1/model", response_model=ModelInfo, responses={503: {"model": ErrorResponse}}, tags=["model"])
-async def model_info(request: Request, tagger: ReadyTagger) -> ModelInfo:
+@router.get("/v1/model", response_model=ModelInfo, responses={503: {"model": ErrorResponse}}, tags=["model"],
+            dependencies=[Depends(ready_tagger)])
+async def model_info(request: Request) -> ModelInfo:
     return request.app.state.model_info
 
 
-@router.get("/v1/stats", response_model=Stats, responses={503: {"model": ErrorResponse}}, tags=["model"])
-async def stats(request: Request, tagger: ReadyTagger) -> Stats:
+@router.get("/v1/stats", response_model=Stats, responses={503: {"model": ErrorResponse}}, tags=["model"],
+            dependencies=[Depends(ready_tagger)])
+async def stats(request: Request) -> Stats:
     batcher = request.app.state.batcher
     mean = batcher.batched_images / batcher.batches if batcher.batches else 0.0
     return Stats(batches=batcher.batches, images=batcher.batched_images, mean_batch=mean, pending=batcher.pending)
