@@ -530,6 +530,23 @@ def tuning_of(server: Server) -> dict:
 
 
 def main() -> int:
+    args = parse_args()
+    if not args.model.is_dir() or not any(args.model.iterdir()):
+        print(f"service_bench: no trained model in {args.model}; train one with `classify train`", file=sys.stderr)
+        return 1
+    if not args.images.exists():
+        print(f"service_bench: {args.images} not found (needs ../shared/data)", file=sys.stderr)
+        return 1
+    images = sample_images(args.images, SAMPLE_IMAGES)
+    phases = server_phases(args, images)
+    encoder = encoder_phase(args.model, phases["model"]["encoder"], images)  # the server has stopped
+    result = summary(phases, encoder)
+    write_results(args.out, result)
+    print_table(result)
+    return 0
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
@@ -539,53 +556,53 @@ def main() -> int:
     parser.add_argument("--soak-seconds", type=float, default=60.0)
     parser.add_argument("--attack-seconds", type=float, default=30.0)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "service.json")
-    args = parser.parse_args()
-    if not args.model.is_dir() or not any(args.model.iterdir()):
-        print(f"service_bench: no trained model in {args.model}; train one with `classify train`", file=sys.stderr)
-        return 1
-    if not args.images.exists():
-        print(f"service_bench: {args.images} not found (needs ../shared/data)", file=sys.stderr)
-        return 1
-    images = sample_images(args.images, SAMPLE_IMAGES)
+    return parser.parse_args()
+
+
+def server_phases(args: argparse.Namespace, images: list[bytes]) -> dict:
+    """Every phase against one server, with the CPU each took and the load average after it."""
     valid = [single(i, image) for i, image in enumerate(images)]
-    mix = soak_requests(images)
-    load, cpu = {"before": os.getloadavg()}, {}
+    out = {"load": {"before": os.getloadavg()}, "cpu": {}}
     with tempfile.TemporaryDirectory() as temp:
         server = Server(args.model, Path(temp))
         try:
             started = time.perf_counter()
             server.wait_ready()
-            startup_s = time.perf_counter() - started
-            model = server.get_json("/v1/model")
-            meter = CpuMeter(server)
-            c1, reference = latency_phase(server, valid, args.c1_requests)
-            load["after_c1"] = os.getloadavg()
-            cpu["c1"] = meter.cores()
-            meter = CpuMeter(server)
-            with Scraper(server) as scraper:
-                c8 = throughput_phase(server, valid, reference, args.c8_seconds)
-            c8["metrics_scrapes"] = scraper.summary()
-            cpu["c8"] = meter.cores()
-            c8["server_cpu_ms_per_image"] = round(1000 * cpu["c8"]["server_cores"] / max(c8["images_per_s"], 1e-9), 2)
-            load["after_c8"] = os.getloadavg()
-            meter = CpuMeter(server)
-            c32 = throughput_phase(server, valid, reference, args.c32_seconds, concurrency=32)
-            cpu["c32"] = meter.cores()
-            batching = {"c8_encoder_calls": c8["encoder_calls"], "c8_mean_batch": c8["mean_batch"],
-                        "c32_mean_batch": c32["mean_batch"], "tuning": tuning_of(server)}
-            meter = CpuMeter(server)
-            soak = soak_phase(server, mix, reference, args.soak_seconds)
-            cpu["soak"] = meter.cores()
-            load["after_soak"] = os.getloadavg()
-            meter = CpuMeter(server)
-            attack = attack_phase(server, valid, reference, args.attack_seconds)
-            cpu["attack"] = meter.cores()
-            load["after_attack"] = os.getloadavg()
-            alive = server.get_json("/healthz")["status"] == "ok"
+            out["startup_s"] = round(time.perf_counter() - started, 2)
+            out["model"] = server.get_json("/v1/model")
+            phases = {
+                "c1": lambda: latency_phase(server, valid, args.c1_requests),
+                "c8": lambda: scraped(server, lambda: throughput_phase(server, valid, reference, args.c8_seconds)),
+                "c32": lambda: throughput_phase(server, valid, reference, args.c32_seconds, concurrency=32),
+                "soak": lambda: soak_phase(server, soak_requests(images), reference, args.soak_seconds),
+                "attack": lambda: attack_phase(server, valid, reference, args.attack_seconds),
+            }
+            for name, phase in phases.items():
+                meter = CpuMeter(server)
+                out[name] = phase()
+                out["cpu"][name] = meter.cores()
+                out["load"][f"after_{name}"] = os.getloadavg()
+                if name == "c1":
+                    out["c1"], reference = out["c1"]
+            out["tuning"] = tuning_of(server)
+            out["alive"] = server.get_json("/healthz")["status"] == "ok"
         finally:
             server.stop()
-    encoder = encoder_phase(args.model, model["encoder"], images)
-    result = {
+    c8 = out["c8"]
+    c8["server_cpu_ms_per_image"] = round(1000 * out["cpu"]["c8"]["server_cores"] / max(c8["images_per_s"], 1e-9), 2)
+    return out
+
+
+def scraped(server: Server, phase) -> dict:
+    """``phase()``'s result, run while a scraper reads /metrics every second, with the scrapes' summary."""
+    with Scraper(server) as scraper:
+        result = phase()
+    return {**result, "metrics_scrapes": scraper.summary()}
+
+
+def summary(phases: dict, encoder: dict) -> dict:
+    c1, c8, c32, soak, attack = (phases[name] for name in ("c1", "c8", "c32", "soak", "attack"))
+    return {
         "p50_ms": c1["p50_ms"],
         "p99_ms": c1["p99_ms"],
         "c8_images_per_s": c8["images_per_s"],
@@ -602,27 +619,25 @@ def main() -> int:
         "soak_lost": soak["soak_lost"],
         "soak_rss_growth_mb": soak["soak_rss_growth_mb"],
         "attack_normal_p99_ms": attack["attack_normal_p99_ms"],
-        "alive_after_soak": alive,
-        "startup_s": round(startup_s, 2),
+        "alive_after_soak": phases["alive"],
+        "startup_s": phases["startup_s"],
         "c1": c1,
         "c8": c8,
         "c32": c32,
         "encoder_alone": encoder,
         "soak": soak,
         "attack": attack,
-        "model_id": model["model_id"],
-        "encoder": model["encoder"]["name"],
+        "model_id": phases["model"]["model_id"],
+        "encoder": phases["model"]["encoder"]["name"],
         "sample_images": SAMPLE_IMAGES,
-        "cpu_cores_used": cpu,
-        "load_avg": {phase: [round(v, 2) for v in values] for phase, values in load.items()},
+        "cpu_cores_used": phases["cpu"],
+        "load_avg": {phase: [round(v, 2) for v in values] for phase, values in phases["load"].items()},
         "machine": machine(),
         "client": "http.client keep-alive, one connection per client thread, in the bench process",
         "server_env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("VINTED_TAGGER_")},
-        "batching": batching,
+        "batching": {"c8_encoder_calls": c8["encoder_calls"], "c8_mean_batch": c8["mean_batch"],
+                     "c32_mean_batch": c32["mean_batch"], "tuning": phases["tuning"]},
     }
-    write_results(args.out, result)
-    print_table(result)
-    return 0
 
 
 def print_table(result: dict) -> None:

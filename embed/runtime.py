@@ -220,7 +220,8 @@ class OpenVinoRunner:
     chunks spread evenly over the streams; a chunk runs on the smallest compiled size that holds it (padded
     with zeros up to it). The chunk sizes compiled follow ``batches``: a caller that asks for every size up to
     ``STREAM_BATCH`` and beyond (the service's micro-batches) gets every chunk size, so a batch of 3 runs as
-    2 + 1 on two streams, never padded; ``embed`` (batches 1 and 16) gets only full chunks.
+    2 + 1 on two streams, never padded; ``embed`` (batches 1 and 16) gets only full chunks, and its batches
+    too small to fill every stream (a last one) run one by one on the latency request.
     """
 
     HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: the ops left unquantised stay fp32

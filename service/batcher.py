@@ -60,7 +60,7 @@ class Batcher:
         self.inspect = inspect or (lambda data: 0)  # bytes -> decode cost (raises ImageError for a bad header)
         self.max_batch, self.window_s, self.max_pending = max_batch, window_s, max_pending
         self.heavy_work, self.max_heavy_pending = heavy_work, max_heavy_pending
-        self.decoding = 0  # images in the decode pool: worth a short wait, they will arrive soon
+        self.decoding = 0  # ordinary images in the decode pool: worth a short wait, they will arrive soon
         self.pending = 0  # images accepted and not answered yet
         self.heavy_pending = 0  # of which over heavy_work
         self._heavy_lane = asyncio.Semaphore(heavy_decodes)
@@ -137,13 +137,15 @@ class Batcher:
         """Decode (in the heavy lane when costly) and encode one admitted image."""
         loop = asyncio.get_running_loop()
         heavy = cost > self.heavy_work
+        # Only ordinary decodes are worth holding a batch open for: a heavy one arrives much later.
+        soon = 0 if heavy else 1
         async with self._heavy_lane if heavy else contextlib.nullcontext():
-            self.decoding += 1
+            self.decoding += soon
             try:
                 pool = self._heavy_decoders if heavy else self._decoders
                 pixels = await loop.run_in_executor(pool, self.decode, data)
             finally:
-                self.decoding -= 1
+                self.decoding -= soon
                 self._changed.set()
         future = loop.create_future()
         self._queue.append((pixels, future))
