@@ -214,7 +214,7 @@ class OpenVinoRunner:
     """OpenVINO on static shapes (they measured faster than a dynamic one), compiled once.
 
     One image (a lone service request) runs on a LATENCY request compiled at batch 1 that uses every thread.
-    Two or more run on the throughput path: ``STREAMS`` streams, the threads split between them, each taking
+    Two or more run on the throughput path: several streams, the threads split between them, each taking
     chunks of up to ``STREAM_BATCH`` images at once (on a small CPU one request leaves cores idle between
     layers, several small ones keep them busy; bench/runtime_bench.py measures it). A batch is cut into
     chunks spread evenly over the streams; a chunk runs on the smallest compiled size that holds it (padded
@@ -225,7 +225,9 @@ class OpenVinoRunner:
     """
 
     HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: the ops left unquantised stay fp32
-    # Chosen by interleaved probes on the 2-core machine: 2 streams of 4 beat 2 of 2, 2 of 8 and one request of 16.
+    # Whole chunks (embed): STREAMS streams of STREAM_BATCH images, chosen by interleaved probes on the 2-core
+    # machine (2 streams of 4 beat 2 of 2, 2 of 8 and one request of 16). Every chunk size (the service): the
+    # CPU plugin's own choice of streams for this machine and model under the THROUGHPUT hint.
     STREAMS, STREAM_BATCH = 2, 4
 
     def __init__(self, path: Path, variant: Variant, threads: int | None, batches: tuple[int, ...]):
@@ -239,16 +241,22 @@ class OpenVinoRunner:
         if 1 in batches:
             compiled = self._compile(core, model, 1, {**precision, "PERFORMANCE_HINT": "LATENCY"})
             self.single = compiled.create_infer_request()
-        streams = min(self.STREAMS, threads)
         chunks = self._chunk_sizes(batches) if self.single is not None else (self.STREAM_BATCH,)
         # Several compiled chunk sizes share the cores: unpinned threads, so that two requests running at once
         # never sit on the same core because each compiled model pinned its first stream there.
-        pinning = {"ENABLE_CPU_PINNING": False} if len(chunks) > 1 else {}
+        config = {**precision, "PERFORMANCE_HINT": "THROUGHPUT"}
+        if len(chunks) > 1:
+            config["ENABLE_CPU_PINNING"] = False
+        else:
+            config["NUM_STREAMS"] = min(self.STREAMS, threads)
         self.requests = {}  # chunk size -> one request per stream
-        for size in chunks:
-            compiled = self._compile(core, model, size, {**precision, **pinning, "PERFORMANCE_HINT": "THROUGHPUT",
-                                                         "NUM_STREAMS": streams})
+        streams = 1
+        for size in sorted(chunks, reverse=True):  # the whole chunk first: its stream count holds for all
+            compiled = self._compile(core, model, size, config)
+            streams = int(compiled.get_property("NUM_STREAMS"))
+            config["NUM_STREAMS"] = streams
             self.requests[size] = [compiled.create_infer_request() for _ in range(streams)]
+        self.requests = dict(sorted(self.requests.items()))
         self.streams = self.requests.get(max(chunks), []) if chunks else []  # the largest chunk's, one per stream
         # What the CPU plugin really computes in (a CPU without BF16 runs a bf16 hint in f32).
         reported = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
@@ -284,10 +292,12 @@ class OpenVinoRunner:
         return np.array(out[0], dtype=np.float32)
 
     def chunks(self, n: int) -> list[tuple[int, int]]:
-        """(rows, compiled size) per chunk: ``n`` rows cut into a multiple of the streams' count of chunks of
-        at most STREAM_BATCH rows, as even as can be, each run on the smallest compiled size that holds it."""
+        """(rows, compiled size) per chunk: ``n`` rows cut into chunks of at most STREAM_BATCH rows, as even as
+        can be, each run on the smallest compiled size that holds it. With every chunk size compiled, the count
+        is a multiple of the streams' (every stream takes a share); with whole chunks only, as few as hold n."""
         count = -(-n // self.STREAM_BATCH)
-        count = min(n, -(-count // self.width) * self.width)
+        if len(self.requests) > 1:
+            count = min(n, -(-count // self.width) * self.width)
         rows = [n // count + (k < n % count) for k in range(count)]
         return [(r, min(size for size in self.requests if size >= r)) for r in rows]
 
