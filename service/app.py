@@ -89,7 +89,7 @@ def create_app(model_dir: str | Path | None = None, settings: Settings | None = 
     )
     app.state.settings = settings or Settings.from_env()
     app.state.model_dir = Path(model_dir) if model_dir else default_model_dir()
-    app.state.tagger = app.state.batcher = app.state.model_info = app.state.tuning = None
+    app.state.tagger = app.state.batcher = app.state.model_info = None
     app.state.metrics = Metrics()
     install_handlers(app)
     app.add_middleware(RequestContext, metrics=app.state.metrics)
@@ -141,7 +141,7 @@ async def lifespan(app: FastAPI):
     batcher.start()
     info = model_info_of(tagger)
     metrics.start(batcher, model_labels(info, encoder, tuning), list(tagger.classes), list(tagger.tags))
-    app.state.tagger, app.state.batcher, app.state.model_info, app.state.tuning = tagger, batcher, info, tuning
+    app.state.tagger, app.state.batcher, app.state.model_info = tagger, batcher, info
     log.info("model %s ready from %s", tagger.model_id, app.state.model_dir)
     try:
         yield
