@@ -214,14 +214,21 @@ class OrtRunner:
 class OpenVinoRunner:
     """OpenVINO on static shapes (they measured faster than a dynamic one), compiled once.
 
-    One image (the service's single request) runs on a LATENCY request compiled at batch 1 that uses every
-    thread. A larger batch is cut into chunks of ``STREAM_BATCH`` images (the last one padded with zeros) that
-    run at once on ``STREAMS`` throughput streams, the threads split between them: on a small CPU one request
-    leaves cores idle between layers, several small ones keep them busy (bench/runtime_bench.py measures it).
+    One image (a lone service request) runs on a LATENCY request compiled at batch 1 that uses every thread.
+    Two or more run on the throughput path: several streams, the threads split between them, each taking
+    chunks of up to ``STREAM_BATCH`` images at once (on a small CPU one request leaves cores idle between
+    layers, several small ones keep them busy; bench/runtime_bench.py measures it). A batch is cut into
+    chunks spread evenly over the streams; a chunk runs on the smallest compiled size that holds it (padded
+    with zeros up to it). The chunk sizes compiled follow ``batches``: a caller that asks for every size up to
+    ``STREAM_BATCH`` and beyond (the service's micro-batches) gets every chunk size, so a batch of 3 runs as
+    2 + 1 on two streams, never padded; ``embed`` (batches 1 and 16) gets only full chunks, and its batches
+    too small to fill every stream (a last one) run one by one on the latency request.
     """
 
     HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: the ops left unquantised stay fp32
-    # Chosen by interleaved probes on the 2-core machine: 2 streams of 4 beat 2 of 2, 2 of 8 and one request of 16.
+    # Whole chunks (embed): STREAMS streams of STREAM_BATCH images, chosen by interleaved probes on the 2-core
+    # machine (2 streams of 4 beat 2 of 2, 2 of 8 and one request of 16). Every chunk size (the service): the
+    # CPU plugin's own choice of streams for this machine and model under the THROUGHPUT hint.
     STREAMS, STREAM_BATCH = 2, 4
 
     def __init__(self, path: Path, variant: Variant, threads: int | None, batches: tuple[int, ...]):
@@ -235,28 +242,49 @@ class OpenVinoRunner:
         if 1 in batches:
             compiled = self._compile(core, model, 1, {**precision, "PERFORMANCE_HINT": "LATENCY"})
             self.single = compiled.create_infer_request()
-        self.streams = []  # larger batches: a request per stream
-        if any(size > 1 for size in batches) or self.single is None:
-            streams = min(self.STREAMS, threads)
-            compiled = self._compile(core, model, self.STREAM_BATCH,
-                                     {**precision, "PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": streams})
-            self.streams = [compiled.create_infer_request() for _ in range(streams)]
+        chunks = self._chunk_sizes(batches) if self.single is not None else (self.STREAM_BATCH,)
+        # Several compiled chunk sizes share the cores: unpinned threads, so that two requests running at once
+        # never sit on the same core because each compiled model pinned its first stream there.
+        config = {**precision, "PERFORMANCE_HINT": "THROUGHPUT"}
+        if len(chunks) > 1:
+            config["ENABLE_CPU_PINNING"] = False
+        else:
+            config["NUM_STREAMS"] = min(self.STREAMS, threads)
+        self.requests = {}  # chunk size -> one request per stream
+        streams = 1
+        for size in sorted(chunks, reverse=True):  # the whole chunk first: its stream count holds for all
+            compiled = self._compile(core, model, size, config)
+            streams = int(compiled.get_property("NUM_STREAMS"))
+            config["NUM_STREAMS"] = streams
+            self.requests[size] = [compiled.create_infer_request() for _ in range(streams)]
+        self.requests = dict(sorted(self.requests.items()))
+        self.streams = self.requests.get(max(chunks), []) if chunks else []  # the largest chunk's, one per stream
         # What the CPU plugin really computes in (a CPU without BF16 runs a bf16 hint in f32).
         reported = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         self.ran = "int8" if variant.precision == "int8" else {"f32": "fp32", "f16": "fp16"}.get(reported, reported)
-        self.full = self.STREAM_BATCH * len(self.streams)  # the smallest batch that fills every stream
-        # The batch sizes that run without padding (Encoder.warm runs each once).
-        self.sizes = ([1] if self.single else []) + ([self.full] if self.streams else [])
+        self.width = streams  # requests that run at once on the throughput path
+        self.full = self.STREAM_BATCH * streams if self.requests else 0  # the smallest batch that fills every stream
+        # The batch sizes that run without padding, each compiled shape once (Encoder.warm runs each).
+        self.sizes = ([1] if self.single else []) + [size * streams for size in self.requests]
+
+    def _chunk_sizes(self, batches: tuple[int, ...]) -> tuple[int, ...]:
+        """The throughput chunk sizes to compile for these batch sizes (none when only batch 1 is asked)."""
+        largest = max(batches)
+        if largest <= 1:
+            return ()
+        if all(size in (1, *range(self.STREAM_BATCH, largest + 1, self.STREAM_BATCH)) for size in batches):
+            return (self.STREAM_BATCH,)  # whole chunks only (embed's batches)
+        return tuple(range(1, min(largest, self.STREAM_BATCH) + 1))
 
     def _compile(self, core, model, size: int, config: dict):
         model.reshape({self._input: [size, *self._dims]})
         return core.compile_model(model, "CPU", config)
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
-        # Fewer rows than fill every stream (a service micro-batch) run one by one on the batch-1 request,
-        # all threads on each, rather than padded onto one stream with a share of the threads. (Encoder.encode
-        # never passes an empty batch.)
-        if self.single is not None and (not self.streams or len(pixels) < self.full):
+        # One image, no throughput path, or (whole chunks only) fewer rows than fill every stream: the latency
+        # request, all threads on each row, rather than padded chunks. (Encoder.encode never passes an empty batch.)
+        n = len(pixels)
+        if self.single is not None and (n == 1 or not self.requests or len(self.requests) == 1 and n < self.full):
             return np.concatenate([self._one(row[None]) for row in pixels])
         return self._streamed(pixels)
 
@@ -264,32 +292,46 @@ class OpenVinoRunner:
         out = self.single.infer({0: pixels}, share_inputs=True, share_outputs=False)
         return np.array(out[0], dtype=np.float32)
 
+    def chunks(self, n: int) -> list[tuple[int, int]]:
+        """(rows, compiled size) per chunk: ``n`` rows cut into chunks of at most STREAM_BATCH rows, as even as
+        can be, each run on the smallest compiled size that holds it. With every chunk size compiled, the count
+        is a multiple of the streams' (every stream takes a share); with whole chunks only, as few as hold n."""
+        count = -(-n // self.STREAM_BATCH)
+        if len(self.requests) > 1:
+            count = min(n, -(-count // self.width) * self.width)
+        rows = [n // count + (k < n % count) for k in range(count)]
+        return [(r, min(size for size in self.requests if size >= r)) for r in rows]
+
     def _streamed(self, pixels: np.ndarray) -> np.ndarray:
         """Chunk k runs on request k mod streams; a request's output is copied out before it takes its next
         chunk, so the rows come back in order whatever finishes first."""
-        n, size = len(pixels), self.STREAM_BATCH
-        if n % size:
-            pixels = np.concatenate([pixels, np.zeros((size - n % size, *pixels.shape[1:]), pixels.dtype)])
         out = np.empty((len(pixels), self._dim), np.float32)
-        running: dict[int, int] = {}  # request -> the first row of the chunk it runs
+        # stream slot -> (request, first row, rows, the chunk it reads: held until the request is done)
+        running: dict[int, tuple] = {}
         try:
-            for k, start in enumerate(range(0, len(pixels), size)):
-                slot = k % len(self.streams)
+            start = 0
+            for k, (rows, size) in enumerate(self.chunks(len(pixels))):
+                slot = k % self.width
                 if slot in running:
-                    self._collect(slot, running.pop(slot), out)
-                self.streams[slot].start_async({0: pixels[start : start + size]}, share_inputs=True)
-                running[slot] = start
+                    self._collect(*running.pop(slot), out)
+                chunk = pixels[start : start + rows]
+                if rows < size:  # padded with zeros to the compiled size
+                    chunk = np.concatenate([chunk, np.zeros((size - rows, *pixels.shape[1:]), pixels.dtype)])
+                request = self.requests[size][slot]
+                request.start_async({0: chunk}, share_inputs=True)
+                running[slot] = (request, start, rows, chunk)
+                start += rows
             while running:
-                self._collect(*running.popitem(), out)
+                self._collect(*running.popitem()[1], out)
         finally:
-            for slot in running:  # after an error: no request may still read ``pixels`` once this returns
-                self.streams[slot].wait()
-        return out[:n]
+            for request, *_ in running.values():  # after an error: no request may still read ``pixels``
+                request.wait()
+        return out
 
-    def _collect(self, slot: int, start: int, out: np.ndarray) -> None:
-        request = self.streams[slot]
+    @staticmethod
+    def _collect(request, start: int, rows: int, chunk: np.ndarray, out: np.ndarray) -> None:
         request.wait()
-        out[start : start + self.STREAM_BATCH] = request.get_output_tensor(0).data
+        out[start : start + rows] = request.get_output_tensor(0).data[:rows]
 
 
 RUNNERS = {"onnxruntime": OrtRunner, "openvino": OpenVinoRunner}

@@ -4,7 +4,8 @@
 
 Every service setting (service.settings.Settings) is also a flag, e.g. ``--max-batch 4`` for
 ``VINTED_TAGGER_MAX_BATCH=4``; a flag wins over the environment variable, which wins over the default.
-A missing or bad model, an encoder not built here, or a bad setting is one line on stderr and exit status 2.
+A busy port, a missing or bad model, an encoder not built here, a bad setting, or a missing serve extra is one
+line on stderr and exit status 2 (the port and the extra are checked before any model loads).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def serve(args: argparse.Namespace) -> int:
     except ImportError as error:
         raise MissingExtra(f"serving needs the serve extra, pip install 'vinted-tagger[serve]' ({error})") from None
     overrides = {name: getattr(args, name) for name in Settings.model_fields if getattr(args, name) is not None}
-    # A missing or bad model, an encoder not built here, a bad setting: raised before the server starts.
+    # A busy port, a missing or bad model, an encoder not built here, a bad setting: raised before it serves.
     run(args.model, args.host, args.port, settings=Settings.from_env(**overrides), log_level=args.log_level)
     return 0
 

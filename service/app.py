@@ -6,6 +6,7 @@ HTTP needs: uploads, micro-batching, response schemas, warm-up, readiness.
     POST /v1/predict   images -> category top-2 and top-k probabilities, tag scores/thresholds/decisions
     GET  /v1/model     encoder, classes, tags, thresholds, training fingerprint
     GET  /v1/stats     encoder calls and images so far (how well micro-batching works), images in flight
+    GET  /metrics      Prometheus metrics (service/metrics.py): traffic, latency, batching, failures, predictions
     GET  /healthz      the process answers (HEAD too);  GET /readyz  the model is loaded and warm (503 before)
     GET  /             the seller page (service/page.py, service/static/), which calls POST /v1/predict
     GET  /docs, /redoc the API docs, with Swagger UI's and ReDoc's assets served locally (fastapi-offline)
@@ -15,19 +16,24 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import errno
 import functools
 import logging
 import os
+import socket
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi_offline import FastAPIOffline
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from classifiers.artifacts import default_model_dir
 from embed.images import ImageError
 from service.batcher import Batcher
 from service.errors import ApiError, image_error, install_handlers
+from service.metrics import Metrics
 from service.middleware import RequestContext
 from service.page import add_page
 from service.schemas import (
@@ -43,8 +49,10 @@ from service.schemas import (
     model_info_of,
 )
 from service.settings import Settings
+from service.tuning import measure
 from service.uploads import Upload, decode_work, read_uploads
 from vinted_tagger import __version__
+from vinted_tagger.errors import UserError
 
 log = logging.getLogger("service")
 router = APIRouter()
@@ -82,8 +90,9 @@ def create_app(model_dir: str | Path | None = None, settings: Settings | None = 
     app.state.settings = settings or Settings.from_env()
     app.state.model_dir = Path(model_dir) if model_dir else default_model_dir()
     app.state.tagger = app.state.batcher = app.state.model_info = None
+    app.state.metrics = Metrics()
     install_handlers(app)
-    app.add_middleware(RequestContext)
+    app.add_middleware(RequestContext, metrics=app.state.metrics)
     app.include_router(router)
     add_page(app)
     app.openapi = functools.partial(openapi_with_limits, app)
@@ -106,26 +115,33 @@ async def lifespan(app: FastAPI):
 
     settings: Settings = app.state.settings
     tagger = await asyncio.to_thread(Tagger.load, app.state.model_dir)
-    # Static shapes: one image, and (when max_batch > 1) what the runtime compiles for batches.
+    # Static shapes: one image (the low-latency path) and, unless max_batch is 1, the throughput path's.
+    batches = tuple(range(1, (settings.max_batch or AUTO_BATCH_LIMIT) + 1))
     await asyncio.to_thread(tagger.load_encoder, settings.runtime, settings.precision, settings.encoder_workers,
-                            settings.encoder_threads or None, tuple(range(1, settings.max_batch + 1)))
+                            settings.encoder_threads or None, batches)
     await asyncio.to_thread(tagger.warm)
+    encoder = tagger.encoder()
+    tuning = await asyncio.to_thread(measure, encoder.encode, encoder.spec.input_size,
+                                     getattr(encoder.runner, "full", 0), settings.max_batch, settings.batch_window_ms)
+    metrics: Metrics = app.state.metrics
     batcher = Batcher(
         tagger.pixels,
         functools.partial(score_batch, tagger),
-        max_batch=settings.max_batch,
-        window_s=settings.batch_window_ms / 1000,
+        max_batch=min(tuning.max_batch, settings.max_pending),
+        window_s=tuning.window_s,
         max_pending=settings.max_pending,
         decode_threads=settings.decode_threads or os.cpu_count() or 1,
         workers=settings.encoder_workers,
-        inspect=functools.partial(decode_work, size=tagger.encoder().spec.input_size,
-                                  limits=settings.decode_limits),
+        inspect=functools.partial(decode_work, size=encoder.spec.input_size, limits=settings.decode_limits),
         heavy_work=settings.heavy_decode_work,
         heavy_decodes=settings.heavy_decodes,
         max_heavy_pending=settings.max_heavy_pending,
+        on_batch=metrics.batch,
     )
     batcher.start()
-    app.state.tagger, app.state.batcher, app.state.model_info = tagger, batcher, model_info_of(tagger)
+    info = model_info_of(tagger)
+    metrics.start(batcher, model_labels(info, encoder, tuning), list(tagger.classes), list(tagger.tags))
+    app.state.tagger, app.state.batcher, app.state.model_info = tagger, batcher, info
     log.info("model %s ready from %s", tagger.model_id, app.state.model_dir)
     try:
         yield
@@ -134,16 +150,30 @@ async def lifespan(app: FastAPI):
         await batcher.stop()
 
 
+AUTO_BATCH_LIMIT = 64  # with max_batch auto: the largest batch the encoder is prepared for (it measures up to 32)
+
+
+def model_labels(info: ModelInfo, encoder, tuning) -> dict[str, str]:
+    """The info metric's labels: what is served, and the batching limits measured at start-up."""
+    return {"model_id": info.model_id, "encoder": info.encoder.name, "variant": encoder.variant.name,
+            "ran_precision": str(encoder.record.get("ran_precision")), "max_batch": str(tuning.max_batch),
+            "batch_window_ms": f"{tuning.window_s * 1000:.2f}", "encoder_batch1_ms": f"{tuning.batch1_ms:.2f}"}
+
+
 def score_batch(tagger, pixels):
     """uint8 (n, S, S, 3) -> per image (category probabilities, tag scores). Runs in a worker thread."""
     return list(zip(*tagger.score_pixels(pixels)))
 
 
 def ready_tagger(request: Request):
+    """The loaded model (classifiers.predict.Tagger): the routes' dependency; 503 until it is loaded and warm."""
     tagger = request.app.state.tagger
     if tagger is None:
         raise ApiError(503, "not_ready", "the model is not loaded yet", {"Retry-After": "1"})
     return tagger
+
+
+ReadyTagger = Annotated[Any, Depends(ready_tagger)]
 
 
 @router.get("/healthz", response_model=Health, tags=["health"])
@@ -157,22 +187,28 @@ async def healthz_head() -> Response:
 
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": ErrorResponse}}, tags=["health"])
-async def readyz(request: Request) -> Readiness:
-    return Readiness(status="ready", model_id=ready_tagger(request).model_id)
+async def readyz(tagger: ReadyTagger) -> Readiness:
+    return Readiness(status="ready", model_id=tagger.model_id)
 
 
-@router.get("/v1/model", response_model=ModelInfo, responses={503: {"model": ErrorResponse}}, tags=["model"])
+@router.get("/v1/model", response_model=ModelInfo, responses={503: {"model": ErrorResponse}}, tags=["model"],
+            dependencies=[Depends(ready_tagger)])
 async def model_info(request: Request) -> ModelInfo:
-    ready_tagger(request)
     return request.app.state.model_info
 
 
-@router.get("/v1/stats", response_model=Stats, responses={503: {"model": ErrorResponse}}, tags=["model"])
+@router.get("/v1/stats", response_model=Stats, responses={503: {"model": ErrorResponse}}, tags=["model"],
+            dependencies=[Depends(ready_tagger)])
 async def stats(request: Request) -> Stats:
-    ready_tagger(request)
     batcher = request.app.state.batcher
     mean = batcher.batched_images / batcher.batches if batcher.batches else 0.0
     return Stats(batches=batcher.batches, images=batcher.batched_images, mean_batch=mean, pending=batcher.pending)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    """Prometheus text exposition (before the model is ready too: traffic and 503s show from the start)."""
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.post(
@@ -180,6 +216,7 @@ async def stats(request: Request) -> Stats:
 )
 async def predict(
     request: Request,
+    tagger: ReadyTagger,
     k: int = Query(5, ge=1, le=100, description="how many category probabilities to return (at most the classes)"),
 ) -> PredictResponse:
     """Predict every image of the request: multipart field ``files`` (one or more), or one raw image body.
@@ -187,7 +224,6 @@ async def predict(
     With several images, a bad one gets its own ``status: "error"`` entry and the others are answered;
     a request with a single image answers that image's error as the HTTP status (400/413/422).
     """
-    tagger = ready_tagger(request)
     uploads = await read_uploads(request, request.app.state.settings)
     request.state.images = len(uploads)
     k = min(k, len(tagger.classes))
@@ -212,8 +248,11 @@ async def predict_one(request: Request, upload: Upload, cost, index: int, k: int
             raise cost
         row = await request.app.state.batcher.run_image(upload.data, cost)
     except ImageError as error:
+        request.app.state.metrics.decode_failures.labels(error.code).inc()
         raise image_error(error) from None
-    return image_prediction(request.app.state.tagger.describe(*row), k, index, upload.filename)
+    described = request.app.state.tagger.describe(*row)
+    request.app.state.metrics.prediction(described)
+    return image_prediction(described, k, index, upload.filename)
 
 
 async def predict_item(request: Request, upload: Upload, cost, index: int, k: int):
@@ -249,14 +288,37 @@ def run(
 
     from classifiers.predict import Tagger
 
-    model_dir = Path(model_dir) if model_dir else default_model_dir()
-    # A missing or bad model, or an encoder not built here, is one clear line now, never a service that
-    # fails on startup.
-    Tagger.load(model_dir).check_encoder()
-    settings = settings or Settings.from_env()
-    configure_logging(log_level)
-    app = create_app(model_dir, settings)
-    # log_config=None keeps the logging set up above; the access line comes from RequestContext. On SIGTERM
-    # uvicorn stops accepting, then cuts off what is still open after shutdown_timeout_s (a slow client).
-    uvicorn.run(app, host=host, port=port, log_config=None, log_level=log_level, access_log=False,
-                timeout_graceful_shutdown=settings.shutdown_timeout_s)
+    # A busy port, a missing or bad model, or an encoder not built here is one clear line now, before any
+    # model loads, never a service that fails on startup.
+    listener = listen(host, port)
+    try:
+        model_dir = Path(model_dir) if model_dir else default_model_dir()
+        Tagger.load(model_dir).check_encoder()
+        settings = settings or Settings.from_env()
+        configure_logging(log_level)
+        app = create_app(model_dir, settings)
+        # log_config=None keeps the logging set up above; the access line comes from RequestContext. On SIGTERM
+        # uvicorn stops accepting, then cuts off what is still open after shutdown_timeout_s (a slow client).
+        config = uvicorn.Config(app, host=host, port=listener.getsockname()[1], log_config=None, log_level=log_level,
+                                access_log=False, timeout_graceful_shutdown=settings.shutdown_timeout_s)
+        uvicorn.Server(config).run(sockets=[listener])
+    finally:
+        listener.close()
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The server's listening socket, bound now: a port in use is a user's mistake, said in one line."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: restarts need no wait
+    try:
+        listener.bind((host, port))
+        listener.listen(2048)
+    except OSError as error:
+        listener.close()
+        if error.errno == errno.EADDRINUSE:
+            raise UserError(f"port {port} on {host} is already in use (another server?); choose another with "
+                            "--port") from None
+        raise UserError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+    listener.set_inheritable(True)
+    return listener

@@ -3,11 +3,12 @@
 Each image is decoded in a thread pool (off the event loop), then queued. One asyncio task takes what is
 queued (up to ``max_batch``), waits a short window for images that are still being decoded (never when
 none are, so a lone request pays no wait), and hands the batch to an encoder worker thread. While the
-workers are busy, new images pile up and become the next batch, so batches grow with load.
+workers are busy, new images pile up and become the next batch, so batches grow with load. The encoder runs
+a batch of one on its low-latency path and a larger one on its throughput path (embed.runtime's runners), so
+a lone request stays fast and a loaded service encodes at the encoder's batch rate; ``max_batch`` and the
+window are measured at start-up (service/tuning.py).
 
-``workers`` is how many batches run at once. With one worker, one ONNX Runtime call at a time spreads over
-all cores (intra-op threads). On a small CPU, parallel single-threaded calls can give more images per
-second than one wide call; that trade-off is a setting, measured in bench/service_bench.py.
+``workers`` is how many batches run at once, each on an encoder session of its own.
 
 Admission comes first and is all or nothing: a request's images are counted (and their decode cost, read
 from the headers, weighed) before any is decoded, and when they do not all fit, the whole request gets 503
@@ -24,6 +25,7 @@ import logging
 import math
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -51,12 +53,14 @@ class Batcher:
         heavy_work: float = math.inf,
         heavy_decodes: int = 1,
         max_heavy_pending: int = 16,
+        on_batch: Callable[[int, float], None] | None = None,
     ):
         self.decode, self.run_batch = decode, run_batch
+        self.on_batch = on_batch or (lambda images, seconds: None)  # each encoder call: its images and seconds
         self.inspect = inspect or (lambda data: 0)  # bytes -> decode cost (raises ImageError for a bad header)
         self.max_batch, self.window_s, self.max_pending = max_batch, window_s, max_pending
         self.heavy_work, self.max_heavy_pending = heavy_work, max_heavy_pending
-        self.decoding = 0  # images in the decode pool: worth a short wait, they will arrive soon
+        self.decoding = 0  # ordinary images in the decode pool: worth a short wait, they will arrive soon
         self.pending = 0  # images accepted and not answered yet
         self.heavy_pending = 0  # of which over heavy_work
         self._heavy_lane = asyncio.Semaphore(heavy_decodes)
@@ -70,6 +74,11 @@ class Batcher:
                                                   initializer=lowest_priority)
         self._workers = ThreadPoolExecutor(workers, thread_name_prefix="encoder")
         self._task: asyncio.Task | None = None
+
+    @property
+    def queued(self) -> int:
+        """Images decoded and waiting for an encoder call."""
+        return len(self._queue)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="batcher")
@@ -128,13 +137,15 @@ class Batcher:
         """Decode (in the heavy lane when costly) and encode one admitted image."""
         loop = asyncio.get_running_loop()
         heavy = cost > self.heavy_work
+        # Only ordinary decodes are worth holding a batch open for: a heavy one arrives much later.
+        soon = 0 if heavy else 1
         async with self._heavy_lane if heavy else contextlib.nullcontext():
-            self.decoding += 1
+            self.decoding += soon
             try:
                 pool = self._heavy_decoders if heavy else self._decoders
                 pixels = await loop.run_in_executor(pool, self.decode, data)
             finally:
-                self.decoding -= 1
+                self.decoding -= soon
                 self._changed.set()
         future = loop.create_future()
         self._queue.append((pixels, future))
@@ -173,6 +184,7 @@ class Batcher:
 
     async def _run(self, batch: list[Item]) -> None:
         futures = [future for _, future in batch]
+        started = time.perf_counter()
         try:
             pixels = np.stack([p for p, _ in batch])
             rows = await asyncio.get_running_loop().run_in_executor(self._workers, self.run_batch, pixels)
@@ -185,6 +197,7 @@ class Batcher:
             return
         self.batches += 1
         self.batched_images += len(batch)
+        self.on_batch(len(batch), time.perf_counter() - started)
         for future, row in zip(futures, rows):
             if not future.done():
                 future.set_result(row)

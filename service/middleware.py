@@ -1,5 +1,5 @@
-"""Per-request plumbing as one plain ASGI middleware: request id, access log line, last-resort 500, and the
-content policy on HTML pages (service/page.py).
+"""Per-request plumbing as one plain ASGI middleware: request id, access log line, request metrics
+(service/metrics.py), last-resort 500, and the content policy on HTML pages (service/page.py).
 
 Plain ASGI (not BaseHTTPMiddleware) keeps the per-request cost to a few microseconds and never buffers
 bodies. Any exception that reaches it becomes a logged 500 JSON answer, so no request can take the
@@ -15,6 +15,7 @@ import time
 import uuid
 
 from service.errors import error_body
+from service.metrics import route_of
 from service.page import with_content_policy
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -35,8 +36,8 @@ def request_id_from(scope) -> str:
 
 
 class RequestContext:
-    def __init__(self, app):
-        self.app = app
+    def __init__(self, app, metrics=None):
+        self.app, self.metrics = app, metrics  # service.metrics.Metrics
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -67,6 +68,9 @@ class RequestContext:
                 except Exception:  # the client is gone; nothing left to tell it
                     pass
         finally:
+            elapsed = time.perf_counter() - started
+            if self.metrics is not None:
+                self.metrics.request(route_of(scope), scope["method"], response["status"] or 0, elapsed)
             access_log.info(
                 json.dumps(
                     {
@@ -75,7 +79,7 @@ class RequestContext:
                         "path": scope["path"],
                         "status": response["status"],
                         "images": state.get("images", 0),
-                        "ms": round((time.perf_counter() - started) * 1000, 2),
+                        "ms": round(elapsed * 1000, 2),
                     }
                 )
             )

@@ -10,7 +10,8 @@ import pytest
 import vinted_tagger
 from vinted_tagger.errors import UserError
 from vinted_tagger.files import atomic_path, write_json
-from vinted_tagger.settings import Paths, ServiceSettings, SettingsError, encoder_home, worker_environment
+from service.settings import Settings as ServiceSettings  # the service's settings, on this layer's machinery
+from vinted_tagger.settings import Paths, SettingsError, encoder_home, worker_environment
 
 
 class Interrupted(Exception):
@@ -34,7 +35,7 @@ def test_settings_come_from_the_environment_blank_means_unset(monkeypatch, tmp_p
     monkeypatch.setenv("VINTED_TAGGER_HOME", str(tmp_path))
     monkeypatch.setenv("VINTED_TAGGER_MODEL", "")
     settings = ServiceSettings()
-    assert (settings.max_files, settings.max_batch) == (4, 1)
+    assert (settings.max_files, settings.max_batch) == (4, 0)
     assert ServiceSettings(max_files=8).max_files == 8  # keyword arguments win over the environment
     assert encoder_home() == tmp_path and Paths().model is None
     assert worker_environment()["VINTED_TAGGER_HOME"] == str(tmp_path)
@@ -45,7 +46,7 @@ def test_a_bad_value_is_one_line_naming_the_variable() -> None:
         ServiceSettings.from_env({"VINTED_TAGGER_DECODE_THREADS": "2.5"})
     assert str(error.value) == "VINTED_TAGGER_DECODE_THREADS='2.5' is not a valid int"
     assert isinstance(error.value, UserError) and isinstance(error.value, ValueError)
-    with pytest.raises(SettingsError, match="^settings out of range: ServiceSettings"):
+    with pytest.raises(SettingsError, match="^settings out of range: Settings"):
         ServiceSettings(max_request_mb=1, max_file_mb=2)
 
 

@@ -238,6 +238,10 @@ def test_parallel_encoder_sessions(service_model: Path, jpegs) -> None:
             for a, b in zip(one["categories"], other["categories"]):
                 assert a["probability"] == pytest.approx(b["probability"], abs=1e-6)
         assert client.get("/v1/stats").json()["mean_batch"] == 1.0
+        # The metrics count every image once whichever worker encoded it (threads of one process).
+        scrape = client.get("/metrics").text
+        assert "vinted_tagger_encoder_batch_images_count 17.0" in scrape  # 12 + 5 one-image calls
+        assert 'vinted_tagger_http_requests_total{method="POST",route="/v1/predict",status="200"} 17.0' in scrape
 
 
 # ---------------------------------------------------------------------------------------- per-item errors
@@ -470,8 +474,8 @@ def test_serve_flags_are_the_settings(monkeypatch) -> None:
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--model", "no-such-model"], "no model at no-such-model"),
-    (["--max-batch", "0"], "settings out of range"),
+    (["--model", "no-such-model", "--port", "0"], "no model at no-such-model"),
+    (["--max-pending", "0", "--port", "0"], "settings out of range"),
 ])
 def test_serve_user_errors_are_one_line_exit_2(argv, message, capsys) -> None:
     from service.__main__ import main

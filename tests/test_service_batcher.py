@@ -129,3 +129,25 @@ def test_several_workers_run_batches_at_once() -> None:
     assert answers == [1, 2, 3, 4] and recorder.sizes == [1, 1, 1, 1]
     assert len(recorder.threads) == 2
     assert elapsed < 4 * 0.05  # two at a time: about 2 x 50 ms, not 4 x 50 ms
+
+
+def test_a_heavy_decode_does_not_hold_batches_open() -> None:
+    """The window waits for ordinary images still decoding, never for a decode-heavy one (it comes much later)."""
+    def slow_when_heavy(data: bytes) -> np.ndarray:
+        time.sleep(1.0 if data == b"9" else 0.002)
+        return np.full((2, 2, 3), int(data), np.uint8)
+
+    async def scenario() -> float:
+        batcher = Batcher(slow_when_heavy, Recorder(delay=0), max_batch=8, window_s=2.0, max_pending=8,
+                          decode_threads=2, inspect=lambda data: 1 if data == b"9" else 0, heavy_work=0.5)
+        batcher.start()
+        heavy = asyncio.ensure_future(batcher.predict(b"9"))
+        await asyncio.sleep(0.05)  # the heavy image is decoding
+        started = time.perf_counter()
+        assert await batcher.predict(b"1") == 1
+        elapsed = time.perf_counter() - started
+        assert await heavy == 9
+        await batcher.stop()
+        return elapsed
+
+    assert asyncio.run(scenario()) < 0.5

@@ -1,0 +1,86 @@
+"""Batches under load, one image alone: the encoder's throughput path (embed.runtime.OpenVinoRunner's chunks
+over its streams) answers each image of a batch as it answers that image alone, and the service's batch
+limit and window are measured (service/tuning.py), not fixed."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from service.tuning import measure
+
+
+@pytest.fixture(scope="module")
+def openvino_encoder(lite2_encoder):
+    """Lite2 on OpenVINO, compiled as the service compiles it (every batch size up to 16)."""
+    pytest.importorskip("openvino", reason="pip install 'vinted-tagger[fast]'")
+    from embed.runtime import Encoder
+
+    return Encoder.load("efficientnet-lite2", runtime="openvino", precision="fp32", batches=tuple(range(1, 17)),
+                        export=False)
+
+
+def test_small_batches_run_on_the_streams_in_even_chunks(openvino_encoder) -> None:
+    runner = openvino_encoder.runner
+    assert sorted(runner.requests) == list(range(1, runner.STREAM_BATCH + 1))  # every chunk size compiled
+    for n in range(2, 3 * runner.full):
+        chunks = runner.chunks(n)
+        assert sum(rows for rows, _ in chunks) == n
+        assert all(rows == size for rows, size in chunks)  # never padded
+        assert len(chunks) % runner.width == 0 or len(chunks) == n  # every stream takes a share
+        assert max(rows for rows, _ in chunks) - min(rows for rows, _ in chunks) <= 1
+
+
+def test_one_image_takes_the_latency_path_two_the_streams(openvino_encoder, monkeypatch) -> None:
+    runner, calls = openvino_encoder.runner, []
+    for path in ("_one", "_streamed"):
+        original = getattr(runner, path)
+        monkeypatch.setattr(runner, path, lambda pixels, path=path, original=original: calls.append(path)
+                            or original(pixels))
+    size = openvino_encoder.spec.input_size
+    openvino_encoder.encode(np.zeros((1, size, size, 3), np.uint8))
+    openvino_encoder.encode(np.zeros((2, size, size, 3), np.uint8))
+    assert calls == ["_one", "_streamed"]
+
+
+def test_each_image_of_a_batch_gets_its_answer_alone(openvino_encoder, picture) -> None:
+    pixels = np.stack([openvino_encoder.pixels(picture(seed)) for seed in range(11)])
+    alone = np.concatenate([openvino_encoder.encode(pixels[i : i + 1]) for i in range(len(pixels))])
+    for n in (2, 3, 5, 8, 11):
+        np.testing.assert_allclose(openvino_encoder.encode(pixels[:n]), alone[:n], rtol=1e-4, atol=1e-4)
+
+
+def test_embeds_batches_keep_whole_chunks(lite2_encoder) -> None:
+    pytest.importorskip("openvino", reason="pip install 'vinted-tagger[fast]'")
+    from embed.runtime import Encoder
+
+    encoder = Encoder.load("efficientnet-lite2", runtime="openvino", precision="fp32", batches=(1, 16), export=False)
+    assert list(encoder.runner.requests) == [encoder.runner.STREAM_BATCH]
+
+
+class FakeEncoder:
+    """Per-image cost by batch size: batches of 16 are the cheapest per image, 32 no better."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+
+    def __call__(self, pixels: np.ndarray) -> None:
+        self.sizes.append(len(pixels))
+        per_image_ms = {1: 4.0, 8: 3.0, 16: 1.0, 32: 2.0}[len(pixels)]
+        time.sleep(len(pixels) * per_image_ms / 1000)
+
+
+def test_batch_limit_and_window_are_measured() -> None:
+    encode = FakeEncoder()
+    tuning = measure(encode, 4, full=8)
+    assert tuning.max_batch == 16 and set(tuning.image_ms) == {8, 16, 32}
+    assert tuning.window_s == pytest.approx(tuning.batch1_ms / 1000, abs=1e-5) and tuning.batch1_ms >= 4.0
+
+
+def test_settings_given_win_over_measurement() -> None:
+    encode = FakeEncoder()
+    tuning = measure(encode, 4, full=8, max_batch=4, window_ms=3)
+    assert (tuning.max_batch, tuning.window_s, tuning.image_ms) == (4, 0.003, {})
+    assert set(encode.sizes) == {1}  # only the one-image time is measured
