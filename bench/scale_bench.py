@@ -41,7 +41,7 @@ from classifiers.artifacts import DEFAULT_MODEL_DIR, load_model  # noqa: E402
 from embed.cache import CacheWriter, read_cache  # noqa: E402
 from embed.encoders import EncoderSpec  # noqa: E402
 from embed.pipeline import embed_sources  # noqa: E402
-from embed.sources import iter_sources  # noqa: E402
+from embed.sources import list_images  # noqa: E402
 from report import write_results  # noqa: E402  (bench/, this script's folder)
 
 DEFAULT_IMAGES = ROOT.parent / "shared" / "data" / "clothing" / "images.zip"
@@ -58,7 +58,7 @@ def engines(images: Path, limit: int | None, work: Path, batch_size: int) -> dic
 
     from embed.ray_engine import start_local
 
-    ids = None if limit is None else [ref.uuid for ref in iter_sources([images])[:limit]]
+    ids = None if limit is None else [ref.uuid for ref in list_images([images])[:limit]]
     rates: dict[str, list[float]] = {"local": [], "ray": []}
     for round_ in range(ENGINE_ROUNDS):
         local = embed_sources([images], work / f"local-{round_}", ids=ids, batch_size=batch_size, progress=False)

@@ -92,11 +92,11 @@ def run(args) -> int:
 
 def calibrate(args) -> int:
     from embed.quantize import calibrate as quantise  # needs the onnx package ([export] extra)
-    from embed.sources import iter_sources, select
+    from embed.sources import list_images, select
 
     if not args.sources:
         parser().error("--calibrate needs SOURCE (training images)")
-    refs, _ = select(iter_sources(args.sources), read_ids(args.ids) if args.ids else None)
+    refs, _ = select(list_images(args.sources), read_ids(args.ids) if args.ids else None)
     record = quantise(get_encoder(args.encoder), refs)
     calibration = record["calibration"]
     print(f"embed: int8 copy of {args.encoder} calibrated on {calibration['images']} images "

@@ -162,9 +162,9 @@ def test_skipped_files_are_counted_and_listed(tmp_path, write_image, tiny_clip, 
     summary = run([root, other], tmp_path / "cache", tiny_clip.name)
     reasons = failures(tmp_path / "cache")
     assert summary.encoded == 2 and summary.ignored == len(reasons) == 5, reasons
-    assert "not an image file name" in reasons[str(root / "notes.txt")]
+    assert "not an image (unrecognised format)" == reasons[str(root / "notes.txt")]
     assert "symlink loop" in reasons[str(root / "loop")]
     assert "broken symlink" in reasons[str(root / "dangling.jpg")]
     assert "cannot read folder" in reasons[str(locked)]
-    assert f"duplicate uuid: already read from {root / 'a1.jpg'}" == reasons[str(other / "a1.jpg")]
+    assert f"duplicate key 'a1': {root / 'a1.jpg'} has it too" in reasons[str(other / "a1.jpg")]
     assert "5 ignored" in summary.line()

@@ -200,3 +200,18 @@ def test_readme_screenshot(browser, tmp_path) -> None:
     assert saved.stat().st_size < 200_000
     if os.environ.get(SCREENSHOT_ENV):
         Path(os.environ[SCREENSHOT_ENV]).write_bytes(saved.read_bytes())
+
+
+def test_a_heic_chosen_on_the_page_gets_its_card(page, picture) -> None:
+    """An iPhone's default format: the file input offers it (accept from embed.images.PHOTO_FORMATS) and the
+    service answers it; the browser cannot preview HEIC, so the card shows without a thumbnail."""
+    from photo_kinds import rotated_as
+
+    from embed.images import accept_attribute
+
+    assert page.locator("#files").get_attribute("accept") == accept_attribute()
+    (card,) = choose(page, [upload("IMG_0001.HEIC", rotated_as(picture(2, (320, 240)), "HEIF"), "image/heic")])
+    expect(card).to_have_attribute("data-state", "ok")
+    expect(card.locator(".file")).to_have_text("IMG_0001.HEIC")
+    expect(card.locator(".top-row .category")).to_have_count(2)
+    expect(page.locator("#status")).to_have_text("1 photo analysed.")
