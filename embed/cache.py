@@ -32,7 +32,6 @@ adding another encoder's embeddings, or reading it with heads trained on another
 
 from __future__ import annotations
 
-import csv
 import functools
 import itertools
 import json
@@ -56,10 +55,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from embed.encoders import EncoderSpec, check_same_decisions, check_same_encoder, variant_of
-from vinted_tagger.files import atomic_path, write_json, write_parquet
+from vinted_tagger.files import write_json, write_parquet
 
 MANIFEST = "_manifest.json"
-FAILURES = "_failures.csv"
 LOCK = "_lock"
 JOURNAL = "_compaction.json"
 FORMAT_VERSION = 3  # what a new cache is written in
@@ -568,16 +566,6 @@ def upgrade(folder: Path, manifest: dict) -> None:
     write_json(folder / MANIFEST, manifest)
     print(f"embed: cache {folder} upgraded from format 1 to {LIST_FORMAT} "
           f"({dropped} duplicate rows dropped, {len(seen)} rows kept)", file=sys.stderr)
-
-
-def write_failures(folder: Path, failures: list[tuple[str, str, str]]) -> Path:
-    """The failures of the latest run: uuid, where the image came from, and why it failed."""
-    path = Path(folder) / FAILURES
-    with atomic_path(path) as temp, open(temp, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["uuid", "origin", "reason"])
-        writer.writerows(failures)
-    return path
 
 
 def _now() -> str:

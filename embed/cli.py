@@ -17,9 +17,10 @@ import sys
 
 from embed.encoders import PRECISIONS, RUNTIMES, get_encoder, table_text
 from embed.images import DECODERS
-from embed.pipeline import ENGINES, MISSING_REASON, compact_cache, embed_sources
+from embed.pipeline import ENGINES, compact_cache, embed_sources
 from embed.runtime import Encoder, encoder_dir
 from embed.sources import read_ids
+from embed.summary import MISSING_REASON
 from vinted_tagger.errors import run_command
 
 SHOWN_FAILURES = 20

@@ -17,44 +17,20 @@ import zlib
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from embed.cache import MANIFEST, CacheWriter, read_manifest, write_failures
+from embed.cache import MANIFEST, CacheWriter, read_manifest
 from embed.encoders import check_same_decisions
 from embed.images import ImageError, load_pixels
 from embed.output import OutputError, check_folder, describe
 from embed.runtime import Encoder, versions
 from embed.sources import ImageRef, list_sources, select
+from embed.summary import MISSING_REASON, EmbedSummary, record_encoded, record_failure, save_failures
 
 READER_THREADS = 2
-MISSING_REASON = "no image with this uuid in the sources"
-
-
-@dataclass
-class EmbedSummary:
-    encoded: int = 0
-    skipped: int = 0
-    failed: int = 0
-    ignored: int = 0  # files that are not images, duplicate uuids, unreadable folders: listed in the failures
-    seconds: float = 0.0
-    failures: list[tuple[str, str, str]] = field(default_factory=list)  # (uuid, origin, reason)
-    missing: list[str] = field(default_factory=list)  # uuids asked for with --ids that have no image
-    cache: str = ""
-
-    @property
-    def images_per_s(self) -> float:
-        return self.encoded / self.seconds if self.seconds > 0 else 0.0
-
-    def line(self) -> str:
-        return (
-            f"embed: {self.encoded} encoded, {self.skipped} skipped (already cached), {self.failed} failed, "
-            f"{len(self.missing)} missing, {self.ignored} ignored (not images, duplicate uuids), "
-            f"{self.seconds:.1f} s, {self.images_per_s:.1f} img/s -> {self.cache}"
-        )
 
 
 def _read(ref: ImageRef, size: int, decoder: str | None = None) -> np.ndarray | str:
@@ -165,10 +141,7 @@ def _finish(out, writer: CacheWriter, summary: EmbedSummary) -> None:
         writer.flush()
     except OSError as error:
         raise _write_error(out, writer, error) from None
-    try:
-        write_failures(Path(out), summary.failures)
-    except OSError as error:
-        raise OutputError(f"cannot write the failures list in {out}: {describe(error)}") from None
+    save_failures(out, summary)
 
 
 def _write_error(out, writer: CacheWriter, error: OSError) -> OutputError:
@@ -187,19 +160,6 @@ def compact_cache(out: str | Path) -> int:
     spec = EncoderSpec.from_dict(read_manifest(Path(out))["encoder"])
     with CacheWriter(out, spec, versions()) as writer:
         return writer.compact()
-
-
-def record_failure(summary: EmbedSummary, bar, uuid: str, origin: str, reason: str) -> None:
-    summary.failed += 1
-    summary.failures.append((uuid, origin, reason))
-    bar.update(1)
-
-
-def record_encoded(writer: CacheWriter, summary: EmbedSummary, bar, uuids: list[str], vectors: np.ndarray,
-                   made_by: str | None = None) -> None:
-    writer.add(uuids, vectors, made_by)
-    summary.encoded += len(uuids)
-    bar.update(len(uuids))
 
 
 def _run(model: Encoder, todo, writer: CacheWriter, summary: EmbedSummary, bar, batch_size: int) -> None:

@@ -25,8 +25,9 @@ import pyarrow.compute as pc
 
 from embed.cache import CacheWriter, vectors_of
 from embed.encoders import EncoderSpec
-from embed.pipeline import EmbedSummary, decoded, record_encoded, record_failure
+from embed.pipeline import decoded
 from embed.sources import ImageRef, ref_at
+from embed.summary import EmbedSummary, record_encoded, record_failure
 from vinted_tagger.errors import MissingExtra, UserError
 from vinted_tagger.settings import worker_environment
 

@@ -383,7 +383,7 @@ def test_cli_train_predict_evaluate(dataset, tmp_path, capsys) -> None:
 
 
 def test_cli_predict_images_uses_the_model_encoder(dataset, tmp_path, monkeypatch, capsys) -> None:
-    from embed import pipeline, runtime
+    from embed import pipeline, runtime, summary
 
     calls, loads = [], []
     fake = FakeEncoder(fake_spec(), dataset["vectors"])
@@ -398,9 +398,9 @@ def test_cli_predict_images_uses_the_model_encoder(dataset, tmp_path, monkeypatc
         ok = [u for u in wanted if u in index and u != "u0250"]
         write_cache(Path(out), ok, dataset["vectors"][[index[u] for u in ok]])
         missing = [u for u in wanted if u not in index]
-        return pipeline.EmbedSummary(encoded=len(ok), failed=1, missing=missing,
-                                     failures=[("u0250", "images.zip:u0250.jpg", "truncated JPEG")]
-                                     + [(u, "", pipeline.MISSING_REASON) for u in missing])
+        return summary.EmbedSummary(encoded=len(ok), failed=1, missing=missing,
+                                    failures=[("u0250", "images.zip:u0250.jpg", "truncated JPEG")]
+                                    + [(u, "", summary.MISSING_REASON) for u in missing])
 
     monkeypatch.setattr(pipeline, "embed_sources", fake_embed_sources)
     ids = tmp_path / "ids.parquet"

@@ -19,10 +19,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from embed import pipeline
-from embed.cache import FAILURES, MANIFEST, CacheWriter, part_files, read_cache
+from embed.cache import MANIFEST, CacheWriter, part_files, read_cache
 from embed.encoders import EncoderMismatch
 from embed.images import load_pixels
-from embed.pipeline import MISSING_REASON, embed_sources
+from embed.pipeline import embed_sources
+from embed.summary import FAILURES, MISSING_REASON
 from embed.runtime import Encoder
 
 REPO = Path(__file__).resolve().parents[1]

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from embed import cli, sources
-from embed.cache import FAILURES, read_cache
+from embed.cache import read_cache
 from embed.pipeline import embed_sources
 from embed.sources import SourceError, list_sources, read_member
+from embed.summary import FAILURES
 
 
 def failures(out: Path) -> dict[str, str]:

@@ -29,8 +29,9 @@ import pytest
 
 pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'vinted-tagger[ray]')")
 
-from embed.cache import FAILURES, part_files, part_info, read_cache  # noqa: E402
+from embed.cache import part_files, part_info, read_cache  # noqa: E402
 from embed.pipeline import embed_sources  # noqa: E402
+from embed.summary import FAILURES  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 N_GOOD = 12
