@@ -119,21 +119,26 @@ def run_predict(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"cache folder {args.cache} does not exist")
         # Streamed part by part into row groups: memory stays flat whatever the cache's size.
         rows, missing = predict_cache_to(tagger, args.cache, args.out, ids, with_scores=args.with_scores)
+        failed = 0
     else:
-        frame, missing = predict_images(tagger, args.images, ids, args.with_scores, args.runtime, args.precision)
+        frame, missing, failed = predict_images(tagger, args.images, ids, args.with_scores, args.runtime,
+                                                args.precision, args.out)
         write_predictions(frame, Path(args.out))
         rows = len(frame)
     if missing:
         print(f"{len(missing)} uuid(s) without an embedding left out: {_examples(missing)}", file=sys.stderr)
     print(f"wrote {rows} rows to {args.out}")
-    return 0
+    return 1 if args.images and failed else 0  # with --images: 1 when any photo failed (named above)
 
 
 def predict_images(tagger, sources: list[str], ids: list[str] | None, with_scores: bool,
-                   runtime: str = "auto", precision: str = "auto"):
-    """Embed ``sources`` with the model's encoder into a temporary cache, then predict from it."""
+                   runtime: str = "auto", precision: str = "auto", out: str | Path | None = None):
+    """Embed ``sources`` with the model's encoder into a temporary cache, then predict from it. The failed,
+    ignored and duplicate files are named on stderr, and their lists are kept beside ``out``
+    (``failure_lists``). Returns (predictions, missing ids, how many photos failed)."""
     from classifiers.predict import predict_cache
     from embed import pipeline
+    from embed.summary import decoder_messages_counted, save_failures
 
     for source in sources:
         if not Path(source).exists():
@@ -142,13 +147,25 @@ def predict_images(tagger, sources: list[str], ids: list[str] | None, with_score
     encoder = tagger.load_encoder(runtime, precision, batches=(pipeline.BATCH_SIZE,))
     with tempfile.TemporaryDirectory(prefix="classify-") as folder:
         cache = Path(folder) / "cache"
-        summary = pipeline.embed_sources(sources, cache, encoder=encoder, ids=ids, progress=sys.stderr.isatty())
-        missing = set(summary.missing)  # reported by predict_cache below; here only the images that failed
-        failed = [(uuid, reason) for uuid, _, reason in summary.failures if uuid not in missing]
-        if failed:
-            print(f"{len(failed)} image(s) could not be embedded: "
-                  + "; ".join(f"{u}: {r}" for u, r in failed[:SHOWN_MISSING]), file=sys.stderr)
-        return predict_cache(tagger, cache, ids, with_scores=with_scores)
+        with decoder_messages_counted() as summaries:
+            summary = pipeline.embed_sources(sources, cache, encoder=encoder, ids=ids, progress=sys.stderr.isatty())
+            summaries.append(summary)
+        if out is not None:
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
+            save_failures(out, summary, failure_lists(Path(out)))
+            summary.cache = str(out)
+        summary.missing = []  # reported by predict_cache's caller, against the --ids order
+        summary.report("classify", failure_lists(Path(out)) if out is not None else None)
+        frame, missing = predict_cache(tagger, cache, ids, with_scores=with_scores)
+        return frame, missing, summary.failed
+
+
+def failure_lists(out: Path) -> dict[str, Path]:
+    """Where ``classify predict --images --out OUT`` keeps the embed lists: beside OUT, named after it
+    (OUT_failures.csv, OUT_ignored.csv, OUT_duplicates.csv)."""
+    from embed.summary import LISTS
+
+    return {name: out.with_name(out.stem + name) for _, name in LISTS}
 
 
 def write_predictions(frame: pd.DataFrame, path: Path) -> None:

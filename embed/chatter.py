@@ -91,9 +91,10 @@ def c_messages_captured() -> Iterator[CMessages]:
     os.close(write_end)
     reader = threading.Thread(target=_drain, args=(read_end, messages), daemon=True, name="stderr-drain")
     reader.start()
-    saved, sys.stderr = sys.stderr, io.TextIOWrapper(os.fdopen(real, "wb", buffering=0, closefd=False),
-                                                      encoding=getattr(sys.stderr, "encoding", None) or "utf-8",
-                                                      errors="backslashreplace", line_buffering=True)
+    saved = sys.stderr
+    if _fileno(saved) == 2:  # Python's own stderr goes on to the real one (a replaced sys.stderr is left be)
+        sys.stderr = io.TextIOWrapper(os.fdopen(real, "wb", buffering=0, closefd=False), errors="backslashreplace",
+                                      encoding=getattr(saved, "encoding", None) or "utf-8", line_buffering=True)
     try:
         yield messages
     finally:
@@ -102,6 +103,13 @@ def c_messages_captured() -> Iterator[CMessages]:
         os.dup2(real, 2)  # closes the pipe's last write end: the reader sees its end
         os.close(real)
         reader.join(timeout=5)
+
+
+def _fileno(stream) -> int | None:
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 def _drain(fd: int, messages: CMessages) -> None:

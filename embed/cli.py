@@ -19,16 +19,17 @@ from embed.encoders import PRECISIONS, RUNTIMES, get_encoder, table_text
 from embed.images import DECODERS
 from embed.pipeline import ENGINES, compact_cache, embed_sources
 from embed.runtime import Encoder, encoder_dir
-from embed.sources import read_ids
-from embed.summary import MISSING_REASON
+from embed.sources import KEYS, read_ids
+from embed.summary import decoder_messages_counted
 from vinted_tagger.errors import run_command
 
-SHOWN_FAILURES = 20
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="embed", description="Embed images into a Parquet cache.")
     p.add_argument("sources", nargs="*", help="zip archives, folders or image files; the uuid is the file stem")
+    p.add_argument("--key", default="stem", choices=KEYS,
+                   help="an image's uuid: its file stem (default) or its path relative to its source (when stems collide)")
     p.add_argument("--out", help="cache folder (created or resumed)")
     p.add_argument("--encoder", default="efficientnet-lite2", help="encoder name (see --list-encoders)")
     p.add_argument("--ids", help="Parquet file with a uuid column: embed only these uuids")
@@ -82,11 +83,13 @@ def run(args) -> int:
     ids = read_ids(args.ids) if args.ids else None
     if args.engine != "ray" and (args.address or args.workers):
         parser().error("--address and --workers need --engine ray")
-    summary = embed_sources(
-        args.sources, args.out, args.encoder, ids, args.batch_size, not args.quiet, args.threads,
-        args.runtime, args.precision, args.decoder, engine=args.engine, address=args.address, workers=args.workers,
-    )
-    report(summary)
+    with decoder_messages_counted() as summaries:  # third-party chatter: counted into the summary, not shown
+        summary = embed_sources(
+            args.sources, args.out, args.encoder, ids, args.batch_size, not args.quiet, args.threads, args.runtime,
+            args.precision, args.decoder, engine=args.engine, address=args.address, workers=args.workers, key=args.key,
+        )
+        summaries.append(summary)
+    summary.report()
     nothing_done = summary.encoded == 0 and summary.skipped == 0
     return 1 if nothing_done else 0
 
@@ -103,17 +106,6 @@ def calibrate(args) -> int:
     print(f"embed: int8 copy of {args.encoder} calibrated on {calibration['images']} images "
           f"(seed {calibration['seed']}, sample {calibration['fingerprint'][:12]}) in {encoder_dir(get_encoder(args.encoder))}")
     return 0
-
-
-def report(summary) -> None:
-    for uuid, origin, reason in summary.failures[:SHOWN_FAILURES]:
-        where = f" ({origin})" if origin else ""
-        print(f"embed: {'missing' if reason == MISSING_REASON else 'failed'}: {uuid}{where}: {reason}", file=sys.stderr)
-    if len(summary.failures) > SHOWN_FAILURES:
-        print(f"embed: ... {len(summary.failures) - SHOWN_FAILURES} more", file=sys.stderr)
-    if summary.failures:
-        print(f"embed: all failures are listed in {summary.cache}/_failures.csv", file=sys.stderr)
-    print(summary.line())
 
 
 if __name__ == "__main__":

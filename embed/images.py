@@ -124,6 +124,11 @@ class ImageError(ValueError):
         self.code = code
 
 
+# The first words of the reasons of IGNORED codes: a reason that crossed a process boundary (a Ray worker's)
+# is a string, and embed.summary sorts it by these.
+IGNORED_REASONS = ("not a photo format (", "not an image (")
+
+
 @dataclass(frozen=True)
 class DecodeCost:
     """What decoding an image will take, read from its header: pixels decoded, peak bytes, frames."""

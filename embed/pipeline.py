@@ -28,7 +28,7 @@ from embed.images import ImageError, load_pixels
 from embed.output import OutputError, check_folder, describe
 from embed.runtime import Encoder, versions
 from embed.sources import ImageRef, list_sources, select
-from embed.summary import MISSING_REASON, EmbedSummary, record_encoded, record_failure, save_failures
+from embed.summary import EmbedSummary, record_encoded, record_failure, save_failures
 
 READER_THREADS = 2
 
@@ -80,6 +80,7 @@ def embed_sources(
     engine: str = "local",
     address: str | None = None,
     workers: int | None = None,
+    key: str = "stem",
 ) -> EmbedSummary:
     """Embed every image of ``sources`` (restricted to ``ids``) that ``out`` does not hold yet.
 
@@ -89,12 +90,12 @@ def embed_sources(
     decisions of the rows already in ``out``, or of ``agree_with``: the runtime record of the heads that will
     read a new cache). ``engine`` "local" runs the loop below in this process;
     "ray" runs decode + encode on a Ray cluster (embed/ray_engine.py; ``address`` and ``workers`` are its
-    options). Both write the same cache.
+    options). Both write the same cache. ``key`` is embed.sources.KEYS' (stem, or path for stems that collide).
     """
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; valid engines: {', '.join(ENGINES)}")
     start = time.perf_counter()
-    listed, ignored = list_sources(sources)  # milliseconds: no pixel is read
+    listed, ignored = list_sources(sources, key)  # milliseconds: no pixel is read
     check_folder(out, "cache folder")  # before loading the encoder: a wrong --out fails in a second
     if (Path(out) / MANIFEST).exists():
         agree_with = read_manifest(Path(out)).get("runtime", {})
@@ -110,8 +111,8 @@ def embed_sources(
         refs, missing = select(listed, ids)
         wanted = set(writer.missing(ref.uuid for ref in refs))  # cached uuids are skipped before any read
         todo = [ref for ref in refs if ref.uuid in wanted]
-        summary = EmbedSummary(skipped=len(refs) - len(todo), missing=missing, cache=str(out), ignored=len(ignored))
-        summary.failures = [(u, "", MISSING_REASON) for u in missing] + [(s.uuid, s.origin, s.reason) for s in ignored]
+        summary = EmbedSummary(skipped=len(refs) - len(todo), cache=str(out))
+        summary.add_listing(missing, ignored)
         bar = tqdm(total=len(todo), unit="img", desc="embed", disable=not progress, file=sys.stderr)
         try:
             if engine == "ray":

@@ -407,11 +407,15 @@ def test_cli_predict_images_uses_the_model_encoder(dataset, tmp_path, monkeypatc
     pd.DataFrame({"uuid": ["u0251", "u0250", "nowhere", "u0245"]}).to_parquet(ids)
     out = tmp_path / "p.parquet"
     assert main(["predict", "--model", str(dataset["folder"] / "model"), "--images", str(dataset["folder"]),
-                 "--ids", str(ids), "--out", str(out), "--with-scores"]) == 0
+                 "--ids", str(ids), "--out", str(out), "--with-scores"]) == 1  # a photo failed
     captured = capsys.readouterr()
     assert calls == [fake]  # the tagger's own encoder, loaded from the model's recorded spec, never exported
     assert [(spec["name"], options["export"]) for spec, options in loads] == [("fake", False)]
-    assert "u0250: truncated JPEG" in captured.err and "2 uuid(s) without an embedding" in captured.err
+    assert captured.err.splitlines()[0] == "classify: failed: images.zip:u0250.jpg: truncated JPEG"
+    assert "2 uuid(s) without an embedding" in captured.err
+    kept = tmp_path / "p_failures.csv"  # the failure list stays beside the predictions
+    assert "images.zip:u0250.jpg,truncated JPEG" in kept.read_text() and f"listed in {kept}" in captured.err
+    assert (tmp_path / "p_ignored.csv").exists() and (tmp_path / "p_duplicates.csv").exists()
     frame = pd.read_parquet(out)
     assert frame["uuid"].tolist() == ["u0251", "u0245"] and "score_stripes" in frame.columns
 
