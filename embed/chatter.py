@@ -1,6 +1,7 @@
 """Third-party decoder chatter kept off the user's terminal and the service log.
 
-Two kinds: Python warnings from Pillow and pillow-heif ("Corrupt EXIF data", "Truncated File Read"...), and
+Two kinds: Python warnings and log records from Pillow and pillow-heif ("Corrupt EXIF data", "More samples
+per pixel than can be decoded"...), and
 lines that C libraries (libtiff above all) write straight to file descriptor 2. A warning raised while an
 image decodes (``collecting``) goes to that image: into its failure reason when it fails, into a count when it
 decodes. C lines cannot be told apart by thread, so ``c_messages_captured`` points fd 2 at a pipe for a
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import sys
 import threading
@@ -31,10 +33,28 @@ def _show(message, category, filename, lineno, file=None, line=None) -> None:
     sink.append(f"{category.__name__}: {message}")
 
 
+class _LogToSink(logging.Handler):
+    """Pillow also logs what it refuses (``logger.error`` in its TIFF plugin): kept like a warning."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        sink = getattr(_local, "sink", None)
+        text = f"{record.levelname.lower()}: {record.getMessage()}"
+        if sink is not None:
+            sink.append(text)
+        else:
+            with _lock:
+                _counts["warnings"] += 1
+
+
 _previous = warnings.showwarning
 warnings.showwarning = _show
 # Every occurrence, not once per code location: each belongs to its own image.
 warnings.filterwarnings("always", module=r"(PIL|pillow_heif)(\.|$)")
+for _name in ("PIL", "pillow_heif"):
+    _logger = logging.getLogger(_name)
+    if not any(isinstance(h, _LogToSink) for h in _logger.handlers):
+        _logger.addHandler(_LogToSink(logging.WARNING))
+    _logger.propagate = False  # not into the application's own log (the service's)
 
 
 @contextlib.contextmanager

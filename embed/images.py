@@ -42,6 +42,7 @@ OTHER_FORMATS = tuple(f for f in Image.ID if f not in FORMATS)
 PHOTO_SUFFIXES = frozenset(suffix for _, suffixes in PHOTO_FORMATS.values() for suffix in suffixes)
 DRAFT_FORMATS = ("JPEG", "MPO")  # decoded at 1/2, 1/4 or 1/8 scale straight from the DCT when asked
 SNIFF_BYTES = 16  # what Pillow's plugins look at to recognise a format (Image.open reads as much)
+SNIFF_ORDER = (*FORMATS, *OTHER_FORMATS)  # photos first: the usual file is answered by the first few checks
 
 
 def accept_attribute() -> str:
@@ -54,7 +55,7 @@ def accept_attribute() -> str:
 def sniff(prefix: bytes) -> str | None:
     """The format the first bytes of a file announce (Pillow's plugins' own checks, nothing parsed), or None.
     A photo format when it is in FORMATS; formats Pillow recognises only by parsing (TGA...) give None."""
-    for name in Image.ID:
+    for name in SNIFF_ORDER:
         accept = Image.OPEN[name][1]
         if accept is not None and accept(prefix[:SNIFF_BYTES]):
             return name

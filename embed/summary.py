@@ -35,7 +35,7 @@ DUPLICATES = "_duplicates.csv"
 MISSING_REASON = "no image with this uuid in the sources"
 SAID = "; decoder said: "  # what embed.images appends to a reason: not part of its kind
 LISTS = (("failed and missing", FAILURES), ("duplicates", DUPLICATES), ("ignored", IGNORED))
-SHOWN_FAILED = 20  # failed photos named on the terminal (all of them are in _failures.csv)
+SHOWN_FAILED = 100  # failed photos named on the terminal (all of them are in _failures.csv)
 SHOWN_OTHERS = 5
 
 
@@ -92,14 +92,21 @@ class EmbedSummary:
         print(self.line())
 
     def ignored_kinds(self) -> list[tuple[str, int, list[str]]]:
-        """(kind, count, first few origins) of the ignored files, most frequent kind first."""
+        """(kind, count, first few origins) of the ignored files, most frequent kind first; the formats
+        that are not photos make one kind, with a count per format."""
         kinds = Counter(kind_of(reason) for _, _, reason in self.ignored_files)
         examples: dict[str, list[str]] = {}
         for _, origin, reason in self.ignored_files:
-            examples.setdefault(kind_of(reason), [])
-            if len(examples[kind_of(reason)]) < 3:
-                examples[kind_of(reason)].append(origin)
-        return [(kind, count, examples[kind]) for kind, count in kinds.most_common()]
+            shown = examples.setdefault(_group(kind_of(reason)), [])
+            if len(shown) < 3:
+                shown.append(origin)
+        groups = Counter()
+        for kind, count in kinds.items():
+            groups[_group(kind)] += count
+        formats = ", ".join(f"{kind[len(NOT_A_PHOTO):-1]} {count}" for kind, count in kinds.most_common()
+                            if _group(kind) == NOT_A_PHOTO)
+        return [(f"{NOT_A_PHOTO}{formats})" if kind == NOT_A_PHOTO else kind, count, examples[kind])
+                for kind, count in groups.most_common()]
 
     def add_listing(self, missing: list[str], skipped: list[Skipped]) -> None:
         """What listing the sources left out: ids without an image, and the skipped files by kind."""
@@ -131,6 +138,13 @@ def decoder_messages_counted() -> Iterator[list[EmbedSummary]]:
         yield summaries
     for summary in summaries:
         summary.decoder_messages = warnings_count() - before + c_lines.lines
+
+
+NOT_A_PHOTO = IGNORED_REASONS[0]  # "not a photo format (": one group, whatever the format
+
+
+def _group(kind: str) -> str:
+    return NOT_A_PHOTO if kind.startswith(NOT_A_PHOTO) else kind
 
 
 def kind_of(reason: str) -> str:
