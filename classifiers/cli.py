@@ -104,6 +104,8 @@ def add_predict(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--with-scores", action="store_true", help="add p_<class> and score_<tag> columns")
     parser.add_argument("--runtime", default="auto", help="with --images: encoder runtime (auto, onnxruntime, openvino)")
     parser.add_argument("--precision", default="auto", help="with --images: encoder precision (auto, fp32, bf16, int8)")
+    parser.add_argument("--key", default="stem", choices=("stem", "path"),
+                        help="with --images: an image's uuid, its file stem (default) or its path relative to its source")
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -122,7 +124,7 @@ def run_predict(args: argparse.Namespace) -> int:
         failed = 0
     else:
         frame, missing, failed = predict_images(tagger, args.images, ids, args.with_scores, args.runtime,
-                                                args.precision, args.out)
+                                                args.precision, args.out, args.key)
         write_predictions(frame, Path(args.out))
         rows = len(frame)
     if missing:
@@ -132,7 +134,8 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def predict_images(tagger, sources: list[str], ids: list[str] | None, with_scores: bool,
-                   runtime: str = "auto", precision: str = "auto", out: str | Path | None = None):
+                   runtime: str = "auto", precision: str = "auto", out: str | Path | None = None,
+                   key: str = "stem"):
     """Embed ``sources`` with the model's encoder into a temporary cache, then predict from it. The failed,
     ignored and duplicate files are named on stderr, and their lists are kept beside ``out``
     (``failure_lists``). Returns (predictions, missing ids, how many photos failed)."""
@@ -148,7 +151,8 @@ def predict_images(tagger, sources: list[str], ids: list[str] | None, with_score
     with tempfile.TemporaryDirectory(prefix="classify-") as folder:
         cache = Path(folder) / "cache"
         with decoder_messages_counted() as summaries:
-            summary = pipeline.embed_sources(sources, cache, encoder=encoder, ids=ids, progress=sys.stderr.isatty())
+            summary = pipeline.embed_sources(sources, cache, encoder=encoder, ids=ids, progress=sys.stderr.isatty(),
+                                             key=key)
             summaries.append(summary)
         if out is not None:
             Path(out).parent.mkdir(parents=True, exist_ok=True)
