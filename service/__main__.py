@@ -45,7 +45,7 @@ def serve(args: argparse.Namespace) -> int:
         raise MissingExtra(f"serving needs the serve extra, pip install 'vinted-tagger[serve]' ({error})") from None
     overrides = {name: getattr(args, name) for name in Settings.model_fields if getattr(args, name) is not None}
     # A missing or bad model, an encoder not built here, a bad setting: raised before the server starts.
-    # Lines C decoders (libtiff) write to fd 2 stay out of the log: counted, and the count said at the end.
+    # Lines C decoders (libtiff) write to fd 2 stay out of the log: counted, the count said on a Ctrl-C stop.
     with c_messages_captured() as decoder_lines:
         run(args.model, args.host, args.port, settings=Settings.from_env(**overrides), log_level=args.log_level)
     if decoder_lines.lines:

@@ -64,3 +64,33 @@ def test_broken_photos_get_422_never_5xx(client, photo, fmt: str) -> None:
 def test_the_page_offers_the_listed_formats(client) -> None:
     html = client.get("/").text
     assert f'accept="{accept_attribute()}"' in html and "{{" not in html
+
+
+def test_decoder_chatter_stays_out_of_the_service_log(service_model: Path, photo, tmp_path: Path) -> None:
+    """libtiff writes "Using code not yet in table" to fd 2 itself, Pillow logs and warns: none of it reaches
+    the log of a real `python -m service`, and the broken TIFF still gets its 422."""
+    import os
+    import subprocess
+    import sys
+
+    import httpx
+    from test_service import free_port, wait_ready
+
+    data = bytearray(photo_as(photo, "TIFF"))
+    data[300:600] = bytes(b ^ 0x55 for b in data[300:600])
+    port, log_path = free_port(), tmp_path / "server.log"
+    command = [sys.executable, "-m", "service", "--model", str(service_model), "--port", str(port)]
+    root = Path(__file__).resolve().parents[1]
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, cwd=root, stdout=log, stderr=subprocess.STDOUT, text=True, env=os.environ)
+    try:
+        wait_ready(process, f"http://127.0.0.1:{port}")
+        response = httpx.post(f"http://127.0.0.1:{port}/v1/predict", files=[("files", ("x.tif", bytes(data)))],
+                              timeout=30)
+        assert response.status_code == 422 and response.json()["error"]["code"] == "corrupt_image", response.text
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    lines = log_path.read_text().splitlines()
+    # Only the service's own lines: timestamped log lines and JSON access lines (libtiff's would be bare text).
+    assert len(lines) > 3 and all(line.startswith(("{", "20", "vinted-serve:")) for line in lines), lines
