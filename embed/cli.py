@@ -1,6 +1,6 @@
 """``embed``: build or extend an embedding cache from image sources.
 
-    embed SOURCE... --out CACHE [--encoder NAME] [--ids IDS.parquet] [--batch-size N]
+    embed SOURCE... --out CACHE [--encoder NAME] [--ids IDS.parquet] [--key stem|path] [--batch-size N]
                     [--runtime auto|onnxruntime|openvino] [--precision auto|fp32|bf16|int8]
                     [--engine local|ray] [--address ADDR] [--workers N]
     embed --compact --out CACHE

@@ -110,3 +110,16 @@ def test_zip_end_to_end(tmp_path, picture, image_bytes, tiny_clip, tiny_encoder,
     assert embed(archive, "--out", out, "--encoder", tiny_clip.name, "--batch-size", "2") == 0
     assert sorted(pd.read_parquet(out)["uuid"]) == ["z0", "z1", "z2"]
     assert "0 failed" in capsys.readouterr().out
+
+
+def test_duplicates_are_named_and_key_path_keeps_both(tmp_path, tiny_clip, tiny_encoder, write_image, capsys) -> None:
+    folder = tmp_path / "shop"
+    write_image(folder / "a" / "shirt.jpg", seed=0)
+    write_image(folder / "b" / "shirt.jpg", seed=1)
+    assert embed(folder, "--out", tmp_path / "by-stem", "--encoder", tiny_clip.name) == 0
+    captured = capsys.readouterr()
+    assert f"embed: duplicate: {folder / 'b' / 'shirt.jpg'} left out" in captured.err
+    assert str(folder / "a" / "shirt.jpg") in captured.err and "1 duplicates" in captured.out
+    assert embed(folder, "--out", tmp_path / "by-path", "--encoder", tiny_clip.name, "--key", "path") == 0
+    assert sorted(read_cache(tmp_path / "by-path").uuids) == ["a/shirt.jpg", "b/shirt.jpg"]
+    assert "0 duplicates" in capsys.readouterr().out
