@@ -32,7 +32,7 @@ from classifiers.predict import Tagger  # noqa: E402
 from classifiers.train import train  # noqa: E402
 from embed.cache import read_cache  # noqa: E402
 from embed.encoders import ENCODERS, LITE2_WEIGHTS_PREFIX, PREFERENCE, VARIANTS, get_encoder  # noqa: E402
-from embed.pipeline import embed_sources  # noqa: E402
+from embed.pipeline import EncoderChoice, embed_sources  # noqa: E402
 from embed.runtime import Encoder, encoder_home  # noqa: E402
 from vinted_tagger.files import file_sha256  # noqa: E402
 from report import write_results  # noqa: E402  (bench/, this script's folder)
@@ -183,7 +183,7 @@ def main() -> int:
     curves = {run.name: json.loads((run / "curves.json").read_text()) for run in runs}
     results, own, seconds, embedded, embed_s = {}, {}, {}, 0, 0.0
     for variant, name in names.items():
-        summary = embed_sources([images], caches[variant], name, **RUNTIME)
+        summary = embed_sources([images], caches[variant], EncoderChoice(name, **RUNTIME))
         print(summary.line(), file=sys.stderr)
         seconds[f"embed {variant}"] = round(summary.seconds, 1)
         embedded, embed_s = embedded + summary.encoded, embed_s + summary.seconds

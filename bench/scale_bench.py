@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -40,9 +39,10 @@ sys.path.insert(0, str(ROOT))
 from classifiers.artifacts import DEFAULT_MODEL_DIR, load_model  # noqa: E402
 from embed.cache import CacheWriter, read_cache  # noqa: E402
 from embed.encoders import EncoderSpec  # noqa: E402
-from embed.pipeline import embed_sources  # noqa: E402
+from embed.pipeline import EncoderChoice, embed_sources  # noqa: E402
+from embed.runtime import BATCH_SIZE  # noqa: E402
 from embed.sources import list_images  # noqa: E402
-from report import write_results  # noqa: E402  (bench/, this script's folder)
+from report import run_record, write_results  # noqa: E402  (bench/, this script's folder)
 
 DEFAULT_IMAGES = ROOT.parent / "shared" / "data" / "clothing" / "images.zip"
 APPEND_ROWS = 10_000
@@ -53,20 +53,20 @@ PARTS = ("engines", "appends", "predict")
 
 def engines(images: Path, limit: int | None, work: Path, batch_size: int) -> dict:
     """ENGINE_ROUNDS rounds of: the local engine (no Ray running), then the Ray engine on a fresh local
-    cluster; each into a fresh cache. Medians: one run's rate varies by 10-16% between runs on this machine."""
+    cluster; each into a fresh cache. Medians: one run's rate varies between runs (every round is kept)."""
     import ray
 
-    from embed.ray_engine import start_local
+    from embed.engines.ray import start_local
 
     ids = None if limit is None else [ref.uuid for ref in list_images([images])[:limit]]
     rates: dict[str, list[float]] = {"local": [], "ray": []}
+    encoder = EncoderChoice(batch_size=batch_size)
     for round_ in range(ENGINE_ROUNDS):
-        local = embed_sources([images], work / f"local-{round_}", ids=ids, batch_size=batch_size, progress=False)
+        local = embed_sources([images], work / f"local-{round_}", encoder, ids, progress=False)
         start_local(ray, num_cpus=os.cpu_count())  # loopback only
         try:
             ray.data.range(1).materialize()  # starts Ray Data's stats and coordinator actors, as on a used cluster
-            distributed = embed_sources([images], work / f"ray-{round_}", ids=ids, batch_size=batch_size,
-                                        progress=False, engine="ray")
+            distributed = embed_sources([images], work / f"ray-{round_}", encoder, ids, "ray", progress=False)
         finally:
             ray.shutdown()
         rates["local"].append(local.images_per_s)
@@ -151,7 +151,7 @@ def main() -> None:
     parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
     parser.add_argument("--limit", type=int, default=None, help="embed only the first N images (a quick run)")
     parser.add_argument("--rows", type=int, default=200_000, help="rows of the synthetic cache")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of: {', '.join(PARTS)}")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "scale.json")
@@ -161,13 +161,13 @@ def main() -> None:
         parser.error(f"unknown parts {unknown}; valid: {', '.join(PARTS)}")
     if not args.images.exists():
         sys.exit(f"scale_bench: {args.images} not found; pass --images")
+    load_at_start = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="scale-bench-", dir=args.work))
     try:
         model = load_model(DEFAULT_MODEL_DIR)
         # The synthetic rows claim the committed model's runtime, so that predict accepts them.
         spec, runtime = EncoderSpec.from_dict(model.encoder), model.info.get("runtime", {})
-        result = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-                  "images_source": args.images.name, "limit": args.limit, "batch_size": args.batch_size}
+        result = {"images_source": args.images.name, "limit": args.limit, "batch_size": args.batch_size}
         if "engines" in parts:
             result.update(engines(args.images, args.limit, work, args.batch_size))
         if {"appends", "predict"} & set(parts):
@@ -176,6 +176,7 @@ def main() -> None:
             result.update(predict(work / "synthetic", args.rows + APPEND_ROUNDS * APPEND_ROWS, work))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    result.update(run_record(load_at_start))
     write_results(args.out, result)
     print(json.dumps(result, indent=2))
 

@@ -33,9 +33,8 @@ from classifiers.scorers import (CategoryScorer, LightGBMScores, LinearScores, T
                                  softmax)
 
 HEAD_KINDS = ("logreg", "lightgbm", "auto")
-# Inverse L2 strength on standardised features; CV picks one. On the stand-in data (Lite2 embeddings, 3-4k
-# rows per head) the OOF optimum is near 0.003 for the category and 0.001 for the tags: each grid brackets
-# it, as wider grids only cost time.
+# Inverse L2 strength on standardised features; CV picks one. Each grid brackets the out-of-fold optimum
+# found on the stand-in data (`classify train` prints the C it chose), as wider grids only cost time.
 CATEGORY_CS = (0.001, 0.003, 0.01)
 TAG_CS = (0.0003, 0.001, 0.003)
 N_SPLITS = 5
@@ -61,7 +60,7 @@ def make_folds(y: np.ndarray, groups: np.ndarray | None, n_splits: int = N_SPLIT
         raise ValueError(f"cross-validation needs at least 2 groups or rows, got {units}")
     if groups is None or units == len(y):
         # One row per group is the plain stratified case; StratifiedGroupKFold would reach the same kind of
-        # split through a Python loop over thousands of groups (half a second per head on the stand-in tags).
+        # split through a Python loop over thousands of groups, slow for every head.
         splitter, groups = StratifiedKFold(n_splits, shuffle=True, random_state=seed), None
     else:
         splitter = StratifiedGroupKFold(n_splits, shuffle=True, random_state=seed)
@@ -190,9 +189,9 @@ class CategoryLogReg(_Head):
     """Multinomial logistic regression on standardised features, C by group-aware CV, temperature-scaled.
 
     ``max_iter`` caps L-BFGS per C, and the CV that picks C scores exactly what the cap produces. The cap is
-    the training-time budget: on the stand-in data (4480-d Lite2 embeddings) 20 iterations give an OOF
-    log-loss of 0.547 against 0.541 at 30 (bench/embedding_variants.py), at two thirds of the cost, which keeps all heads within 10 s on
-    2 cores; a converged fit (about 100 iterations) scored no better than 30 on the earlier 2816-d embedding.
+    the training-time budget: more iterations barely lower the out-of-fold log-loss and cost time in
+    proportion, and a converged fit scored no better (bench/embedding_variants.py and bench/heads_bench.py
+    measure both).
     """
 
     kind = "logreg"
@@ -284,12 +283,12 @@ def _lgb_params(head, extra: dict) -> dict:
         "feature_fraction": head.feature_fraction,
         "min_data_in_leaf": head.min_child_samples,
         "lambda_l2": 1.0,
-        "max_bin": 63,  # coarser histograms: several times faster on thousands of dense features
+        "max_bin": 63,  # coarser histograms: fewer bins to scan on thousands of dense features
         "seed": head.seed,
         "deterministic": True,  # with force_col_wise: same data and threads => same trees
         "force_col_wise": True,
-        # One thread by default: LightGBM's OpenMP threads spin-wait, and on a busy 2-core machine two of
-        # them made a 0.3 s fit take minutes. Parallelism belongs to the caller (one head per process).
+        # One thread by default: LightGBM's OpenMP threads spin-wait, which on a busy machine can stretch a
+        # short fit many times over. Parallelism belongs to the caller (one head per process).
         "num_threads": head.n_jobs,
         "verbose": -1,
         **extra,

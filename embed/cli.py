@@ -15,14 +15,15 @@ import argparse
 import sys
 
 
+from embed.cache import compact_cache
 from embed.encoders import PRECISIONS, RUNTIMES, get_encoder, table_text
+from embed.engines import ENGINES, EngineChoice
 from embed.images import DECODERS
-from embed.pipeline import ENGINES, compact_cache, embed_sources
-from embed.runtime import Encoder, encoder_dir
+from embed.pipeline import DEFAULT_ENCODER, EncoderChoice, embed_sources
+from embed.runtime import BATCH_SIZE, Encoder, encoder_dir
 from embed.sources import KEYS, read_ids
 from embed.summary import decoder_messages_counted
 from vinted_tagger.errors import run_command
-
 
 
 def parser() -> argparse.ArgumentParser:
@@ -31,9 +32,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--key", default="stem", choices=KEYS,
                    help="an image's uuid: its file stem (default) or its path relative to its source (when stems collide)")
     p.add_argument("--out", help="cache folder (created or resumed)")
-    p.add_argument("--encoder", default="efficientnet-lite2", help="encoder name (see --list-encoders)")
+    p.add_argument("--encoder", default=DEFAULT_ENCODER, help="encoder name (see --list-encoders)")
     p.add_argument("--ids", help="Parquet file with a uuid column: embed only these uuids")
-    p.add_argument("--batch-size", type=int, default=16, help="images per encoder call (memory grows with it)")
+    p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="images per encoder call (memory grows with it)")
     p.add_argument("--threads", type=int, default=None, help="encoder threads (default: all cores)")
     p.add_argument("--runtime", default="auto", choices=("auto", *RUNTIMES),
                    help="encoder runtime (default auto: the fastest this machine has, see README)")
@@ -83,11 +84,10 @@ def run(args) -> int:
     ids = read_ids(args.ids) if args.ids else None
     if args.engine != "ray" and (args.address or args.workers):
         parser().error("--address and --workers need --engine ray")
+    encoder = EncoderChoice(args.encoder, args.runtime, args.precision, args.decoder, args.threads, args.batch_size)
+    engine = EngineChoice(args.engine, args.address, args.workers)
     with decoder_messages_counted() as summaries:  # third-party chatter: counted into the summary, not shown
-        summary = embed_sources(
-            args.sources, args.out, args.encoder, ids, args.batch_size, not args.quiet, args.threads, args.runtime,
-            args.precision, args.decoder, engine=args.engine, address=args.address, workers=args.workers, key=args.key,
-        )
+        summary = embed_sources(args.sources, args.out, encoder, ids, engine, progress=not args.quiet, key=args.key)
         summaries.append(summary)
     summary.report()
     nothing_done = summary.encoded == 0 and summary.skipped == 0

@@ -21,7 +21,7 @@ class OutputError(ValueError):
     """An output location that cannot be written."""
 
 
-def describe(error: OSError) -> str:
+def os_reason(error: OSError) -> str:
     """An OSError as a short reason ("the disk is full"), for one-line messages."""
     return DISK_ERRNOS.get(error.errno, error.strerror or str(error))
 
@@ -34,7 +34,7 @@ def check_folder(path: str | Path, what: str) -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise OutputError(f"cannot create {what} {folder}: {describe(error)}") from None
+        raise OutputError(f"cannot create {what} {folder}: {os_reason(error)}") from None
     probe_writable(folder, what)
     return folder
 
@@ -58,6 +58,6 @@ def probe_writable(folder: Path, what: str) -> None:
             handle.flush()
             os.fsync(handle.fileno())
     except OSError as error:
-        raise OutputError(f"cannot write to {what} {folder}: {describe(error)}") from None
+        raise OutputError(f"cannot write to {what} {folder}: {os_reason(error)}") from None
     finally:
         probe.unlink(missing_ok=True)

@@ -34,6 +34,7 @@ from vinted_tagger.settings import encoder_home
 
 log = logging.getLogger("embed.runtime")
 INT8_FILE, INT8_RECORD = "model.int8.onnx", "int8.json"
+BATCH_SIZE = 16  # images per encoder call in `embed` (a static shape the runtimes compile for)
 
 
 def encoder_dir(spec: EncoderSpec) -> Path:
@@ -302,7 +303,8 @@ class Encoder:
     """
 
     def __init__(self, spec: EncoderSpec, onnx_path: Path, threads: int | None = None,
-                 variant: str = REFERENCE_VARIANT, batches: tuple[int, ...] = (1, 16), decoder: str | None = None):
+                 variant: str = REFERENCE_VARIANT, batches: tuple[int, ...] = (1, BATCH_SIZE),
+                 decoder: str | None = None):
         self.spec = spec
         self.variant = VARIANTS[variant]
         self.decoder = check_decoder(decoder)
@@ -328,7 +330,7 @@ class Encoder:
 
     @classmethod
     def load(cls, spec: EncoderSpec | dict | str, threads: int | None = None, runtime: str = "auto",
-             precision: str = "auto", batches: tuple[int, ...] = (1, 16), agree_with: dict | None = None,
+             precision: str = "auto", batches: tuple[int, ...] = (1, BATCH_SIZE), agree_with: dict | None = None,
              decoder: str | None = None, export: bool = True) -> Encoder:
         """The encoder of ``spec`` (a spec, its recorded dict, or a name from the table); ``export=False``
         never builds a missing ONNX file, so never imports torch."""

@@ -22,7 +22,7 @@ import numpy as np
 
 from embed.chatter import c_messages_captured, warnings_count
 from embed.images import IGNORED_REASONS
-from embed.output import OutputError, describe
+from embed.output import OutputError, os_reason
 from vinted_tagger.files import atomic_path
 
 if TYPE_CHECKING:
@@ -189,4 +189,4 @@ def save_failures(out, summary: EmbedSummary, paths: dict[str, Path] | None = No
             path = Path(paths[name]) if paths else Path(out) / name
             write_failures(path.parent, listed, path.name)
     except OSError as error:
-        raise OutputError(f"cannot write the failures list in {out}: {describe(error)}") from None
+        raise OutputError(f"cannot write the failures list in {out}: {os_reason(error)}") from None

@@ -232,7 +232,7 @@ def service_model(tmp_path_factory, lite2_encoder, picture) -> Path:
 def ray_cluster(tagger_home: Path):
     """One local Ray cluster (2 CPUs) for the whole session; its workers see this session's encoder home."""
     ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'vinted-tagger[ray]')")
-    from embed.ray_engine import start_local
+    from embed.engines.ray import start_local
 
     repo = str(Path(__file__).resolve().parents[1])
     start_local(ray, num_cpus=2, env={"VINTED_TAGGER_HOME": str(tagger_home), "PYTHONPATH": repo})  # loopback only

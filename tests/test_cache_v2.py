@@ -1,4 +1,4 @@
-"""Cache formats 2 and 3 (embed/cache.py): immutable parts, one writer, crash-safe compaction, filtered reads,
+"""Cache formats 2 and 3 (embed/cache/): immutable parts, one writer, crash-safe compaction, filtered reads,
 format-1 upgrade, format-2 (list) caches beside format-3 (binary) ones. Uses a fake 8-d encoder spec: no images,
 no ONNX."""
 
@@ -8,8 +8,6 @@ import dataclasses
 import json
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +16,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from embed import cache as cache_module
+from embed.cache import maintenance
 from embed import cli
 from embed.cache import (FORMAT_VERSION, JOURNAL, MANIFEST, CacheLocked, CacheWriter, embedding_table, iter_batches,
-                         live_parts, part_files, part_info, read_cache, vectors_of, _read_ahead)
+                         live_parts, part_files, part_info, read_cache, vectors_of)
 from embed.encoders import ENCODERS
 from vinted_tagger.files import write_parquet
 
@@ -137,7 +135,7 @@ class Killed(Exception):
 @pytest.mark.parametrize("crash", ["before-journal", "after-deletes"])
 def test_killed_compaction_loses_nothing_and_never_shows_a_row_twice(tmp_path, monkeypatch, crash) -> None:
     folder = build(tmp_path / "cache", 30, flush_rows=10)
-    real_replace, real_json = cache_module.os.replace, cache_module.write_json
+    real_replace, real_json = maintenance.os.replace, maintenance.write_json
 
     def replace(src, dst):
         if crash == "after-deletes" and Path(src).name.startswith("_part-"):
@@ -150,11 +148,11 @@ def test_killed_compaction_loses_nothing_and_never_shows_a_row_twice(tmp_path, m
         return real_json(path, data)
 
     with monkeypatch.context() as patch:
-        patch.setattr(cache_module.os, "replace", replace)
-        patch.setattr(cache_module, "write_json", write_json)
+        patch.setattr(maintenance.os, "replace", replace)
+        patch.setattr(maintenance, "write_json", write_json)
         writer = CacheWriter(folder, SPEC, versions={})
         with pytest.raises(Killed):
-            cache_module.compact(folder, target_rows=100)
+            maintenance.compact(folder, target_rows=100)
         writer.lock.release()  # what a kill does
 
     plain = pd.read_parquet(folder)
@@ -251,50 +249,6 @@ def test_parallel_readers_keep_cache_order(tmp_path) -> None:
     one = [b.column("uuid").to_pylist() for b in iter_batches(folder, ["uuid"], wanted, batch_rows=4)]
     two = [b.column("uuid").to_pylist() for b in iter_batches(folder, ["uuid"], wanted, batch_rows=4, readers=2)]
     assert two == one and sorted(u for batch in two for u in batch) == sorted(wanted)
-
-
-def test_read_ahead_raises_a_readers_error_and_stops_early() -> None:
-    def broken():
-        yield -1
-        raise OSError("part vanished")
-
-    readings = [lambda i=i: iter(range(10 * i, 10 * i + 5)) for i in range(4)]
-    with pytest.raises(OSError, match="part vanished"):
-        list(_read_ahead([readings[0], broken, readings[1]], readers=2))
-    ahead = _read_ahead(readings, readers=2)
-    assert [next(ahead), next(ahead)] == [0, 1]
-    ahead.close()  # the readers stop and are joined: nothing hangs, nothing is left running
-    assert not [t for t in threading.enumerate() if t.name.startswith("cache-reader")]
-
-
-def one_item_parts(n: int) -> tuple[list, list[int]]:
-    """``n`` readings of one item each, and the list of those started so far."""
-    started: list[int] = []
-
-    def reading(i: int):
-        started.append(i)
-        yield i
-
-    return [lambda i=i: reading(i) for i in range(n)], started
-
-
-def test_read_ahead_stays_a_few_parts_ahead_of_a_slow_caller() -> None:
-    """Many one-item parts (what a cache of small parts is): the readers must not run through them all."""
-    readings, started = one_item_parts(50)
-    ahead = _read_ahead(readings, readers=2)
-    assert next(ahead) == 0
-    time.sleep(0.5)  # ample time for free-running readers to start every part
-    assert max(started) <= 2  # the caller's part and two ahead
-    assert list(ahead) == list(range(1, 50))
-
-
-def test_read_ahead_closed_early_starts_no_waiting_part() -> None:
-    readings, started = one_item_parts(50)
-    ahead = _read_ahead(readings, readers=2)
-    assert next(ahead) == 0
-    time.sleep(0.3)  # the readers have read parts 1 and 2 and wait at parts 3 and 4
-    ahead.close()
-    assert sorted(started) == [0, 1, 2]
 
 
 def test_embed_compact_cli(tmp_path, capsys) -> None:

@@ -1,5 +1,6 @@
-"""The embedding run (embed/pipeline.py) and its cache (embed/cache.py): format, --ids, bad images, resume,
-encoder mismatch. Most runs use the tiny open_clip encoder (64 px, 32-d); resume uses EfficientNet-Lite2."""
+"""The embedding run (embed/pipeline.py, embed/engines/local.py) and its cache (embed/cache/): format, --ids,
+bad images, resume, encoder mismatch. Most runs use the tiny open_clip encoder (64 px, 32-d); resume uses
+EfficientNet-Lite2."""
 
 from __future__ import annotations
 
@@ -22,19 +23,18 @@ from embed import pipeline
 from embed.cache import MANIFEST, CacheWriter, part_files, read_cache
 from embed.encoders import EncoderMismatch
 from embed.images import load_pixels
-from embed.pipeline import embed_sources
+from embed.pipeline import EncoderChoice, embed_sources
 from embed.summary import FAILURES, MISSING_REASON
 from embed.runtime import Encoder
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run(sources, out, encoder, **kwargs):
-    kwargs.setdefault("progress", False)
-    kwargs.setdefault("threads", 1)
-    kwargs.setdefault("runtime", "onnxruntime")  # the fixtures' runtime: rows compare exactly
-    kwargs.setdefault("precision", "fp32")
-    return embed_sources([str(s) for s in sources], out, encoder, **kwargs)
+def run(sources, out, encoder, ids=None, **options):
+    options.setdefault("threads", 1)
+    options.setdefault("runtime", "onnxruntime")  # the fixtures' runtime: rows compare exactly
+    options.setdefault("precision", "fp32")
+    return embed_sources([str(s) for s in sources], out, EncoderChoice(encoder, **options), ids, progress=False)
 
 
 def failures(out: Path) -> dict[str, tuple[str, str]]:
@@ -280,8 +280,8 @@ def encode(self, pixels):
     return real(self, pixels)
 
 Encoder.encode = encode
-pipeline.embed_sources([source], out, "efficientnet-lite2", batch_size=2, progress=False, threads=1,
-                       runtime="onnxruntime", precision="fp32")
+pipeline.embed_sources([source], out, pipeline.EncoderChoice("efficientnet-lite2", "onnxruntime", "fp32", threads=1,
+                                                           batch_size=2), progress=False)
 """
 
 
@@ -355,3 +355,11 @@ def test_embed_images_marks_bad_inputs(tiny_encoder, picture, image_bytes, broke
     assert errors[0] is None and errors[2] is None and "not an image" in errors[1]
     assert np.isnan(vectors[1]).all() and np.isfinite(vectors[[0, 2]]).all()
     np.testing.assert_allclose(np.linalg.norm(vectors[[0, 2]], axis=1), 1.0, atol=1e-5)
+
+
+def test_an_unknown_engine_is_refused_before_any_work(tmp_path) -> None:
+    """The engines are the modules of embed/engines/; any other name is refused, naming the valid ones, before
+    a source is listed or the cache folder made."""
+    with pytest.raises(ValueError, match="unknown engine 'spark'; valid engines: local, ray"):
+        embed_sources([tmp_path / "missing.zip"], tmp_path / "cache", "efficientnet-lite2", engine="spark")
+    assert not (tmp_path / "cache").exists()

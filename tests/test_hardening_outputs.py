@@ -13,6 +13,7 @@ import zipfile
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from classifiers import cli as classify_cli
@@ -20,6 +21,7 @@ from embed import cache as cache_module
 from embed import cli as embed_cli
 from embed import output, pipeline
 from embed.cache import part_files, read_cache
+from embed.runtime import Encoder
 
 
 def one_line_error(capsys, *words: str) -> str:
@@ -64,7 +66,7 @@ def test_embed_read_only_cache_fails_before_work(tmp_path, photos, tiny_clip, ti
     assert embed_cli.main(args) == 0
     capsys.readouterr()
     read_only(monkeypatch, out)
-    monkeypatch.setattr(pipeline.Encoder, "load", lambda *a, **k: pytest.fail("work started"))
+    monkeypatch.setattr(Encoder, "load", lambda *a, **k: pytest.fail("work started"))
     assert embed_cli.main(args) == 2  # the no-op re-run too: it would have rewritten the failures list
     one_line_error(capsys, "cannot write", "read-only")
 
@@ -73,7 +75,7 @@ def test_full_disk_mid_run_keeps_finished_parts_and_resumes(tmp_path, photos, ti
                                                            monkeypatch, capsys) -> None:
     out = tmp_path / "cache"
     monkeypatch.setattr(pipeline, "CacheWriter", functools.partial(cache_module.CacheWriter, flush_rows=2))
-    real_write = cache_module.pq.write_table
+    real_write = pq.write_table
     calls = {"n": 0}
 
     def fill_disk(table, where, *args, **kwargs):
@@ -83,7 +85,7 @@ def test_full_disk_mid_run_keeps_finished_parts_and_resumes(tmp_path, photos, ti
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_write(table, where, *args, **kwargs)
 
-    monkeypatch.setattr(cache_module.pq, "write_table", fill_disk)
+    monkeypatch.setattr(pq, "write_table", fill_disk)
     args = [str(photos), "--out", str(out), "--encoder", tiny_clip.name, "--quiet", "--threads", "1",
             "--batch-size", "2"]
     assert embed_cli.main(args) == 2
@@ -91,32 +93,33 @@ def test_full_disk_mid_run_keeps_finished_parts_and_resumes(tmp_path, photos, ti
     assert "encoded images were not saved" in message
     assert len(read_cache(out).uuids) == 2 and len(part_files(out)) == 1
     assert not list(out.glob(".*.tmp"))  # no half-written part left behind
-    monkeypatch.setattr(cache_module.pq, "write_table", real_write)
+    monkeypatch.setattr(pq, "write_table", real_write)
     assert embed_cli.main(args) == 0
     assert sorted(read_cache(out).uuids) == [f"p{i}" for i in range(6)]
 
 
 def test_ctrl_c_keeps_every_encoded_batch(tmp_path, photos, tiny_clip, tiny_encoder, monkeypatch) -> None:
     out = tmp_path / "cache"
-    real_encode = pipeline._encode
+    real_encode = Encoder.encode
     calls = {"n": 0}
 
-    def interrupted(*args):
+    def interrupted(self, pixels):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
-        return real_encode(*args)
+        return real_encode(self, pixels)
 
-    monkeypatch.setattr(pipeline, "_encode", interrupted)
+    monkeypatch.setattr(Encoder, "encode", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        pipeline.embed_sources([str(photos)], out, tiny_clip.name, batch_size=2, progress=False, threads=1)
+        pipeline.embed_sources([str(photos)], out, pipeline.EncoderChoice(tiny_clip.name, threads=1, batch_size=2),
+                               progress=False)
     assert len(read_cache(out).uuids) == 4  # two whole batches, flushed although under flush_rows
 
 
 @pytest.fixture
 def labelled(tmp_path, tiny_clip, tiny_encoder, photos) -> dict:
     cache = tmp_path / "cache"
-    pipeline.embed_sources([str(photos)], cache, tiny_clip.name, progress=False, threads=1)
+    pipeline.embed_sources([str(photos)], cache, pipeline.EncoderChoice(tiny_clip.name, threads=1), progress=False)
     labels = pd.DataFrame({"uuid": [f"p{i}" for i in range(6)], "cc3": ["A", "B"] * 3,
                            "polka dot": [0, 1] * 3, "floral": [1, 0, 0, 1, 1, 0], "checker": [0, 0, 1, 1, 0, 1]})
     labels.to_parquet(tmp_path / "data.parquet")

@@ -16,7 +16,7 @@ import pytest
 
 from embed import cli, sources
 from embed.cache import read_cache
-from embed.pipeline import embed_sources
+from embed.pipeline import EncoderChoice, embed_sources
 from embed.sources import SourceError, list_sources, read_member
 from embed.summary import DUPLICATES, FAILURES, IGNORED
 
@@ -27,7 +27,7 @@ def failures(out: Path, name: str = FAILURES) -> dict[str, str]:
 
 
 def run(sources_, out, encoder):
-    return embed_sources([str(s) for s in sources_], out, encoder, progress=False, threads=1)
+    return embed_sources([str(s) for s in sources_], out, EncoderChoice(encoder, threads=1), progress=False)
 
 
 def set_member_flag(path: Path, name: str, flag: int) -> None:

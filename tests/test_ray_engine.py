@@ -1,4 +1,4 @@
-"""``embed --engine ray`` (embed/ray_engine.py): same cache as the local engine, bad images reported, resume
+"""``embed --engine ray`` (embed/engines/ray.py): same cache as the local engine, bad images reported, resume
 after a killed driver or worker, and a two-node cluster in a network namespace of its own where
 both nodes encode.
 
@@ -30,10 +30,11 @@ import pytest
 pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'vinted-tagger[ray]')")
 
 from embed.cache import part_files, part_info, read_cache  # noqa: E402
-from embed.pipeline import embed_sources  # noqa: E402
+from embed.pipeline import EncoderChoice, embed_sources  # noqa: E402
 from embed.summary import FAILURES  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+LITE2 = "efficientnet-lite2"
 N_GOOD = 12
 BROKEN = ["text", "truncated-jpeg", "zero-bytes"]
 FAILING = ["truncated-jpeg", "zero-bytes"]  # a text file is no photo: ignored (_ignored.csv), not failed
@@ -54,7 +55,7 @@ def source(tmp_path_factory, picture, image_bytes, broken_image) -> Path:
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory, source, lite2_encoder) -> Path:
     out = tmp_path_factory.mktemp("local") / "cache"
-    summary = embed_sources([source], out, "efficientnet-lite2", batch_size=4, progress=False, threads=2)
+    summary = embed_sources([source], out, EncoderChoice(LITE2, threads=2, batch_size=4), progress=False)
     assert (summary.encoded, summary.failed, summary.ignored) == (N_GOOD, len(FAILING), 1)
     return out
 
@@ -80,7 +81,7 @@ def assert_same(out: Path, reference: Path) -> None:
 
 def test_ray_engine_writes_what_the_local_engine_writes(tmp_path, source, local_run, ray_cluster) -> None:
     out = tmp_path / "cache"
-    summary = embed_sources([source], out, "efficientnet-lite2", batch_size=4, progress=False, engine="ray")
+    summary = embed_sources([source], out, EncoderChoice(LITE2, batch_size=4), engine="ray", progress=False)
     assert (summary.encoded, summary.failed, summary.skipped) == (N_GOOD, len(FAILING), 0)
     assert_same(out, local_run)
     # Bad images are failure rows with the same reasons as the local engine gives, not lost blocks.
@@ -88,13 +89,14 @@ def test_ray_engine_writes_what_the_local_engine_writes(tmp_path, source, local_
     made_by = {label for p in part_files(out) for label in part_info(p)["made_by"]}
     node_id = ray_cluster.get_runtime_context().get_node_id()
     assert made_by == {f"{socket.gethostname()}/{node_id[:12]}"}
-    again = embed_sources([source], out, "efficientnet-lite2", progress=False, engine="ray")
+    again = embed_sources([source], out, LITE2, engine="ray", progress=False)
     assert (again.encoded, again.skipped) == (0, N_GOOD + len(BROKEN) - len(BROKEN))
 
 
 KILLED_DRIVER = """
 import functools, os, signal, sys
-from embed import pipeline, ray_engine
+from embed import pipeline
+from embed.engines import EngineChoice, ray as ray_engine
 from embed.cache import CacheWriter
 
 source, out, address, mode, marker = sys.argv[1:6]
@@ -118,8 +120,8 @@ class KilledOnce(ray_engine.EncodeBatches):
 
 
 ray_engine.consume, ray_engine.EncodeBatches = consume, KilledOnce
-pipeline.embed_sources([source], out, "efficientnet-lite2", batch_size=2, progress=False, engine="ray",
-                       address=address, workers=1, threads=1)
+pipeline.embed_sources([source], out, pipeline.EncoderChoice("efficientnet-lite2", threads=1, batch_size=2),
+                       engine=EngineChoice("ray", address, workers=1), progress=False)
 """
 
 
@@ -138,7 +140,7 @@ def test_driver_killed_then_rerun(tmp_path, source, local_run, ray_cluster) -> N
     assert done.returncode == -9, done.stderr.decode()[-3000:]
     partial = by_uuid(out)
     assert 0 < len(partial) < N_GOOD
-    summary = embed_sources([source], out, "efficientnet-lite2", batch_size=4, progress=False, engine="ray")
+    summary = embed_sources([source], out, EncoderChoice(LITE2, batch_size=4), engine="ray", progress=False)
     assert summary.skipped == len(partial) and summary.encoded == N_GOOD - len(partial)
     assert_same(out, local_run)
     assert json.loads((out / "_manifest.json").read_text())["rows"] == N_GOOD

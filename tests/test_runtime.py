@@ -23,7 +23,7 @@ from embed.cache import CacheWriter, read_cache, read_manifest
 from devtools.demo_data import make_demo_dataset
 from embed.encoders import PREFERENCE, VARIANTS, PrecisionMismatch, check_same_decisions, get_encoder
 from embed.images import load_pixels
-from embed.pipeline import embed_sources
+from embed.pipeline import EncoderChoice, embed_sources
 from embed.quantize import calibrate, calibration_sample
 from embed.runtime import Encoder, choose_variant, encoder_dir
 from embed.sources import list_images
@@ -184,8 +184,8 @@ def embedded(int8, demo, tmp_path_factory) -> dict[str, Path]:
     for name in ("onnxruntime-fp32", "openvino-bf16", "openvino-int8"):
         variant = VARIANTS[name]
         caches[name] = folder / name
-        embed_sources([demo / "data.zip"], caches[name], LITE2, progress=False,
-                      runtime=variant.runtime, precision=variant.precision)
+        embed_sources([demo / "data.zip"], caches[name], EncoderChoice(LITE2, variant.runtime, variant.precision),
+                      progress=False)
     return caches
 
 
@@ -220,7 +220,7 @@ def test_precision_mismatch_is_refused_where_decisions_are_not_known_to_agree(em
     # a pair in SAME_DECISIONS mixes: openvino-fp32 rows into an ONNX Runtime fp32 cache, listed as also_ran
     few = pd.read_parquet(demo / "test.parquet")["uuid"].tolist()[:3]
     cache = tmp_path / "mixed"
-    embed_sources([demo / "data.zip"], cache, LITE2, few[:2], progress=False, runtime="onnxruntime", precision="fp32")
+    embed_sources([demo / "data.zip"], cache, EncoderChoice(LITE2, "onnxruntime", "fp32"), few[:2], progress=False)
     embed_sources([demo / "data.zip"], cache, LITE2, few, progress=False)  # auto keeps the cache's decisions
     manifest = read_manifest(cache)
     assert manifest["runtime"]["variant"] == "onnxruntime-fp32" and manifest["also_ran"] == ["openvino-fp32"]

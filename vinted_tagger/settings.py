@@ -49,7 +49,7 @@ class _Settings(BaseSettings):
         try:
             super().__init__(**values)
         except ValidationError as error:
-            raise SettingsError(describe(error)) from None
+            raise SettingsError(validation_message(error)) from None
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
@@ -63,7 +63,7 @@ class _Settings(BaseSettings):
         return cls(**{**values, **overrides})
 
 
-def describe(error: ValidationError) -> str:
+def validation_message(error: ValidationError) -> str:
     """A validation error as one line naming the variable: ``VINTED_TAGGER_MAX_FILES='x' is not a valid int``."""
     lines = []
     for problem in error.errors():

@@ -11,7 +11,8 @@ writes immutable parts and records in each part which node encoded its rows. A k
 rows not yet written; the next run skips what is cached. A killed actor is restarted by Ray and its batch
 retried; the writer never adds a uuid twice.
 
-Only this module imports ray, and only ``embed --engine ray`` imports this module.
+Only this module imports ray, and only ``embed --engine ray`` imports this module (ray itself is imported when
+the engine runs, so the module loads without the ray extra).
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from embed.cache import CacheWriter, vectors_of
-from embed.encoders import EncoderSpec
-from embed.pipeline import decoded
+from embed.cache import vectors_of
+from embed.encoders import VARIANTS, EncoderSpec
+from embed.engines import EmbedJob, EngineChoice
+from embed.image_vectors import image_vectors
+from embed.runtime import BATCH_SIZE, Encoder
 from embed.sources import ImageRef, ref_at
-from embed.summary import EmbedSummary, record_encoded, record_failure
 from vinted_tagger.errors import MissingExtra, UserError
 from vinted_tagger.settings import worker_environment
 
@@ -86,7 +88,7 @@ def plan(ray, threads: int | None, workers: int | None) -> tuple[int, int]:
     return threads, workers or max(1, cpus // threads)
 
 
-def node_label(ray) -> str:
+def actor_node_label(ray) -> str:
     """host/node-id[/custom resources] of the node this actor runs on: which node made a part."""
     node_id = ray.get_runtime_context().get_node_id()
     resources = next((n["Resources"] for n in ray.nodes() if n["NodeID"] == node_id), {})
@@ -97,11 +99,8 @@ def node_label(ray) -> str:
 class EncodeBatches:
     """A Ray Data actor: one encoder session; location rows -> (uuid, origin, error, embedding, node) rows."""
 
-    def __init__(self, spec: dict, threads: int, variant: str | None = None, batch_size: int = 16):
+    def __init__(self, spec: dict, threads: int, variant: str | None = None, batch_size: int = BATCH_SIZE):
         import ray
-
-        from embed.encoders import VARIANTS
-        from embed.runtime import Encoder
 
         # The variant the driver chose and the cache records (auto here could pick another one), compiled for
         # the one batch shape the local engine uses too.
@@ -110,30 +109,24 @@ class EncodeBatches:
         self.encoder = Encoder.load(spec, threads=threads, batches=(batch_size,), **options)
         self.batch_size, self.threads = batch_size, threads
         # One reader pool for the actor's life, not one per call: each reader thread opens a zip archive once
-        # (parsing the central directory of the stand-in's 8,860 members costs ~50 ms, as much as encoding
-        # five images).
+        # (parsing a large archive's central directory costs as much as encoding a few images).
         self.readers = ThreadPoolExecutor(threads, thread_name_prefix="decode")
-        self.node = node_label(ray)
+        self.node = actor_node_label(ray)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = batch.to_pydict()
         refs = [ref_at(*fields) for fields in zip(rows["uuid"], rows["origin"], rows["location"], rows["member"])]
-        size, dim = self.encoder.spec.input_size, self.encoder.spec.dim
+        position = {id(ref): i for i, ref in enumerate(refs)}
+        dim = self.encoder.spec.dim
         errors: list[str | None] = [None] * len(refs)
         vectors = np.zeros((len(refs), dim), np.float32)
-        ok, pixels = [], []
         # The whole call's images are queued at once: the readers decode the next encoder batch while this
         # one is encoded, as in the local engine.
-        results = decoded(refs, size, self.threads, len(refs), self.encoder.decoder, self.readers)
-        for i, (_, result) in enumerate(results):
+        for done, result in image_vectors(self.encoder, refs, self.threads, len(refs), self.batch_size, self.readers):
             if isinstance(result, str):
-                errors[i] = result
+                errors[position[id(done[0])]] = result
             else:
-                ok.append(i)
-                pixels.append(result)
-            if pixels and (len(pixels) == self.batch_size or i == len(refs) - 1):
-                vectors[ok] = self.encoder.encode(np.stack(pixels))
-                ok, pixels = [], []
+                vectors[[position[id(ref)] for ref in done]] = result
         flat = pa.array(vectors.reshape(-1), type=pa.float32())
         return pa.table({
             "uuid": pa.array(rows["uuid"], pa.string()),
@@ -144,18 +137,18 @@ class EncodeBatches:
         })
 
 
-def run_on_ray(spec: EncoderSpec, todo: list[ImageRef], writer: CacheWriter, summary: EmbedSummary, bar,
-               batch_size: int, address: str | None, workers: int | None, threads: int | None) -> None:
+def run(job: EmbedJob, choice: EngineChoice) -> None:
     ray = import_ray()
-    if workers is not None and workers < 1:
+    if choice.workers is not None and choice.workers < 1:
         raise ValueError("--workers must be at least 1")
-    started = connect(ray, address)
+    started = connect(ray, choice.address)
     try:
-        if todo:
-            threads, workers = plan(ray, threads, workers)
+        if job.todo:
+            threads, workers = plan(ray, job.threads, choice.workers)
+            spec = job.encoder.spec
             try:
-                for batch in encoded_batches(ray, spec, todo, batch_size, workers, threads, writer.variant):
-                    consume(batch, spec.dim, writer, summary, bar)
+                for batch in encoded_batches(ray, spec, job.todo, job.batch_size, workers, threads, job.writer.variant):
+                    consume(batch, spec.dim, job)
             except ray.exceptions.GetTimeoutError:
                 raise ClusterError(f"the cluster could not start {workers} encoder actors of {threads} CPUs each "
                                    f"within {ACTOR_START_S} s; pass fewer --workers or --threads") from None
@@ -186,12 +179,12 @@ def encoded_batches(ray, spec: EncoderSpec, todo: list[ImageRef], batch_size: in
     return dataset.iter_batches(batch_size=None, batch_format="pyarrow")
 
 
-def consume(batch: pa.Table, dim: int, writer: CacheWriter, summary: EmbedSummary, bar) -> None:
+def consume(batch: pa.Table, dim: int, job: EmbedJob) -> None:
     """Failures to the summary, embeddings to the writer, grouped by the node that made them."""
     failed = pc.is_valid(batch.column("error"))
     for uuid, origin, reason in zip(*(batch.filter(failed).column(c).to_pylist() for c in ("uuid", "origin", "error"))):
-        record_failure(summary, bar, uuid, origin, reason)
+        job.failed(uuid, origin, reason)
     good = batch.filter(pc.invert(failed))
     for node in pc.unique(good.column("node")).to_pylist():
         rows = good.filter(pc.equal(good.column("node"), node))
-        record_encoded(writer, summary, bar, rows.column("uuid").to_pylist(), vectors_of(rows, dim), node)
+        job.encoded(rows.column("uuid").to_pylist(), vectors_of(rows, dim), node)
