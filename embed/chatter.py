@@ -1,10 +1,9 @@
 """Third-party decoder chatter kept off the user's terminal and the service log.
 
 Two kinds: Python warnings and log records from Pillow and pillow-heif ("Corrupt EXIF data", "More samples
-per pixel than can be decoded"...), and
-lines that C libraries (libtiff above all) write straight to file descriptor 2. A warning raised while an
-image decodes (``collecting``) goes to that image: into its failure reason when it fails, into a count when it
-decodes. C lines cannot be told apart by thread, so ``c_messages_captured`` points fd 2 at a pipe for a
+per pixel than can be decoded"...), and lines that C libraries (libtiff above all) write straight to file
+descriptor 2. A warning or record raised while an image decodes (``collecting``) goes to that image: into its
+failure reason when it fails, into a count when it decodes. C lines cannot be told apart by thread, so ``c_messages_captured`` points fd 2 at a pipe for a
 command's run and counts them, while Python's own stderr (progress bar, messages) goes to the real one.
 """
 
