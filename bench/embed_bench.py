@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from embed.cache import read_manifest  # noqa: E402
 from embed.encoders import get_encoder  # noqa: E402
 from embed.images import DECODERS, load_pixels  # noqa: E402
-from embed.sources import iter_sources  # noqa: E402
+from embed.sources import list_images  # noqa: E402
 from report import run_record, write_results  # noqa: E402  (bench/, this script's folder)
 
 DEFAULT_IMAGES = ROOT.parent / "shared" / "data" / "clothing" / "images.zip"
@@ -52,7 +52,7 @@ def eager_images_per_s(images: Path, encoder: str, count: int, batch_size: int) 
 
     torch.set_num_threads(os.cpu_count() or 1)
     module, spec = build_embedder(get_encoder(encoder))
-    refs = iter_sources([images])[:count]
+    refs = list_images([images])[:count]
     start = time.perf_counter()
     with torch.inference_mode():
         for i in range(0, len(refs), batch_size):
@@ -66,7 +66,7 @@ def decoder_ms(images: Path, count: int, size: int) -> dict:
     see the same machine load) and the mean absolute pixel difference between them."""
     import numpy as np
 
-    datas = [ref.read() for ref in iter_sources([images])[:count]]
+    datas = [ref.read() for ref in list_images([images])[:count]]
     seconds, diffs = dict.fromkeys(DECODERS, 0.0), []
     for data in datas:
         pixels = []

@@ -31,7 +31,7 @@ from embed.encoders import get_encoder, lite2_tap  # noqa: E402
 from embed.export import build_embedder  # noqa: E402
 from embed.images import load_pixels  # noqa: E402
 from embed.runtime import encoder_home  # noqa: E402
-from embed.sources import iter_sources, select  # noqa: E402
+from embed.sources import list_images, select  # noqa: E402
 from report import machine, write_results  # noqa: E402  (bench/, this script's folder)
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "clothing"
@@ -70,7 +70,7 @@ def candidate_embedder():
 
 def compute_features(images: Path, uuids: list[str], batch: int = 32) -> dict[str, np.ndarray]:
     module, spec = candidate_embedder()
-    refs, missing = select(iter_sources([images]), uuids)
+    refs, missing = select(list_images([images]), uuids)
     if missing:
         raise SystemExit(f"{len(missing)} labelled uuids have no image in {images}")
     parts: dict[str, list] = {}

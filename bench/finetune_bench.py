@@ -72,10 +72,10 @@ def scores_of(predictions: pd.DataFrame, labels: pd.DataFrame) -> dict:
 def encode_ms(names: list[str], images: Path, uuids: list[str], repeats: int = 5) -> dict[str, float]:
     """Encoder ms per image on the same 64 decoded images, the encoders interleaved (best of ``repeats``)."""
     from embed.images import load_pixels
-    from embed.sources import iter_sources, select
+    from embed.sources import list_images, select
 
     encoders = {name: Encoder.load(name, threads=2, **RUNTIME) for name in names}
-    refs, _ = select(iter_sources([images]), uuids[:64])
+    refs, _ = select(list_images([images]), uuids[:64])
     pixels = np.stack([load_pixels(ref.read(), encoders[names[0]].spec.input_size) for ref in refs])
     best = {name: float("inf") for name in names}
     for _ in range(repeats):

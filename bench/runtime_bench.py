@@ -44,7 +44,7 @@ from embed.encoders import REFERENCE_VARIANT, VARIANTS, get_encoder  # noqa: E40
 from embed.images import load_pixels  # noqa: E402
 from embed.pipeline import BATCH_SIZE  # noqa: E402
 from embed.runtime import INT8_RECORD, Encoder, choose_variant, encoder_dir, ensure_onnx  # noqa: E402
-from embed.sources import iter_sources  # noqa: E402
+from embed.sources import list_images  # noqa: E402
 from report import run_record, write_results  # noqa: E402  (bench/, this script's folder)
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "clothing"
@@ -176,7 +176,7 @@ def main() -> int:
         print(f"runtime_bench: {args.data}/images.zip not found (needs ../shared/data)", file=sys.stderr)
         return 1
     load_at_start = os.getloadavg()[0]
-    refs = iter_sources([args.data / "images.zip"])
+    refs = list_images([args.data / "images.zip"])
     ensure_int8(args.data, refs)
     refs = pick(refs, args.limit)
     spec = get_encoder(ENCODER)

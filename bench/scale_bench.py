@@ -41,7 +41,7 @@ from embed.cache import CacheWriter, read_cache  # noqa: E402
 from embed.encoders import EncoderSpec  # noqa: E402
 from embed.pipeline import EncoderChoice, embed_sources  # noqa: E402
 from embed.runtime import BATCH_SIZE  # noqa: E402
-from embed.sources import iter_sources  # noqa: E402
+from embed.sources import list_images  # noqa: E402
 from report import run_record, write_results  # noqa: E402  (bench/, this script's folder)
 
 DEFAULT_IMAGES = ROOT.parent / "shared" / "data" / "clothing" / "images.zip"
@@ -58,7 +58,7 @@ def engines(images: Path, limit: int | None, work: Path, batch_size: int) -> dic
 
     from embed.engines.ray import start_local
 
-    ids = None if limit is None else [ref.uuid for ref in iter_sources([images])[:limit]]
+    ids = None if limit is None else [ref.uuid for ref in list_images([images])[:limit]]
     rates: dict[str, list[float]] = {"local": [], "ray": []}
     encoder = EncoderChoice(batch_size=batch_size)
     for round_ in range(ENGINE_ROUNDS):

@@ -148,6 +148,8 @@ def add_predict(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runtime", default="auto", choices=("auto", *RUNTIMES), help="with --images: encoder runtime")
     parser.add_argument("--precision", default="auto", choices=("auto", *PRECISIONS),
                         help="with --images: encoder precision")
+    parser.add_argument("--key", default="stem", choices=("stem", "path"),
+                        help="with --images: an image's uuid, its file stem (default) or its path relative to its source")
     parser.add_argument("--allow-missing", action="store_true",
                         help="write the predictions even when some --ids have no embedding (they are left out)")
     add_overwrite(parser, "an existing predictions file")
@@ -171,10 +173,12 @@ def run_predict(args: argparse.Namespace) -> int:
     if args.cache:
         # Streamed part by part into row groups: memory stays flat whatever the cache's size.
         rows, missing = predict_cache_to(tagger, args.cache, args.out, ids, with_scores=args.with_scores)
+        failed = 0
         if missing and not args.allow_missing:  # embeddings present but not usable (not finite)
             Path(args.out).unlink(missing_ok=True)
     else:
-        frame, missing = predict_images(tagger, args.images, ids, args.with_scores, args.runtime, args.precision)
+        frame, missing, failed = predict_images(tagger, args.images, ids, args.with_scores, args.runtime,
+                                                args.precision, args.out, args.key)
         rows = len(frame)
     check_missing(missing, rows + len(missing), args)
     if args.images:
@@ -182,7 +186,7 @@ def run_predict(args: argparse.Namespace) -> int:
     if missing:
         print(f"{len(missing)} uuid(s) without an embedding left out: {_examples(missing)}", file=sys.stderr)
     print(f"wrote {rows} rows to {args.out}")
-    return 0
+    return 1 if args.images and failed else 0  # with --images: 1 when any photo failed (named above)
 
 
 def ids_not_in_cache(cache: str, ids: list[str]) -> list[str]:
@@ -204,10 +208,14 @@ def check_missing(missing: list[str], wanted: int, args: argparse.Namespace) -> 
 
 
 def predict_images(tagger, sources: list[str], ids: list[str] | None, with_scores: bool,
-                   runtime: str = "auto", precision: str = "auto"):
-    """Embed ``sources`` with the model's encoder into a temporary cache, then predict from it."""
+                   runtime: str = "auto", precision: str = "auto", out: str | Path | None = None,
+                   key: str = "stem"):
+    """Embed ``sources`` with the model's encoder into a temporary cache, then predict from it. The failed,
+    ignored and duplicate files are named on stderr, and their lists are kept beside ``out``
+    (``failure_lists``). Returns (predictions, missing ids, how many photos failed)."""
     from classifiers.predict import predict_cache
     from embed import pipeline
+    from embed.summary import decoder_messages_counted, save_failures
 
     for source in sources:
         if not Path(source).exists():
@@ -216,13 +224,26 @@ def predict_images(tagger, sources: list[str], ids: list[str] | None, with_score
     encoder = tagger.load_encoder(runtime, precision, batches=(pipeline.BATCH_SIZE,))
     with tempfile.TemporaryDirectory(prefix="classify-") as folder:
         cache = Path(folder) / "cache"
-        summary = pipeline.embed_sources(sources, cache, encoder=encoder, ids=ids, progress=sys.stderr.isatty())
-        missing = set(summary.missing)  # reported by predict_cache below; here only the images that failed
-        failed = [(uuid, reason) for uuid, _, reason in summary.failures if uuid not in missing]
-        if failed:
-            print(f"{len(failed)} image(s) could not be embedded: "
-                  + "; ".join(f"{u}: {r}" for u, r in failed[:SHOWN_MISSING]), file=sys.stderr)
-        return predict_cache(tagger, cache, ids, with_scores=with_scores)
+        with decoder_messages_counted() as summaries:
+            summary = pipeline.embed_sources(sources, cache, encoder=encoder, ids=ids, progress=sys.stderr.isatty(),
+                                             key=key)
+            summaries.append(summary)
+        if out is not None:
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
+            save_failures(out, summary, failure_lists(Path(out)))
+            summary.cache = str(out)
+        summary.missing = []  # reported by predict_cache's caller, against the --ids order
+        summary.report("classify", failure_lists(Path(out)) if out is not None else None)
+        frame, missing = predict_cache(tagger, cache, ids, with_scores=with_scores)
+        return frame, missing, summary.failed
+
+
+def failure_lists(out: Path) -> dict[str, Path]:
+    """Where ``classify predict --images --out OUT`` keeps the embed lists: beside OUT, named after it
+    (OUT_failures.csv, OUT_ignored.csv, OUT_duplicates.csv)."""
+    from embed.summary import LISTS
+
+    return {name: out.with_name(out.stem + name) for _, name in LISTS}
 
 
 def write_predictions(frame: pd.DataFrame, path: Path) -> None:

@@ -43,7 +43,7 @@ from classifiers.metrics import best_f1_threshold, mean_defined, top_k_accuracy
 from embed.encoders import ENCODERS
 from embed.export import Normalise, lite_classifier
 from embed.images import ImageError, load_pixels
-from embed.sources import iter_sources
+from embed.sources import list_images
 from vinted_tagger.errors import run_command
 from vinted_tagger.files import atomic_path, file_sha256, write_json
 
@@ -239,7 +239,7 @@ class Images(torch.utils.data.Dataset):
 
 def read_blobs(images: str | Path, uuids: set[str]) -> dict[str, bytes]:
     """The encoded bytes of the wanted images (a few hundred MB at most: JPEGs, not pixels)."""
-    refs = [ref for ref in iter_sources([images]) if ref.uuid in uuids]
+    refs = [ref for ref in list_images([images]) if ref.uuid in uuids]
     blobs = {}
     for ref in refs:
         try:

@@ -20,7 +20,7 @@ import pandas as pd
 from PIL import Image, ImageOps
 
 from embed.images import ImageError, decode, resize_shorter_crop, to_rgb
-from embed.sources import ImageRef, iter_sources, select
+from embed.sources import ImageRef, list_images, select
 
 EXIF_ORIENTATION = 274  # the EXIF tag that says how a phone held the camera
 THUMB = 64  # colour statistics are computed on a thumbnail of this size: cheap and stable
@@ -79,7 +79,7 @@ def image_stats(
     """One row of statistics per image of ``sources`` (restricted to ``ids``, in their order if given)."""
     if isinstance(sources, (str, Path)):
         sources = [sources]
-    refs, _ = select(iter_sources(sources), ids)
+    refs, _ = select(list_images(sources), ids)
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         rows = list(pool.map(_one, refs))
     return pd.DataFrame(rows).reindex(columns=STAT_COLUMNS)
@@ -152,7 +152,7 @@ def read_images(sources: Iterable[str | Path] | str | Path, uuids: Iterable[str]
     """Bytes of several images by uuid; uuids with no image are left out."""
     if isinstance(sources, (str, Path)):
         sources = [sources]
-    refs, _ = select(iter_sources(sources), uuids)
+    refs, _ = select(list_images(sources), uuids)
     return {ref.uuid: ref.read() for ref in refs}
 
 

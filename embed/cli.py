@@ -1,6 +1,6 @@
 """``embed``: build or extend an embedding cache from image sources.
 
-    embed SOURCE... --out CACHE [--encoder NAME] [--ids IDS.parquet] [--batch-size N]
+    embed SOURCE... --out CACHE [--encoder NAME] [--ids IDS.parquet] [--key stem|path] [--batch-size N]
                     [--runtime auto|onnxruntime|openvino] [--precision auto|fp32|bf16|int8]
                     [--engine local|ray] [--address ADDR] [--workers N]
     embed --compact --out CACHE
@@ -21,17 +21,17 @@ from embed.engines import ENGINES, EngineChoice
 from embed.images import DECODERS
 from embed.pipeline import DEFAULT_ENCODER, EncoderChoice, embed_sources
 from embed.runtime import BATCH_SIZE, Encoder, encoder_dir
-from embed.sources import read_ids
-from embed.summary import MISSING_REASON
+from embed.sources import KEYS, read_ids
+from embed.summary import decoder_messages_counted
 from vinted_tagger.errors import ArgumentParser, run_command
 from vinted_tagger.files import check_parquet
-
-SHOWN_FAILURES = 20
 
 
 def parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="embed", description="Embed images into a Parquet cache.")
     p.add_argument("sources", nargs="*", help="zip archives, folders or image files; the uuid is the file stem")
+    p.add_argument("--key", default="stem", choices=KEYS,
+                   help="an image's uuid: its file stem (default) or its path relative to its source (when stems collide)")
     p.add_argument("--out", help="cache folder (created or resumed)")
     p.add_argument("--encoder", default=DEFAULT_ENCODER, help="encoder name (see --list-encoders)")
     p.add_argument("--ids", help="Parquet file with a uuid column: embed only these uuids")
@@ -89,35 +89,26 @@ def run(args) -> int:
         parser().error("--address and --workers need --engine ray")
     encoder = EncoderChoice(args.encoder, args.runtime, args.precision, args.decoder, args.threads, args.batch_size)
     engine = EngineChoice(args.engine, args.address, args.workers)
-    summary = embed_sources(args.sources, args.out, encoder, ids, engine, progress=not args.quiet)
-    report(summary)
+    with decoder_messages_counted() as summaries:  # third-party chatter: counted into the summary, not shown
+        summary = embed_sources(args.sources, args.out, encoder, ids, engine, progress=not args.quiet, key=args.key)
+        summaries.append(summary)
+    summary.report()
     nothing_done = summary.encoded == 0 and summary.skipped == 0
     return 1 if nothing_done else 0
 
 
 def calibrate(args) -> int:
     from embed.quantize import calibrate as quantise  # needs the onnx package ([export] extra)
-    from embed.sources import iter_sources, select
+    from embed.sources import list_images, select
 
     if not args.sources:
         parser().error("--calibrate needs SOURCE (training images)")
-    refs, _ = select(iter_sources(args.sources), read_ids(args.ids) if args.ids else None)
+    refs, _ = select(list_images(args.sources), read_ids(args.ids) if args.ids else None)
     record = quantise(get_encoder(args.encoder), refs)
     calibration = record["calibration"]
     print(f"embed: int8 copy of {args.encoder} calibrated on {calibration['images']} images "
           f"(seed {calibration['seed']}, sample {calibration['fingerprint'][:12]}) in {encoder_dir(get_encoder(args.encoder))}")
     return 0
-
-
-def report(summary) -> None:
-    for uuid, origin, reason in summary.failures[:SHOWN_FAILURES]:
-        where = f" ({origin})" if origin else ""
-        print(f"embed: {'missing' if reason == MISSING_REASON else 'failed'}: {uuid}{where}: {reason}", file=sys.stderr)
-    if len(summary.failures) > SHOWN_FAILURES:
-        print(f"embed: ... {len(summary.failures) - SHOWN_FAILURES} more", file=sys.stderr)
-    if summary.failures:
-        print(f"embed: all failures are listed in {summary.cache}/_failures.csv", file=sys.stderr)
-    print(summary.line())
 
 
 if __name__ == "__main__":

@@ -6,20 +6,74 @@ Anything that cannot become a sane RGB image raises ImageError with a reason a p
 
 from __future__ import annotations
 
+import functools
 import io
 import warnings
 from struct import error as struct_error
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+import pillow_heif
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
+from embed.chatter import collecting
+
+pillow_heif.register_heif_opener()  # HEIC/HEIF, the iPhone's default; Pillow reads AVIF itself (>= 11.2)
 Image.init()  # registers every plugin, so that FORMATS below can name WEBP and TIFF
-# The formats a seller's photo comes in. Pillow can open many more (PSD, EPS, ICNS, FITS...); each one is
-# more parser to attack and none is a photo, so they are refused as "not an image". (Newer Pillow opens MPO,
-# the multi-picture JPEG of many phones, through its JPEG plugin.)
-FORMATS = tuple(f for f in ("JPEG", "MPO", "PNG", "WEBP", "BMP", "DIB", "GIF", "TIFF") if f in Image.OPEN)
+
+# THE list of photo formats: what a seller's phone or camera writes. embed, classify predict --images, the
+# service and the page's file input (``accept_attribute``) all read it. Each entry: Pillow's format name ->
+# (MIME types, file suffixes). Pillow opens many more (PSD, EPS, ICNS, FITS, TGA...); each is more parser to
+# attack and none is a photo, so they are named "not a photo format (NAME)" and never decoded.
+PHOTO_FORMATS = {
+    "JPEG": (("image/jpeg",), (".jpg", ".jpeg", ".jpe", ".jfif")),
+    "MPO": (("image/mpo",), (".mpo",)),  # the multi-picture JPEG of many cameras (3D, depth)
+    "PNG": (("image/png",), (".png",)),
+    "WEBP": (("image/webp",), (".webp",)),
+    "GIF": (("image/gif",), (".gif",)),
+    "BMP": (("image/bmp",), (".bmp",)),
+    "DIB": ((), (".dib",)),
+    "TIFF": (("image/tiff",), (".tif", ".tiff")),
+    "HEIF": (("image/heic", "image/heif", "image/heic-sequence", "image/heif-sequence"), (".heic", ".heif", ".hif")),
+    "AVIF": (("image/avif",), (".avif",)),
+}
+FORMATS = tuple(f for f in PHOTO_FORMATS if f in Image.OPEN)
+OTHER_FORMATS = tuple(f for f in Image.ID if f not in FORMATS)
+PHOTO_SUFFIXES = frozenset(suffix for _, suffixes in PHOTO_FORMATS.values() for suffix in suffixes)
 DRAFT_FORMATS = ("JPEG", "MPO")  # decoded at 1/2, 1/4 or 1/8 scale straight from the DCT when asked
+SNIFF_BYTES = 16  # what Pillow's plugins look at to recognise a format (Image.open reads as much)
+SNIFF_ORDER = (*FORMATS, *OTHER_FORMATS)  # photos first: the usual file is answered by the first few checks
+
+
+def accept_attribute() -> str:
+    """The page's ``<input type=file accept=...>``: every MIME type and suffix of PHOTO_FORMATS (suffixes too,
+    since a browser may not know a HEIC's MIME type)."""
+    kinds = [kind for types in PHOTO_FORMATS.values() for part in types for kind in part]
+    return ",".join(dict.fromkeys(kinds))
+
+
+def sniff(prefix: bytes) -> str | None:
+    """The format the first bytes of a file announce (Pillow's plugins' own checks, nothing parsed), or None.
+    A photo format when it is in FORMATS; formats Pillow recognises only by parsing (TGA...) give None."""
+    for name in SNIFF_ORDER:
+        accept = Image.OPEN[name][1]
+        if accept is not None and accept(prefix[:SNIFF_BYTES]):
+            return name
+    return None
+
+
+def identify(data: bytes) -> str | None:
+    """The format of bytes that did not open as a photo: a photo format when their first bytes announce one
+    (a broken photo), else what the other formats' header parsers recognise (header only, never a pixel),
+    else None."""
+    name = sniff(data)
+    if name in FORMATS:
+        return name
+    try:
+        with collecting():
+            return Image.open(io.BytesIO(data), formats=OTHER_FORMATS).format
+    except Exception:  # noqa: BLE001 - anything a header parser raises means "not this format"
+        return name
 
 
 MB = 2**20
@@ -46,7 +100,9 @@ CLI_LIMITS = DecodeLimits()
 PEAK_BYTES_PER_PIXEL = {"1": 6, "L": 6, "RGB": 9, "YCbCr": 9, "CMYK": 9, "I;16": 12, "I;16L": 12, "I;16B": 12,
                         "I;16N": 12, "I": 16, "F": 16}
 DEFAULT_PEAK_BYTES = 20  # palette and alpha modes: an RGBA copy, a white background and the alpha mask
-DECODER_BYTES_PER_PIXEL = {"WEBP": 8}  # libwebp decodes into a buffer of its own before Pillow copies it
+# libwebp, libheif and libavif decode into buffers of their own (YUV planes, then RGB) before Pillow copies them
+DECODER_BYTES_PER_PIXEL = {"WEBP": 8, "HEIF": 8, "AVIF": 8}
+HEADER_FRAMES = ("PNG", "WEBP", "HEIF", "AVIF")  # formats whose header says how many frames they hold
 # A progressive JPEG keeps every DCT coefficient of the full-size image (2 bytes each, ~1.5 per pixel at
 # 4:2:0, up to 3 at 4:4:4) whatever the draft scale: its memory follows the full size.
 PROGRESSIVE_BYTES_PER_PIXEL = 6
@@ -54,16 +110,24 @@ DECLARED_SIZE = "vinted_tagger_declared_size"  # key in image.info: the size bef
 # Pillow's own bomb check counts the pixels before draft reduction, so DecodeLimits does the real check; this
 # only stops absurd headers (Pillow refuses at twice this) before anything else looks at them.
 Image.MAX_IMAGE_PIXELS = 1_000_000_000
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)  # DecodeLimits decides, not this
 
 
 class ImageError(ValueError):
     """An input that is not a usable image; the message says why, ``code`` says which kind (for programs)."""
 
-    CODES = ("empty_file", "decompression_bomb", "not_an_image", "corrupt_image")
+    # not_a_photo_format and not_an_image are "ignored" (not photos), the other codes "failed" (bad photos)
+    CODES = ("empty_file", "decompression_bomb", "not_a_photo_format", "not_an_image", "corrupt_image")
+    IGNORED = ("not_a_photo_format", "not_an_image")
 
     def __init__(self, message: str, code: str = "corrupt_image"):
         super().__init__(message)
         self.code = code
+
+
+# The first words of the reasons of IGNORED codes: a reason that crossed a process boundary (a Ray worker's)
+# is a string, and embed.summary sorts it by these.
+IGNORED_REASONS = ("not a photo format (", "not an image (")
 
 
 @dataclass(frozen=True)
@@ -87,13 +151,25 @@ def open_image(data: bytes, draft_size: int | None = None) -> Image.Image:
     """Bytes -> a PIL image whose header is read (and JPEG draft scale set), no pixel decoded yet."""
     if not data:
         raise ImageError("empty file", "empty_file")
-    with _image_errors(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        image = Image.open(io.BytesIO(data), formats=FORMATS)
+    with _image_errors(), collecting():
+        try:
+            image = Image.open(io.BytesIO(data), formats=FORMATS)
+        except UnidentifiedImageError:
+            raise not_a_photo(data) from None
         image.info[DECLARED_SIZE] = image.size  # draft() below replaces image.size with the reduced one
         if draft_size and image.format in DRAFT_FORMATS:
             image.draft("RGB", (draft_size, draft_size))  # sets image.size to the scale that will be decoded
         return image
+
+
+def not_a_photo(data: bytes) -> ImageError:
+    """The error for bytes no photo format recognises, naming the format they are when Pillow knows it."""
+    name = identify(data)
+    if name in FORMATS:  # it starts like a photo, but its header does not parse: a broken photo
+        return ImageError(f"corrupt or truncated image: {name} header cannot be read")
+    if name is None:
+        return ImageError("not an image (unrecognised format)", "not_an_image")
+    return ImageError(f"not a photo format ({name})", "not_a_photo_format")
 
 
 def decode_cost(image: Image.Image) -> DecodeCost:
@@ -105,7 +181,7 @@ def decode_cost(image: Image.Image) -> DecodeCost:
     if image.format in DRAFT_FORMATS and image.info.get("progressive"):
         memory += full_width * full_height * PROGRESSIVE_BYTES_PER_PIXEL
     # Only formats that declare their frame count in the header: counting GIF frames would parse them all.
-    frames = int(getattr(image, "n_frames", 1)) if image.format in ("PNG", "WEBP") else 1
+    frames = int(getattr(image, "n_frames", 1)) if image.format in HEADER_FRAMES else 1
     return DecodeCost(image.width, image.height, pixels, memory, frames, full_width * full_height)
 
 
@@ -150,18 +226,33 @@ class _image_errors:
 
 
 def decode(data: bytes, draft_size: int | None = None, limits: DecodeLimits = CLI_LIMITS) -> Image.Image:
-    """Bytes -> RGB PIL image with EXIF orientation applied; refused before decoding when over ``limits``."""
+    """Bytes -> RGB PIL image with EXIF orientation applied; refused before decoding when over ``limits``.
+    Warnings the decoder raises become part of the reason when it fails (see embed/chatter.py)."""
+    with collecting() as said:
+        try:
+            return _decode(data, draft_size, limits)
+        except ImageError as error:
+            if said:
+                error.args = (f"{error}; decoder said: {'; '.join(dict.fromkeys(said))}",)
+                said.clear()
+            raise
+
+
+def _decode(data: bytes, draft_size: int | None, limits: DecodeLimits) -> Image.Image:
     image = open_image(data, draft_size)
     check_cost(decode_cost(image), limits)
-    with _image_errors(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    with _image_errors():
         image.load()
     try:
         ImageOps.exif_transpose(image, in_place=True)  # in place: no copy for the usual, unrotated photo
     except Exception as error:  # Pillow rewrites the EXIF block here and can choke on malformed tags
         raise ImageError(f"corrupt EXIF metadata: {error}") from None
+    profile = rgb_profile(image)
     with _image_errors():
-        return to_rgb(image)
+        rgb = to_rgb(image)
+    if profile:
+        rgb.info[ICC_PROFILE] = profile
+    return rgb
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -195,9 +286,49 @@ def resize_shorter_crop(image: Image.Image, size: int) -> np.ndarray:
 
 
 def load_pixels(data: bytes, size: int, limits: DecodeLimits = CLI_LIMITS, decoder: str | None = None) -> np.ndarray:
-    """Bytes -> encoder input (uint8 size x size x 3); ``decoder`` as in ``DECODERS`` (None: the default)."""
+    """Bytes -> encoder input (uint8 size x size x 3) in sRGB; ``decoder`` as in ``DECODERS`` (None: the
+    default)."""
     image = decode_turbo(data, size, limits) if (decoder or default_decoder()) == "simplejpeg" else None
-    return resize_shorter_crop(image or decode(data, draft_size=size, limits=limits), size)
+    image = image or decode(data, draft_size=size, limits=limits)
+    return to_srgb(resize_shorter_crop(image, size), image.info.get(ICC_PROFILE))
+
+
+# --- colour profiles -----------------------------------------------------------------------------------
+# Phones tag their photos with a wide-gamut profile (Display P3); the encoder was trained on sRGB. The
+# conversion runs on the resized crop (size x size pixels), not on the full photo: a profile maps each
+# pixel alone, so the order barely changes the result and the cost stays that of a thumbnail.
+ICC_PROFILE = "icc_profile"
+SRGB = ImageCms.createProfile("sRGB")
+
+
+def rgb_profile(image: Image.Image) -> bytes | None:
+    """The image's embedded ICC profile when it describes RGB (CMYK and grey profiles are not applied)."""
+    profile = image.info.get(ICC_PROFILE)
+    if not profile or len(profile) < 20 or profile[16:20] != b"RGB ":
+        return None
+    return profile
+
+
+def to_srgb(pixels: np.ndarray, profile: bytes | None) -> np.ndarray:
+    """uint8 HxWx3 pixels in ``profile``'s colours -> sRGB (unchanged without a profile or with a bad one)."""
+    if not profile:
+        return pixels
+    transform = _transform_to_srgb(profile)
+    if transform is None:
+        return pixels
+    image = Image.fromarray(pixels)
+    ImageCms.applyTransform(image, transform, inPlace=True)
+    return np.asarray(image, dtype=np.uint8)
+
+
+@functools.lru_cache(maxsize=32)
+def _transform_to_srgb(profile: bytes) -> ImageCms.ImageCmsTransform | None:
+    """One transform per distinct profile (a phone writes the same few bytes into every photo)."""
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+        return ImageCms.buildTransform(source, SRGB, "RGB", "RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):  # a broken profile: keep the pixels as they are
+        return None
 
 
 # --- decoder choice ------------------------------------------------------------------------------------
@@ -233,8 +364,9 @@ def decode_turbo(data: bytes, size: int, limits: DecodeLimits = CLI_LIMITS) -> I
         return None
     try:
         header = open_image(data, size)  # the header only, at the draft scale libjpeg-turbo will use too
-        if header.format != "JPEG" or header.mode != "RGB" or header.getexif().get(0x0112, 1) != 1:
-            return None  # EXIF rotation, CMYK, greyscale: Pillow's path converts them
+        if (header.format != "JPEG" or header.mode != "RGB" or header.getexif().get(0x0112, 1) != 1
+                or rgb_profile(header)):
+            return None  # EXIF rotation, CMYK, greyscale, a colour profile: Pillow's path converts them
         check_cost(decode_cost(header), limits)
         array = simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=size, min_width=size)
     except Exception:  # noqa: BLE001 - whatever fails here, Pillow's path reports it properly

@@ -22,7 +22,7 @@ from embed.engines import EmbedJob, EngineChoice, engine_runner
 from embed.output import OutputError, check_folder, os_reason
 from embed.runtime import BATCH_SIZE, Encoder, versions
 from embed.sources import ImageRef, Skipped, list_sources, select
-from embed.summary import MISSING_REASON, EmbedSummary, save_failures
+from embed.summary import EmbedSummary, save_failures
 
 DEFAULT_ENCODER = "efficientnet-lite2"
 
@@ -47,17 +47,18 @@ class EncoderChoice:
 
 def embed_sources(sources: list[str | Path], out: str | Path, encoder: str | Encoder | EncoderChoice = DEFAULT_ENCODER,
                   ids: Iterable[str] | None = None, engine: str | EngineChoice = "local", progress: bool = True,
-                  agree_with: dict | None = None) -> EmbedSummary:
+                  agree_with: dict | None = None, key: str = "stem") -> EmbedSummary:
     """Embed every image of ``sources`` (restricted to ``ids``) that the cache ``out`` does not hold yet.
 
     ``encoder`` and ``engine`` are a name or a full choice (``EncoderChoice``, ``EngineChoice``); both engines
     write the same cache. ``agree_with`` is the runtime record of the heads that will read a new cache.
+    ``key``: an image's uuid, its file stem or its path in its source (embed.sources.KEYS).
     """
     encoder = encoder if isinstance(encoder, EncoderChoice) else EncoderChoice(encoder)
     engine = engine if isinstance(engine, EngineChoice) else EngineChoice(engine)
     run = engine_runner(engine.name)
     start = time.perf_counter()
-    listed, ignored = list_sources(sources)  # names only: no pixel is read
+    listed, ignored = list_sources(sources, key)  # names (and first bytes of suffix-less files): no pixel is read
     check_folder(out, "cache folder")  # before loading the encoder: a wrong --out fails at once
     model = load_encoder(encoder, out, agree_with)
     writer = CacheWriter(out, model.spec, versions(), runtime=model.record)
@@ -94,8 +95,8 @@ def plan_run(writer: CacheWriter, out: str | Path, listed: list[ImageRef], ignor
     refs, missing = select(listed, ids)
     wanted = set(writer.missing(ref.uuid for ref in refs))
     todo = [ref for ref in refs if ref.uuid in wanted]
-    summary = EmbedSummary(skipped=len(refs) - len(todo), missing=missing, cache=str(out), ignored=len(ignored))
-    summary.failures = [(u, "", MISSING_REASON) for u in missing] + [(s.uuid, s.origin, s.reason) for s in ignored]
+    summary = EmbedSummary(skipped=len(refs) - len(todo), cache=str(out))
+    summary.add_listing(missing, ignored)
     return todo, summary
 
 

@@ -1,4 +1,5 @@
-"""Where images come from: zip archives, folders or single files. The key of an image is its file stem.
+"""Where images come from: zip archives, folders or single files. The key of an image is its file stem, or
+with ``key="path"`` its path relative to the source (for folders whose files share stems).
 
 A source yields ``ImageRef``s (uuid + a way to read the bytes) without reading any pixels, so listing
 8,860 images in a zip takes milliseconds and a resumed run can skip cached uuids before touching data.
@@ -6,8 +7,12 @@ An ``ImageRef`` also names its bytes as (``location``, ``member``), so that anot
 can rebuild it with ``ref_at`` and read the bytes itself. A Parquet/CSV list of paths (a ``path`` column,
 optional ``uuid``; paths may be URIs such as ``s3://bucket/x.jpg``, read through pyarrow's filesystems) is a
 source too.
-Whatever is left out (other file types, a uuid seen twice, a folder that cannot be read, a symlink loop) is
-a ``Skipped`` entry, so that the caller can count and list it. Zip members are streamed with a size cap and
+Whether a file is a photo is decided by its bytes: a file with a photo suffix (embed.images.PHOTO_FORMATS)
+is listed without reading it and its decoder decides; any other file is listed when its first bytes announce
+a photo format (a HEIC saved without a suffix), else skipped, with its format named when Pillow knows it.
+Whatever is left out is a ``Skipped`` entry of one kind, so that the caller can count and list it: ``ignored``
+(not a photo, hidden and macOS metadata files, path lists), ``duplicate`` (a key seen twice: both paths
+named) or ``failed`` (a folder that cannot be read, a symlink loop). Zip members are streamed with a size cap and
 checked against their headers first (encryption, method, size, compression ratio): a bad member fails alone.
 """
 
@@ -23,8 +28,11 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+from embed.images import FORMATS, PHOTO_SUFFIXES, not_a_photo, sniff
+
 PATH_LIST_SUFFIXES = {".parquet", ".csv"}
+KEYS = ("stem", "path")  # an image's key (uuid): its file stem, or its path relative to the source
+HEAD_BYTES = 4096  # read from a file without a photo suffix: enough for any format's header
 # Largest image file we read (a 200 MP phone JPEG is ~60-100 MB) and the largest inflation a zip member may
 # claim: images barely compress, so a member that inflates 100x is a bomb (small members are let through).
 MAX_FILE_BYTES = 256 * 2**20
@@ -39,13 +47,17 @@ class SourceError(OSError):
     """One image (file or zip member) that cannot be read; it fails alone, the run goes on."""
 
 
+SKIPPED_KINDS = ("failed", "ignored", "duplicate")
+
+
 @dataclass(frozen=True)
 class Skipped:
-    """A file or folder of a source that is not embedded, and why."""
+    """A file or folder of a source that is not embedded, why, and which kind of reason (SKIPPED_KINDS)."""
 
     uuid: str
     origin: str
     reason: str
+    kind: str = "ignored"
 
 
 @dataclass(frozen=True)
@@ -57,26 +69,38 @@ class ImageRef:
     member: str | None = None  # name inside a zip archive
 
 
-def is_image_name(name: str) -> bool:
-    path = PurePosixPath(name)
-    return path.suffix.lower() in IMAGE_SUFFIXES and not any(p.startswith(".") or p == "__MACOSX" for p in path.parts)
+def is_hidden(name: str) -> bool:
+    """A hidden file or folder, or macOS metadata (``__MACOSX``), anywhere in a relative path."""
+    return any(part.startswith(".") or part == "__MACOSX" for part in PurePosixPath(name).parts)
 
 
-def iter_sources(sources: Iterable[str | Path]) -> list[ImageRef]:
-    """All images of all sources, in order; a uuid seen twice keeps its first occurrence."""
-    return list_sources(sources)[0]
+def has_photo_suffix(name: str) -> bool:
+    return PurePosixPath(name).suffix.lower() in PHOTO_SUFFIXES
 
 
-def list_sources(sources: Iterable[str | Path]) -> tuple[list[ImageRef], list[Skipped]]:
-    """(images of all sources in order, what was left out); a uuid seen twice keeps its first occurrence."""
+def list_images(sources: Iterable[str | Path], key: str = "stem") -> list[ImageRef]:
+    """All images of all sources, in order, as a list; a key seen twice keeps its first occurrence."""
+    return list_sources(sources, key)[0]
+
+
+def list_sources(sources: Iterable[str | Path], key: str = "stem") -> tuple[list[ImageRef], list[Skipped]]:
+    """(images of all sources in order, what was left out); a key seen twice keeps its first occurrence."""
+    if key not in KEYS:
+        raise ValueError(f"unknown key {key!r}; valid keys: {', '.join(KEYS)}")
     refs: dict[str, ImageRef] = {}
     skipped: list[Skipped] = []
     for source in sources:
-        for ref in _refs_of(source, skipped):
+        for ref in _refs_of(source, skipped, key):
             first = refs.setdefault(ref.uuid, ref)
             if first is not ref:
-                skipped.append(Skipped(ref.uuid, ref.origin, f"duplicate uuid: already read from {first.origin}"))
+                skipped.append(Skipped(ref.uuid, ref.origin, f"duplicate key {ref.uuid!r}: {first.origin} has it "
+                                       f"too and is kept (--key path keys by relative path)", "duplicate"))
     return list(refs.values()), skipped
+
+
+def key_of(relative: str, key: str) -> str:
+    """The key of a file from its path relative to its source (a zip member's name, a file's own name)."""
+    return relative if key == "path" else PurePosixPath(relative).stem
 
 
 def select(refs: list[ImageRef], ids: Iterable[str] | None) -> tuple[list[ImageRef], list[str]]:
@@ -98,19 +122,19 @@ def read_ids(path: str | Path) -> list[str]:
     return frame["uuid"].astype(str).tolist()
 
 
-def _refs_of(path: Path | str, skipped: list[Skipped]) -> list[ImageRef]:
+def _refs_of(path: Path | str, skipped: list[Skipped], key: str) -> list[ImageRef]:
     if "://" in str(path):
-        return _uri_refs(str(path))
+        return _uri_refs(str(path), key)
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"image source not found: {path}")
     if path.is_dir():
-        return _folder_refs(path, skipped)
+        return _folder_refs(path, skipped, key)
     if path.suffix.lower() == ".zip" or zipfile.is_zipfile(path):
-        return _zip_refs(path, skipped)
+        return _zip_refs(path, skipped, key)
     if path.suffix.lower() in PATH_LIST_SUFFIXES:
-        return _path_list_refs(path)
-    return [_file_ref(path)]
+        return _path_list_refs(path, key)
+    return [_file_ref(path, key_of(path.name, key))]  # named on the command line: its decoder decides
 
 
 def ref_at(uuid: str, origin: str, location: str, member: str | None) -> ImageRef:
@@ -142,7 +166,7 @@ def _zip_reader(path: str, mtime_ns: int, size: int) -> _ZipReader:
     return _ZipReader(Path(path))
 
 
-def _path_list_refs(path: Path) -> list[ImageRef]:
+def _path_list_refs(path: Path, key: str) -> list[ImageRef]:
     frame = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path, dtype=str)
     if "path" not in frame.columns:
         raise ValueError(f"path list {path} has no 'path' column (columns: {', '.join(map(str, frame.columns))})")
@@ -150,12 +174,12 @@ def _path_list_refs(path: Path) -> list[ImageRef]:
     for i, location in enumerate(frame["path"].astype(str)):
         if "://" not in location and not Path(location).is_absolute():
             location = str(path.parent / location)  # relative paths are relative to the list
-        uuid = str(frame["uuid"].iloc[i]) if "uuid" in frame.columns else PurePosixPath(location).stem
+        uuid = str(frame["uuid"].iloc[i]) if "uuid" in frame.columns else key_of(frame["path"].iloc[i], key)
         refs.append(ref_at(uuid, location, location, None))
     return refs
 
 
-def _uri_refs(uri: str) -> list[ImageRef]:
+def _uri_refs(uri: str, key: str) -> list[ImageRef]:
     from pyarrow import fs
 
     filesystem, root = fs.FileSystem.from_uri(uri)
@@ -163,25 +187,28 @@ def _uri_refs(uri: str) -> list[ImageRef]:
     if info.type == fs.FileType.NotFound:
         raise FileNotFoundError(f"image source not found: {uri}")
     if info.type == fs.FileType.File:
-        return [ref_at(PurePosixPath(root).stem, uri, uri, None)]
+        return [ref_at(key_of(PurePosixPath(root).name, key), uri, uri, None)]
     scheme = uri.split("://", 1)[0]
     files = sorted(f.path for f in filesystem.get_file_info(fs.FileSelector(root, recursive=True)) if f.is_file)
-    return [ref_at(PurePosixPath(f).stem, f"{scheme}://{f}", f"{scheme}://{f}", None)
-            for f in files if is_image_name(PurePosixPath(f).relative_to(root).as_posix())]
+    # Remote files are not read while listing: photo suffixes only (their decoders still check the bytes).
+    inside = [(f, PurePosixPath(f).relative_to(root).as_posix()) for f in files]
+    return [ref_at(key_of(rel, key), f"{scheme}://{f}", f"{scheme}://{f}", None)
+            for f, rel in inside if has_photo_suffix(rel) and not is_hidden(rel)]
 
 
-def _folder_refs(root: Path, skipped: list[Skipped]) -> list[ImageRef]:
+def _folder_refs(root: Path, skipped: list[Skipped], key: str) -> list[ImageRef]:
     """Every image under ``root``, sorted; symlinked folders are followed once (a loop is skipped)."""
     files: list[Path] = []
     seen_folders: set[tuple[int, int]] = set()
 
     def unreadable(error: OSError) -> None:
-        skipped.append(Skipped("", str(error.filename or root), f"cannot read folder: {error.strerror or error}"))
+        skipped.append(Skipped("", str(error.filename or root), f"cannot read folder: {error.strerror or error}",
+                               "failed"))
 
     for folder, subfolders, names in os.walk(root, onerror=unreadable, followlinks=True):
         identity = _identity(folder)
         if identity in seen_folders:  # reached again through a symlink: a loop, or the same folder twice
-            skipped.append(Skipped("", folder, "symlink loop: folder already listed"))
+            skipped.append(Skipped("", folder, "symlink loop: folder already listed", "failed"))
             subfolders[:] = []
             continue
         seen_folders.add(identity)
@@ -190,12 +217,13 @@ def _folder_refs(root: Path, skipped: list[Skipped]) -> list[ImageRef]:
     refs = []
     for file in sorted(files):
         inside = file.relative_to(root).as_posix()  # hidden or __MACOSX folders inside the source are skipped
-        if not is_image_name(inside):
-            skipped.append(Skipped(file.stem, str(file), _not_image_reason(inside)))
-        elif not file.is_file():  # a broken symlink, a symlink loop, a socket...
-            skipped.append(Skipped(file.stem, str(file), "not a readable file (broken symlink or special file)"))
+        uuid = key_of(inside, key)
+        if not file.is_file():  # a broken symlink, a symlink loop, a socket...
+            skipped.append(Skipped(uuid, str(file), "not a readable file (broken symlink or special file)"))
+        elif reason := _not_photo_reason(inside, lambda: _read_head(file)):
+            skipped.append(Skipped(uuid, str(file), reason))
         else:
-            refs.append(_file_ref(file))
+            refs.append(_file_ref(file, uuid))
     return refs
 
 
@@ -204,14 +232,31 @@ def _identity(folder: str) -> tuple[int, int]:
     return stat.st_dev, stat.st_ino
 
 
-def _not_image_reason(name: str) -> str:
-    if any(part.startswith(".") or part == "__MACOSX" for part in PurePosixPath(name).parts):
+def _not_photo_reason(name: str, head: Callable[[], bytes]) -> str | None:
+    """Why a listed file is not a photo (None: it is one, or its decoder will tell). ``head`` gives its first
+    bytes and is called only for a file without a photo suffix."""
+    if is_hidden(name):
         return "hidden or macOS metadata file"
-    return f"not an image file name (suffixes: {', '.join(sorted(IMAGE_SUFFIXES))})"
+    if PurePosixPath(name).suffix.lower() in PATH_LIST_SUFFIXES:
+        return "path list file (give it as a source to read the images it lists)"
+    if has_photo_suffix(name):
+        return None
+    try:
+        data = head()
+    except (OSError, zipfile.BadZipFile, ValueError) as error:  # unreadable: the decoder path names it
+        return None if isinstance(error, SourceError) else f"cannot read: {error}"
+    if not data:
+        return "empty file"
+    return None if sniff(data) in FORMATS else str(not_a_photo(data))
 
 
-def _file_ref(path: Path) -> ImageRef:
-    return ImageRef(uuid=path.stem, origin=str(path), read=lambda: _read_file(path), location=str(path))
+def _read_head(path: Path) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read(HEAD_BYTES)
+
+
+def _file_ref(path: Path, uuid: str) -> ImageRef:
+    return ImageRef(uuid=uuid, origin=str(path), read=lambda: _read_file(path), location=str(path))
 
 
 def _read_file(path: Path) -> bytes:
@@ -222,16 +267,15 @@ def _read_file(path: Path) -> bytes:
     return data
 
 
-def _zip_refs(path: Path, skipped: list[Skipped]) -> list[ImageRef]:
+def _zip_refs(path: Path, skipped: list[Skipped], key: str) -> list[ImageRef]:
     reader = _ZipReader(path)
     refs = []
     for name in reader.names:
-        origin = f"{path}:{name}"
-        if is_image_name(name):
-            refs.append(ImageRef(uuid=PurePosixPath(name).stem, origin=origin, read=reader.opener(name),
-                                 location=str(path), member=name))
+        origin, uuid = f"{path}:{name}", key_of(name, key)
+        if reason := _not_photo_reason(name, lambda: reader.head(name)):
+            skipped.append(Skipped(uuid, origin, reason))
         else:
-            skipped.append(Skipped(PurePosixPath(name).stem, origin, _not_image_reason(name)))
+            refs.append(ImageRef(uuid=uuid, origin=origin, read=reader.opener(name), location=str(path), member=name))
     return refs
 
 
@@ -280,6 +324,14 @@ class _ZipReader:
 
     def opener(self, name: str) -> Callable[[], bytes]:
         return lambda: read_member(self._archive(), name)
+
+    def head(self, name: str) -> bytes:
+        """The first bytes of a member (its header checked first, as for a whole read)."""
+        archive = self._archive()
+        info = archive.getinfo(name)
+        check_member(info)
+        with archive.open(info) as member:
+            return member.read(HEAD_BYTES)
 
     def _archive(self) -> zipfile.ZipFile:
         archive = getattr(self.local, "archive", None)

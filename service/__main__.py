@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from embed.chatter import c_messages_captured
 from service.settings import Settings
 from vinted_tagger.errors import MissingExtra, run_command
 from vinted_tagger.settings import ENV_PREFIX
@@ -45,7 +46,11 @@ def serve(args: argparse.Namespace) -> int:
         raise MissingExtra(f"serving needs the serve extra, pip install 'vinted-tagger[serve]' ({error})") from None
     overrides = {name: getattr(args, name) for name in Settings.model_fields if getattr(args, name) is not None}
     # A busy port, a missing or bad model, an encoder not built here, a bad setting: raised before it serves.
-    run(args.model, args.host, args.port, settings=Settings.from_env(**overrides), log_level=args.log_level)
+    # Lines C decoders (libtiff) write to fd 2 stay out of the log: counted, the count said on a Ctrl-C stop.
+    with c_messages_captured() as decoder_lines:
+        run(args.model, args.host, args.port, settings=Settings.from_env(**overrides), log_level=args.log_level)
+    if decoder_lines.lines:
+        print(f"vinted-serve: {decoder_lines.lines} decoder message lines were captured", file=sys.stderr)
     return 0
 
 

@@ -8,11 +8,14 @@ docs pages use them; the seller page itself has none.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
-from fastapi.responses import FileResponse
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+
+from embed.images import accept_attribute
 
 STATIC_DIR = Path(__file__).parent / "static"
 CONTENT_POLICY = "; ".join(
@@ -32,9 +35,18 @@ CONTENT_POLICY = "; ".join(
 router = APIRouter()
 
 
+ACCEPT_MARK = "{{photo_types}}"  # in index.html: the file input's accept list, from embed.images.PHOTO_FORMATS
+
+
 @router.get("/", include_in_schema=False)
-async def page() -> FileResponse:
-    return FileResponse(STATIC_DIR / "index.html")
+async def page() -> HTMLResponse:
+    return HTMLResponse(page_html())
+
+
+@functools.cache
+def page_html() -> str:
+    """index.html with the file input accepting exactly the photo formats the service decodes."""
+    return (STATIC_DIR / "index.html").read_text(encoding="utf-8").replace(ACCEPT_MARK, accept_attribute())
 
 
 def add_page(app: FastAPI) -> None:

@@ -141,7 +141,7 @@ def write_image() -> Callable[..., Path]:
     def write(path: Path, seed: int = 0, size: tuple[int, int] = (96, 72)) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fmt = "PNG" if path.suffix.lower() == ".png" else "JPEG"
+        fmt = {".png": "PNG", ".tiff": "TIFF", ".tif": "TIFF"}.get(path.suffix.lower(), "JPEG")
         path.write_bytes(_image_bytes(_picture(seed, size), fmt))
         return path
 
@@ -181,7 +181,7 @@ def broken_image() -> Callable[[str], tuple[bytes, str]]:
             "zero-bytes": (b"", "empty file"),
             "text": (b"this is a text file, not a picture\n", "not an image"),
             "truncated-jpeg": (jpeg[: len(jpeg) // 3], "corrupt or truncated image"),
-            "garbled-jpeg-header": (jpeg[:20] + bytes(range(256)) * 4, "not an image"),
+            "garbled-jpeg-header": (jpeg[:20] + bytes(range(256)) * 4, "corrupt or truncated image"),
             # valid header, broken compressed stream
             "corrupt-png-data": (png[:60] + b"\0" * 200 + png[260:], "corrupt or truncated image"),
             "bomb": (_png_header_only(20000, 20000), "decompression bomb"),

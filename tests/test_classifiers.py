@@ -410,11 +410,15 @@ def test_cli_predict_images_uses_the_model_encoder(dataset, tmp_path, monkeypatc
             "--ids", str(ids), "--out", str(out), "--with-scores"]
     assert main(argv) == 2 and not out.exists()  # 2 of 4 ids without an embedding: refused, nothing written
     assert "2 of 4 ids have no embedding" in capsys.readouterr().err
-    assert main([*argv, "--allow-missing"]) == 0
+    assert main([*argv, "--allow-missing"]) == 1  # written without the 2, and a photo failed
     captured = capsys.readouterr()
     assert calls == [fake, fake]  # the tagger's own encoder, loaded from the model's recorded spec, never exported
     assert [(spec["name"], options["export"]) for spec, options in loads] == [("fake", False)] * 2
-    assert "u0250: truncated JPEG" in captured.err and "2 uuid(s) without an embedding" in captured.err
+    assert captured.err.splitlines()[0] == "classify: failed: images.zip:u0250.jpg: truncated JPEG"
+    assert "2 uuid(s) without an embedding" in captured.err
+    kept = tmp_path / "p_failures.csv"  # the failure list stays beside the predictions
+    assert "images.zip:u0250.jpg,truncated JPEG" in kept.read_text() and f"listed in {kept}" in captured.err
+    assert (tmp_path / "p_ignored.csv").exists() and (tmp_path / "p_duplicates.csv").exists()
     frame = pd.read_parquet(out)
     assert frame["uuid"].tolist() == ["u0251", "u0245"] and "score_stripes" in frame.columns
 

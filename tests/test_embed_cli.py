@@ -31,7 +31,7 @@ def test_ids_parquet_and_missing_uuid_is_printed(tmp_path, upload, tiny_clip, ti
     out = tmp_path / "cache"
     assert embed(upload, "--out", out, "--encoder", tiny_clip.name, "--ids", ids) == 0
     captured = capsys.readouterr()
-    assert "embed: missing: nowhere: no image with this uuid" in captured.err
+    assert "embed: missing: 1 id(s) have no image: nowhere" in captured.err
     assert "_failures.csv" in captured.err
     assert "2 encoded" in captured.out and "1 missing" in captured.out
     assert sorted(read_cache(out).uuids) == ["u1", "u3"]
@@ -44,9 +44,11 @@ def test_bad_images_exit_0_when_some_encode(tmp_path, upload, tiny_clip, tiny_en
     out = tmp_path / "cache"
     assert embed(upload, "--out", out, "--encoder", tiny_clip.name) == 0
     captured = capsys.readouterr()
-    assert "embed: failed: broken" in captured.err and "corrupt or truncated image" in captured.err
-    assert "embed: failed: notes" in captured.err and "not an image" in captured.err
-    assert "3 encoded" in captured.out and "2 failed" in captured.out
+    failed, ignored = captured.err.splitlines()[:2]  # the failed photo first, named with its reason
+    assert failed == f"embed: failed: {upload / 'broken.jpg'}: " + "corrupt or truncated image: image file is truncated (56 bytes not processed)"
+    assert ignored == f"embed: ignored 1: not an image (unrecognised format), e.g. {upload / 'notes.jpg'}"
+    assert "3 encoded" in captured.out and "1 failed" in captured.out and "1 ignored" in captured.out
+    assert "notes.jpg" not in (out / "_failures.csv").read_text() and "notes.jpg" in (out / "_ignored.csv").read_text()
 
 
 def test_exit_1_when_nothing_could_be_encoded(tmp_path, tiny_clip, tiny_encoder, broken_image, capsys) -> None:
@@ -56,7 +58,7 @@ def test_exit_1_when_nothing_could_be_encoded(tmp_path, tiny_clip, tiny_encoder,
         (folder / f"{kind}.png").write_bytes(broken_image(kind)[0])
     assert embed(folder, "--out", tmp_path / "cache", "--encoder", tiny_clip.name) == 1
     captured = capsys.readouterr()
-    assert "0 encoded" in captured.out and "3 failed" in captured.out
+    assert "0 encoded" in captured.out and "2 failed" in captured.out and "1 ignored" in captured.out
     assert "decompression bomb" in captured.err
 
 
@@ -108,3 +110,16 @@ def test_zip_end_to_end(tmp_path, picture, image_bytes, tiny_clip, tiny_encoder,
     assert embed(archive, "--out", out, "--encoder", tiny_clip.name, "--batch-size", "2") == 0
     assert sorted(pd.read_parquet(out)["uuid"]) == ["z0", "z1", "z2"]
     assert "0 failed" in capsys.readouterr().out
+
+
+def test_duplicates_are_named_and_key_path_keeps_both(tmp_path, tiny_clip, tiny_encoder, write_image, capsys) -> None:
+    folder = tmp_path / "shop"
+    write_image(folder / "a" / "shirt.jpg", seed=0)
+    write_image(folder / "b" / "shirt.jpg", seed=1)
+    assert embed(folder, "--out", tmp_path / "by-stem", "--encoder", tiny_clip.name) == 0
+    captured = capsys.readouterr()
+    assert f"embed: duplicate: {folder / 'b' / 'shirt.jpg'} left out" in captured.err
+    assert str(folder / "a" / "shirt.jpg") in captured.err and "1 duplicates" in captured.out
+    assert embed(folder, "--out", tmp_path / "by-path", "--encoder", tiny_clip.name, "--key", "path") == 0
+    assert sorted(read_cache(tmp_path / "by-path").uuids) == ["a/shirt.jpg", "b/shirt.jpg"]
+    assert "0 duplicates" in capsys.readouterr().out

@@ -161,7 +161,8 @@ def test_animated_png_with_too_many_frames_is_refused() -> None:
 def test_formats_that_are_no_photo_are_refused(picture, fmt: str) -> None:
     with pytest.raises(ImageError) as caught:
         load_pixels(encode(picture(0, size=(32, 32)), fmt), 32)
-    assert caught.value.code == "not_an_image"
+    assert caught.value.code == "not_a_photo_format"
+    assert str(caught.value) == f"not a photo format ({fmt})"
 
 
 def test_mpo_like_jpeg_still_decodes(picture) -> None:

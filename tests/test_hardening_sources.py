@@ -18,11 +18,11 @@ from embed import cli, sources
 from embed.cache import read_cache
 from embed.pipeline import EncoderChoice, embed_sources
 from embed.sources import SourceError, list_sources, read_member
-from embed.summary import FAILURES
+from embed.summary import DUPLICATES, FAILURES, IGNORED
 
 
-def failures(out: Path) -> dict[str, str]:
-    with open(out / FAILURES, newline="") as handle:
+def failures(out: Path, name: str = FAILURES) -> dict[str, str]:
+    with open(out / name, newline="") as handle:
         return {row["origin"]: row["reason"] for row in csv.DictReader(handle)}
 
 
@@ -162,10 +162,13 @@ def test_skipped_files_are_counted_and_listed(tmp_path, write_image, tiny_clip, 
     write_image(other / "a1.jpg", seed=3)  # the same uuid in a second source
     summary = run([root, other], tmp_path / "cache", tiny_clip.name)
     reasons = failures(tmp_path / "cache")
-    assert summary.encoded == 2 and summary.ignored == len(reasons) == 5, reasons
-    assert "not an image file name" in reasons[str(root / "notes.txt")]
+    assert summary.encoded == 2 and summary.failed == len(reasons) == 2, reasons
     assert "symlink loop" in reasons[str(root / "loop")]
-    assert "broken symlink" in reasons[str(root / "dangling.jpg")]
     assert "cannot read folder" in reasons[str(locked)]
-    assert f"duplicate uuid: already read from {root / 'a1.jpg'}" == reasons[str(other / "a1.jpg")]
-    assert "5 ignored" in summary.line()
+    ignored = failures(tmp_path / "cache", IGNORED)
+    assert summary.ignored == len(ignored) == 2, ignored
+    assert "not an image (unrecognised format)" == ignored[str(root / "notes.txt")]
+    assert "broken symlink" in ignored[str(root / "dangling.jpg")]
+    duplicates = failures(tmp_path / "cache", DUPLICATES)
+    assert f"duplicate key 'a1': {root / 'a1.jpg'} has it too" in duplicates[str(other / "a1.jpg")]
+    assert "2 failed" in summary.line() and "2 ignored" in summary.line() and "1 duplicates" in summary.line()

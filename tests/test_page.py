@@ -34,6 +34,8 @@ if missing_browser():
 import httpx  # noqa: E402
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
+from embed.images import accept_attribute  # noqa: E402
+
 expect.set_options(timeout=20_000)  # a loaded CI machine can take seconds for a first answer
 ROOT = Path(__file__).resolve().parents[1]
 # The stand-in photos; the variable lets a git worktree (whose parent has no shared/) point at them.
@@ -142,7 +144,7 @@ def test_keyboard_and_screen_reader_labels(page, picture, image_bytes) -> None:
     expect(page.locator("#status")).to_have_attribute("aria-live", "polite")
     expect(page.locator("#status")).to_have_text("1 photo analysed.")
     expect(card).to_have_accessible_name("keyboard.jpg")
-    expect(page.get_by_label("Drop photos here or choose photos")).to_have_attribute("accept", "image/*")
+    expect(page.get_by_label("Drop photos here or choose photos")).to_have_attribute("accept", accept_attribute())
 
 
 def test_phone_width(browser, base_url, picture, image_bytes, tmp_path) -> None:
@@ -200,3 +202,16 @@ def test_readme_screenshot(browser, tmp_path) -> None:
     assert saved.stat().st_size < 200_000
     if os.environ.get(SCREENSHOT_ENV):
         Path(os.environ[SCREENSHOT_ENV]).write_bytes(saved.read_bytes())
+
+
+def test_a_heic_chosen_on_the_page_gets_its_card(page, picture) -> None:
+    """An iPhone's default format: the file input offers it (accept from embed.images.PHOTO_FORMATS) and the
+    service answers it; the browser cannot preview HEIC, so the card shows without a thumbnail."""
+    from photo_kinds import rotated_as
+
+    assert page.locator("#files").get_attribute("accept") == accept_attribute()
+    (card,) = choose(page, [upload("IMG_0001.HEIC", rotated_as(picture(2, (320, 240)), "HEIF"), "image/heic")])
+    expect(card).to_have_attribute("data-state", "ok")
+    expect(card.locator(".file")).to_have_text("IMG_0001.HEIC")
+    expect(card.locator(".top-row .category")).to_have_count(2)
+    expect(page.locator("#status")).to_have_text("1 photo analysed.")

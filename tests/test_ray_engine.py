@@ -37,6 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 LITE2 = "efficientnet-lite2"
 N_GOOD = 12
 BROKEN = ["text", "truncated-jpeg", "zero-bytes"]
+FAILING = ["truncated-jpeg", "zero-bytes"]  # a text file is no photo: ignored (_ignored.csv), not failed
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +56,7 @@ def source(tmp_path_factory, picture, image_bytes, broken_image) -> Path:
 def local_run(tmp_path_factory, source, lite2_encoder) -> Path:
     out = tmp_path_factory.mktemp("local") / "cache"
     summary = embed_sources([source], out, EncoderChoice(LITE2, threads=2, batch_size=4), progress=False)
-    assert (summary.encoded, summary.failed) == (N_GOOD, len(BROKEN))
+    assert (summary.encoded, summary.failed, summary.ignored) == (N_GOOD, len(FAILING), 1)
     return out
 
 
@@ -81,10 +82,10 @@ def assert_same(out: Path, reference: Path) -> None:
 def test_ray_engine_writes_what_the_local_engine_writes(tmp_path, source, local_run, ray_cluster) -> None:
     out = tmp_path / "cache"
     summary = embed_sources([source], out, EncoderChoice(LITE2, batch_size=4), engine="ray", progress=False)
-    assert (summary.encoded, summary.failed, summary.skipped) == (N_GOOD, len(BROKEN), 0)
+    assert (summary.encoded, summary.failed, summary.skipped) == (N_GOOD, len(FAILING), 0)
     assert_same(out, local_run)
     # Bad images are failure rows with the same reasons as the local engine gives, not lost blocks.
-    assert failures(out) == failures(local_run) and set(failures(out)) == {f"bad_{k}" for k in BROKEN}
+    assert failures(out) == failures(local_run) and set(failures(out)) == {f"bad_{k}" for k in FAILING}
     made_by = {label for p in part_files(out) for label in part_info(p)["made_by"]}
     node_id = ray_cluster.get_runtime_context().get_node_id()
     assert made_by == {f"{socket.gethostname()}/{node_id[:12]}"}
@@ -151,7 +152,7 @@ def test_worker_killed_mid_batch(tmp_path, source, local_run, ray_cluster) -> No
     assert done.returncode == 0, done.stderr.decode()[-3000:]
     assert (tmp_path / "killed-once").exists()  # the actor did die once; Ray restarted it and retried
     assert_same(out, local_run)
-    assert set(failures(out)) == {f"bad_{k}" for k in BROKEN}
+    assert set(failures(out)) == {f"bad_{k}" for k in FAILING}
 
 
 # --- two nodes on one machine -------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from embed.images import load_pixels
 from embed.pipeline import EncoderChoice, embed_sources
 from embed.quantize import calibrate, calibration_sample
 from embed.runtime import Encoder, choose_variant, encoder_dir
-from embed.sources import iter_sources
+from embed.sources import list_images
 
 pytest.importorskip("openvino", reason="the OpenVINO variants need the [fast] extra")
 LITE2 = "efficientnet-lite2"
@@ -53,7 +53,7 @@ def demo(tmp_path_factory) -> Path:
 def int8(home, demo) -> dict:
     """The int8 copy, calibrated on the demo train images (a small sample keeps the test quick)."""
     train_ids = set(pd.read_parquet(demo / "data.parquet")["uuid"])
-    refs = [ref for ref in iter_sources([demo / "data.zip"]) if ref.uuid in train_ids]
+    refs = [ref for ref in list_images([demo / "data.zip"]) if ref.uuid in train_ids]
     return calibrate(get_encoder(LITE2), refs, count=24)
 
 
@@ -79,7 +79,7 @@ def test_every_variant_matches_onnxruntime_fp32_on_real_pixels(name, int8, pictu
 def demo_pixels(demo) -> np.ndarray:
     """Real pixels: the first 33 demo images, decoded as embed decodes them."""
     size = get_encoder(LITE2).input_size
-    return np.stack([load_pixels(ref.read(), size) for ref in iter_sources([demo / "data.zip"])[:33]])
+    return np.stack([load_pixels(ref.read(), size) for ref in list_images([demo / "data.zip"])[:33]])
 
 
 def relative_error(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -130,7 +130,7 @@ def test_int8_calibration_is_deterministic_and_recorded(int8, demo, home, tiny_c
     assert encoder.record["graph_sha256"] == int8["onnx_sha256"]
     # Same sample, same file, byte for byte (on the tiny encoder: quantising Lite2 twice is slow).
     spec = runtime.ensure_onnx(get_encoder(tiny_clip.name))[1]
-    refs = iter_sources([demo / "data.zip"])
+    refs = list_images([demo / "data.zip"])
     first = calibrate(spec, refs, count=8)
     again = calibrate(spec, list(reversed(refs)), count=8)  # listing order does not matter: same sample
     assert again["onnx_sha256"] == first["onnx_sha256"] and again["calibration"] == first["calibration"]
