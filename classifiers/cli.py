@@ -107,8 +107,9 @@ def add_predict(parser: argparse.ArgumentParser) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from classifiers.predict import Tagger, predict_cache_to
+    from classifiers.predict import Tagger, predict_cache_to, ran_metadata
     from embed.output import check_file
+    from embed.variants import variant_of
     from embed.sources import read_ids
 
     check_file(args.out, "predictions file")
@@ -121,8 +122,11 @@ def run_predict(args: argparse.Namespace) -> int:
         rows, missing = predict_cache_to(tagger, args.cache, args.out, ids, with_scores=args.with_scores)
     else:
         frame, missing = predict_images(tagger, args.images, ids, args.with_scores, args.runtime, args.precision)
-        write_predictions(frame, Path(args.out))
+        write_predictions(frame, Path(args.out), ran_metadata(tagger, [tagger.ran]))
         rows = len(frame)
+        print(f"encoder {tagger.encoder().spec.name} ran {tagger.ran['variant']} (computed in "
+              f"{tagger.ran['ran_precision']}); the model's heads were trained on {variant_of(tagger.runtime)}",
+              file=sys.stderr)
     if missing:
         print(f"{len(missing)} uuid(s) without an embedding left out: {_examples(missing)}", file=sys.stderr)
     print(f"wrote {rows} rows to {args.out}")
@@ -151,11 +155,12 @@ def predict_images(tagger, sources: list[str], ids: list[str] | None, with_score
         return predict_cache(tagger, cache, ids, with_scores=with_scores)
 
 
-def write_predictions(frame: pd.DataFrame, path: Path) -> None:
+def write_predictions(frame: pd.DataFrame, path: Path, metadata: dict[bytes, bytes] | None = None) -> None:
     from vinted_tagger.files import write_parquet
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_parquet(pa.Table.from_pandas(frame, preserve_index=False), path)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    write_parquet(table.replace_schema_metadata({**(table.schema.metadata or {}), **(metadata or {})}), path)
 
 
 def read_table(path: str) -> pd.DataFrame:

@@ -55,7 +55,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from embed.encoders import EncoderSpec, check_same_decisions, check_same_encoder, variant_of
+from embed.encoders import EncoderSpec, check_same_encoder
+from embed.variants import check_same_decisions, variant_of
 from vinted_tagger.files import atomic_path, write_json, write_parquet
 
 MANIFEST = "_manifest.json"

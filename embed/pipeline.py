@@ -24,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from embed.cache import MANIFEST, CacheWriter, read_manifest, write_failures
-from embed.encoders import check_same_decisions
+from embed.variants import check_same_decisions
 from embed.images import ImageError, load_pixels
 from embed.output import OutputError, check_folder, describe
 from embed.runtime import Encoder, versions

@@ -99,7 +99,7 @@ class EncodeBatches:
     def __init__(self, spec: dict, threads: int, variant: str | None = None, batch_size: int = 16):
         import ray
 
-        from embed.encoders import VARIANTS
+        from embed.variants import VARIANTS
         from embed.runtime import Encoder
 
         # The variant the driver chose and the cache records (auto here could pick another one), compiled for
