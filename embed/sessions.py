@@ -40,11 +40,12 @@ class EncoderPool:
         Raises EncoderMismatch when the exported file is of another encoder than ``spec``."""
         with self._lock:
             if not self._encoders:
-                first = Encoder.load(spec, threads, runtime, precision, batches, agree_with, export=False)
+                options = {"batches": batches, "agree_with": agree_with, "export": False}
+                first = Encoder.load(spec, threads, runtime=runtime, precision=precision, **options)
                 check_same_encoder(spec, first.spec.to_dict(), "the image encoder")
                 chosen = first.variant
-                self._encoders = [first] + [
-                    Encoder.load(spec, threads, chosen.runtime, chosen.precision, batches, agree_with, export=False)
+                self._encoders = [first] + [  # exactly what the first one chose (no second fallback message)
+                    Encoder.load(spec, threads, runtime=chosen.runtime, precision=chosen.precision, **options)
                     for _ in range(sessions - 1)]
                 for encoder in self._encoders:
                     self._free.put(encoder)
