@@ -272,7 +272,7 @@ ENCODERS: dict[str, EncoderSpec] = {
 # EfficientNet-Lite2 adapted to the stand-in clothing photos once by ``classifiers.finetune`` (``make finetune``'s
 # candidate, the variant best on the held-out groups: blocks 5 and 6 and the head convolution trained, multi-task),
 # then frozen like the others: same preprocessing and
-# embedding parts, its own weights (fp16 safetensors, 12 MB, in the repository). Whether it is the default is
+# embedding parts, its own weights (fp16 safetensors, in the repository). Whether it is the default is
 # decided by bench/finetune_bench.py (bench/results/finetune.json).
 ENCODERS["efficientnet-lite2-clothing"] = dataclasses.replace(
     ENCODERS["efficientnet-lite2"],
