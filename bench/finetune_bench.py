@@ -31,7 +31,8 @@ from classifiers.evaluate import evaluate  # noqa: E402
 from classifiers.predict import Tagger  # noqa: E402
 from classifiers.train import train  # noqa: E402
 from embed.cache import read_cache  # noqa: E402
-from embed.encoders import ENCODERS, LITE2_WEIGHTS_PREFIX, PREFERENCE, VARIANTS, get_encoder  # noqa: E402
+from embed.encoders import ENCODERS, LITE2_WEIGHTS_PREFIX, get_encoder  # noqa: E402
+from embed.variants import VARIANTS  # noqa: E402
 from embed.pipeline import EncoderChoice, embed_sources  # noqa: E402
 from embed.runtime import Encoder, encoder_home  # noqa: E402
 from vinted_tagger.files import file_sha256  # noqa: E402
@@ -42,7 +43,8 @@ FROZEN = "efficientnet-lite2"
 MARGIN = 0.02  # the adoption rule's margin, on top-1 and on macro tag F1
 # Every encoder runs on the same runtime and precision, so that scores and encode times compare: the variant
 # the product runs by default (OpenVINO bf16 where the CPU has it), whose frozen cache `make model` keeps.
-RUNTIME = {"runtime": VARIANTS[PREFERENCE[0]].runtime, "precision": VARIANTS[PREFERENCE[0]].precision}
+CACHE_VARIANT = "openvino-bf16"  # what `make model` embeds the stand-in with: the candidates' caches match it
+RUNTIME = {"runtime": VARIANTS[CACHE_VARIANT].runtime, "precision": VARIANTS[CACHE_VARIANT].precision}
 
 
 def heldout_uuids(runs: list[Path]) -> list[str]:
@@ -159,8 +161,8 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--caches", type=Path, default=encoder_home() / "caches")
     parser.add_argument("--frozen-cache", type=Path,
-                        default=encoder_home() / "caches" / f"clothing-efficientnet-lite2-{PREFERENCE[0]}",
-                        help=f"cache of the ImageNet encoder on {PREFERENCE[0]} (built or resumed; `make model`'s)")
+                        default=encoder_home() / "caches" / f"clothing-efficientnet-lite2-{CACHE_VARIANT}",
+                        help=f"cache of the ImageNet encoder on {CACHE_VARIANT} (built or resumed; `make model`'s)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "finetune.json")
     parser.add_argument("--started", type=float, default=None,
                         help="Unix time the whole run started (make finetune's first step), for its end-to-end time")
@@ -178,7 +180,7 @@ def main() -> int:
     test = pd.read_parquet(args.data / "test_labels.parquet")
     held = heldout_uuids(runs)
     names = {"imagenet-frozen": FROZEN, **{run.name: encoder_name(run) for run in runs}}
-    caches = {"imagenet-frozen": args.frozen_cache, **{run.name: args.caches / f"clothing-{run.name}-{PREFERENCE[0]}"
+    caches = {"imagenet-frozen": args.frozen_cache, **{run.name: args.caches / f"clothing-{run.name}-{CACHE_VARIANT}"
                                                  for run in runs}}
     curves = {run.name: json.loads((run / "curves.json").read_text()) for run in runs}
     results, own, seconds, embedded, embed_s = {}, {}, {}, 0, 0.0
@@ -214,7 +216,7 @@ def main() -> int:
               "heads_protocol": results["imagenet-frozen"]["protocol"]["calibration"] +
               " calibration: logistic heads fitted on the training rows outside the held-out groups, temperature "
               "and thresholds tuned on the held-out groups; the same for every encoder",
-              "heldout_rows": len(held_labels), "test_rows": len(test), "runtime": PREFERENCE[0],
+              "heldout_rows": len(held_labels), "test_rows": len(test), "runtime": CACHE_VARIANT,
               "bench_seconds": {**seconds, "total": round(time.perf_counter() - started, 1)}}
     if args.started is not None:  # `make finetune` passes when it started: fine-tuning both variants included
         result["make_finetune_seconds"] = round(time.time() - args.started, 1)

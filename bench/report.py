@@ -7,11 +7,8 @@ import os
 import platform
 from pathlib import Path
 
+from embed.speed import CPU_FLAGS, cpu_record  # noqa: F401  (what the product keys its timings by)
 from vinted_tagger.files import write_bytes
-
-
-# The CPU flags the encoder's runtimes choose their kernels by (bf16, int8 dot products, AMX tiles).
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8")
 
 
 def machine() -> dict:
@@ -21,25 +18,6 @@ def machine() -> dict:
     AMD family 25 is Zen 3 / Zen 4 (AVX-512 on 256-bit units), family 26 Zen 5 (full-width AVX-512)."""
     record = {"cores": os.cpu_count(), "processor": platform.processor() or platform.machine()}
     return {**record, **cpu_record()}
-
-
-def cpu_record(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict:
-    """Vendor, model name, family, model and the CPU_FLAGS present, from the first processor of cpuinfo
-    (nothing where there is no such file)."""
-    try:
-        first = cpuinfo.read_text().split("\n\n")[0]
-    except OSError:
-        return {}
-    fields = dict(line.split(":", 1) for line in first.splitlines() if ":" in line)
-    fields = {key.strip(): value.strip() for key, value in fields.items()}
-    flags = set(fields.get("flags", "").split())
-    return {"cpu": {"vendor": fields.get("vendor_id"), "model_name": fields.get("model name"),
-                    "family": _int(fields.get("cpu family")), "model": _int(fields.get("model")),
-                    "flags": [flag for flag in CPU_FLAGS if flag in flags]}}
-
-
-def _int(value: str | None) -> int | None:
-    return int(value) if value and value.isdigit() else None
 
 
 def run_record(load_at_start: float) -> dict:

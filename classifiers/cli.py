@@ -29,7 +29,7 @@ import pandas as pd
 import pyarrow as pa
 
 from classifiers.artifacts import DEFAULT_MODEL_DIR
-from embed.encoders import PRECISIONS, RUNTIMES
+from embed.variants import PRECISIONS, RUNTIMES
 from vinted_tagger.errors import ArgumentParser, UserError, run_command
 from vinted_tagger.files import check_parquet
 
@@ -156,8 +156,9 @@ def add_predict(parser: argparse.ArgumentParser) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from classifiers.predict import Tagger, predict_cache_to
+    from classifiers.predict import Tagger, predict_cache_to, ran_metadata
     from embed.output import check_new_file
+    from embed.variants import variant_of
     from embed.sources import read_ids
 
     check_new_file(args.out, "predictions file", args.overwrite)
@@ -182,7 +183,10 @@ def run_predict(args: argparse.Namespace) -> int:
         rows = len(frame)
     check_missing(missing, rows + len(missing), args)
     if args.images:
-        write_predictions(frame, Path(args.out))
+        write_predictions(frame, Path(args.out), ran_metadata(tagger, [tagger.ran]))
+        print(f"encoder {tagger.encoder().spec.name} ran {tagger.ran['variant']} (computed in "
+              f"{tagger.ran['ran_precision']}); the model's heads were trained on {variant_of(tagger.runtime)}",
+              file=sys.stderr)
     if missing:
         print(f"{len(missing)} uuid(s) without an embedding left out: {_examples(missing)}", file=sys.stderr)
     print(f"wrote {rows} rows to {args.out}")
@@ -246,11 +250,12 @@ def failure_lists(out: Path) -> dict[str, Path]:
     return {name: out.with_name(out.stem + name) for _, name in LISTS}
 
 
-def write_predictions(frame: pd.DataFrame, path: Path) -> None:
+def write_predictions(frame: pd.DataFrame, path: Path, metadata: dict[bytes, bytes] | None = None) -> None:
     from vinted_tagger.files import write_parquet
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_parquet(pa.Table.from_pandas(frame, preserve_index=False), path)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    write_parquet(table.replace_schema_metadata({**(table.schema.metadata or {}), **(metadata or {})}), path)
 
 
 def read_table(path: str) -> pd.DataFrame:

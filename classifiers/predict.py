@@ -14,7 +14,7 @@ logistic heads (plus lightgbm for LightGBM heads, onnxruntime or openvino for im
 from __future__ import annotations
 
 import contextlib
-import queue
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,23 +27,26 @@ from classifiers.artifacts import default_model_dir, load_model, model_id
 from classifiers.metrics import top_k
 from classifiers.model import TaggerModel
 from embed.cache import cache_runtimes, iter_batches, read_manifest, vectors_of
-from embed.encoders import check_same_decisions, check_same_encoder
+from embed.encoders import check_same_encoder
+from embed.variants import check_same_decisions, variant_of
 from vinted_tagger.files import atomic_path
 
 
 class Tagger:
     """A trained model ready to predict. Its image encoder is loaded once (``load_encoder``, or on first use
-    of ``predict_images``) from the ONNX file its recorded encoder identity names, as one or more runtime
-    sessions: each caller borrows a session of its own, since concurrent calls on one session share its
-    intra-op thread pool and slow each other down, while separate sessions run side by side."""
+    of ``predict_images``) from the ONNX file its recorded encoder identity names, as a pool of one or more
+    runtime sessions (embed.sessions.EncoderPool): each caller borrows a session of its own."""
 
     def __init__(self, model: TaggerModel, model_dir: str | Path | None = None):
         self.model = model
         self.model_dir = None if model_dir is None else Path(model_dir)
-        self.sessions = 0  # encoder sessions loaded
-        self._encoders: list = []
-        self._free: queue.SimpleQueue = queue.SimpleQueue()
-        self._encoder_lock = threading.Lock()
+        self._pool = None  # embed.sessions.EncoderPool, made on first use (only image prediction imports it)
+        self._pool_lock = threading.Lock()
+
+    @property
+    def sessions(self) -> int:
+        """Encoder sessions loaded."""
+        return 0 if self._pool is None else self._pool.sessions
 
     @classmethod
     def load(cls, model_dir: str | Path | None = None) -> Tagger:
@@ -120,28 +123,16 @@ class Tagger:
     def load_encoder(self, runtime: str = "auto", precision: str = "auto", sessions: int = 1,
                      threads: int | None = None, batches: tuple[int, ...] = (1, 16)):
         """The model's image encoder (embed.runtime.Encoder), loaded once: ``sessions`` sessions of the variant
-        ``runtime``/``precision`` name (auto: the fastest that keeps the heads' decisions), compiled for the
-        batch sizes ``batches``. Loaded from the exported ONNX file the model's recorded encoder identity names,
-        never by the encoder's name and never exported here: no torch, timm or open_clip import. Later calls
-        return the loaded encoder whatever their options."""
-        from embed.runtime import Encoder  # onnxruntime: only image prediction pays for it
+        ``runtime``/``precision`` name (auto: the fastest here interchangeable with the heads' own), compiled
+        for the batch sizes ``batches``. Loaded from the exported ONNX file the model's recorded encoder
+        identity names, never by the encoder's name and never exported here: no torch, timm or open_clip
+        import. Later calls return the loaded encoder whatever their options."""
+        with self._pool_lock:
+            if self._pool is None:
+                from embed.sessions import EncoderPool  # onnxruntime: only image prediction pays for it
 
-        with self._encoder_lock:
-            if not self._encoders:
-                first = self._load_session(Encoder, runtime, precision, threads, batches)
-                check_same_encoder(self.encoder_spec, first.spec.to_dict(), "the image encoder")
-                self._encoders = [first]
-                for _ in range(sessions - 1):  # exactly what the first one chose (no second fallback message)
-                    self._encoders.append(self._load_session(Encoder, first.variant.runtime, first.variant.precision,
-                                                             threads, batches))
-                for encoder in self._encoders:
-                    self._free.put(encoder)
-                self.sessions = len(self._encoders)
-        return self._encoders[0]
-
-    def _load_session(self, encoder_class, runtime: str, precision: str, threads: int | None, batches):
-        return encoder_class.load(self.encoder_spec, threads, runtime=runtime, precision=precision, batches=batches,
-                                  agree_with=self.runtime, export=False)
+                self._pool = EncoderPool()
+        return self._pool.load(self.encoder_spec, runtime, precision, sessions, threads, batches, self.runtime)
 
     def check_encoder(self) -> None:
         """Raise now if the model's encoder is not built here (or its file is damaged), without loading it."""
@@ -152,7 +143,14 @@ class Tagger:
 
     def encoder(self):
         """The model's image encoder (for its spec, variant and decoding), loaded with defaults if not yet."""
-        return self._encoders[0] if self._encoders else self.load_encoder()
+        first = None if self._pool is None else self._pool.first
+        return first if first is not None else self.load_encoder()
+
+    @property
+    def ran(self) -> dict | None:
+        """The runtime record of the encoder that runs (None before it is loaded): its variant, precision..."""
+        first = None if self._pool is None else self._pool.first
+        return None if first is None else first.record
 
     def pixels(self, image: bytes) -> np.ndarray:
         """One encoded image -> the encoder's input; raises embed.images.ImageError."""
@@ -167,28 +165,19 @@ class Tagger:
 
     @contextlib.contextmanager
     def _session(self):
-        """An encoder session to use alone (the encoder loaded with defaults if not yet); waits only when there
-        are more callers than sessions."""
+        """An encoder session to use alone (the encoder loaded with defaults if not yet)."""
         self.encoder()
-        encoder = self._free.get()
-        try:
+        with self._pool.borrow() as encoder:
             yield encoder
-        finally:
-            self._free.put(encoder)
 
     def warm(self) -> None:
         """Every compiled shape of every session once, and the heads: buffers are allocated now, not on the
         first request."""
-        self.encoder()
-        size = self._encoders[0].spec.input_size
-        borrowed = [self._free.get() for _ in range(self.sessions)]
-        try:
-            for encoder in borrowed:
+        size = self.encoder().spec.input_size
+        with self._pool.borrow_all() as encoders:
+            for encoder in encoders:
                 encoder.warm()
                 self.scores(encoder.encode(np.zeros((1, size, size, 3), np.uint8)))
-        finally:
-            for encoder in borrowed:
-                self._free.put(encoder)
 
 
 def top_two(proba: np.ndarray) -> np.ndarray:
@@ -224,7 +213,8 @@ def predict_cache_to(tagger: Tagger, cache_folder: str | Path, out: str | Path, 
     out.parent.mkdir(parents=True, exist_ok=True)
     missing: list[str] = []
     rows = 0
-    schema = _schema(tagger, with_scores)
+    ran = cache_runtimes(read_manifest(Path(cache_folder)))
+    schema = _schema(tagger, with_scores).with_metadata(ran_metadata(tagger, ran))
     with atomic_path(out) as temp, pq.ParquetWriter(temp, schema) as writer:
         if ids is None:  # cache order: the uuids stay Arrow strings from the part to the output
             decisions = pa.schema([field for field in schema if field.name != "uuid"])
@@ -335,16 +325,18 @@ def _schema(tagger: Tagger, with_scores: bool):
     return pa.schema(fields)
 
 
+RAN_KEY = b"vinted_tagger.encoder"  # the predictions file's metadata key: which encoder variant ran
+
+
+def ran_metadata(tagger: Tagger, ran: list[dict]) -> dict[bytes, bytes]:
+    """A predictions file's metadata: the variant the model's heads were trained on and the runtime records
+    of the encoder variants that made the embeddings predicted from (embed.runtime.Encoder.record)."""
+    record = {"encoder": tagger.encoder_spec.get("name"), "model_variant": variant_of(tagger.runtime), "ran": ran}
+    return {RAN_KEY: json.dumps(record, sort_keys=True).encode()}
+
+
 def score_columns(tagger: Tagger, category: np.ndarray, tags: np.ndarray) -> pd.DataFrame:
     """``p_<class>`` per class and ``score_<tag>`` per tag."""
     columns = {f"p_{name}": category[:, j] for j, name in enumerate(tagger.classes)}
     columns.update({f"score_{name}": tags[:, j] for j, name in enumerate(tagger.tags)})
     return pd.DataFrame(columns)
-
-
-def decision_agreement(tagger: Tagger, vectors: np.ndarray, other: np.ndarray) -> dict[str, float]:
-    """Share of rows on which the same heads decide the same from two embeddings of the same images (e.g.
-    fp32 and bf16): ``category1`` and each tag's 0/1 decision."""
-    first, second = tagger.predict_vectors(vectors), tagger.predict_vectors(other)
-    columns = ["category1", *tagger.tags]
-    return {name: float((first[name].to_numpy() == second[name].to_numpy()).mean()) for name in columns}

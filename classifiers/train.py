@@ -32,7 +32,8 @@ from classifiers.metrics import best_f1_threshold, log_loss, top_k_accuracy
 from classifiers.model import FORMAT_VERSION, TaggerModel
 from classifiers.scorers import CategoryScorer, TagScorer, column_index
 from embed.cache import Embeddings, read_cache
-from embed.encoders import REFERENCE_VARIANT, role_columns
+from embed.encoders import role_columns
+from embed.variants import REFERENCE_VARIANT
 
 TAG_ROLES = ("texture",)  # roles (embed.encoders.ROLES) of the embedding parts the tag heads read
 
@@ -85,7 +86,7 @@ def train(data: pd.DataFrame | str | Path, cache: Embeddings | str | Path, head:
         category, tags = _calibrate(category, tags, held_labels, held_vectors, info)
     info["data_fingerprint"] = fingerprint(labels, list(tags))
     # What made the embeddings (runtime, precision, decoder): prediction refuses embeddings whose decisions
-    # are not measured to match (embed.encoders.SAME_DECISIONS). An old cache without it ran ONNX Runtime fp32.
+    # are not measured to match (embed.variants). An old cache without it ran ONNX Runtime fp32.
     info["runtime"] = embeddings.manifest.get("runtime", {"variant": REFERENCE_VARIANT})
     timing["total_seconds"] = _seconds_since(started)
     return TaggerModel(category, tags, dict(embeddings.encoder), info, timing)

@@ -5,6 +5,7 @@
                     [--engine local|ray] [--address ADDR] [--workers N]
     embed --compact --out CACHE
     embed --list-encoders
+    embed --list-variants [--encoder NAME] [--model MODEL_DIR] [--batch-size N] [--remeasure]
     embed --export-only [--encoder NAME]
     embed --calibrate SOURCE... [--ids TRAIN.parquet] [--encoder NAME]   (builds the int8 copy)
 """
@@ -13,11 +14,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 from embed.cache import compact_cache
-from embed.encoders import PRECISIONS, RUNTIMES, get_encoder, table_text
+from embed.encoders import get_encoder, table_text
 from embed.engines import ENGINES, EngineChoice
+from embed.variants import AGREEMENT_FILE, PRECISIONS, RUNTIMES, measured, variant_of
 from embed.images import DECODERS
 from embed.pipeline import DEFAULT_ENCODER, EncoderChoice, embed_sources
 from embed.runtime import BATCH_SIZE, Encoder, encoder_dir
@@ -53,6 +56,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--list-encoders", action="store_true", help="print the encoder table and exit")
     p.add_argument("--export-only", action="store_true", help="build the encoder's ONNX file and exit")
+    p.add_argument("--list-variants", action="store_true",
+                   help="print each runtime variant's speed here, its agreement with the model's and what auto takes")
+    p.add_argument("--model", default=None, help="--list-variants: the model folder whose variant to agree with "
+                   "(default: $VINTED_TAGGER_MODEL, else the packaged model)")
+    p.add_argument("--remeasure", action="store_true", help="--list-variants: time every variant here again")
     return p
 
 
@@ -72,6 +80,8 @@ def run(args) -> int:
         return 0
     if args.calibrate:
         return calibrate(args)
+    if args.list_variants:
+        return list_variants(args)
     if args.compact:
         if not args.out:
             parser().error("--compact needs --out CACHE")
@@ -109,6 +119,44 @@ def calibrate(args) -> int:
     print(f"embed: int8 copy of {args.encoder} calibrated on {calibration['images']} images "
           f"(seed {calibration['seed']}, sample {calibration['fingerprint'][:12]}) in {encoder_dir(get_encoder(args.encoder))}")
     return 0
+
+
+def list_variants(args) -> int:
+    import json
+
+    from embed.runtime import ensure_onnx, variant_report
+    from vinted_tagger.settings import model_dir
+
+    folder = Path(args.model) if args.model else model_dir()
+    # The model's runtime record (model.json's training.runtime: what its heads were trained on).
+    model = json.loads((folder / "model.json").read_text()) if (folder / "model.json").is_file() else {}
+    against = model.get("training", {}).get("runtime")
+    rows, auto = variant_report(ensure_onnx(get_encoder(args.encoder))[1], against, args.batch_size, args.remeasure)
+    base = variant_of(against)
+    table = [("variant", f"img/s here (batch {args.batch_size})", f"agreement with {base} (the model's)",
+              "interchangeable")]
+    for row in rows:
+        speed = "-" if row["images_per_s"] is None else f"{row['images_per_s']:.1f}"
+        agreement = "not measured" if row["agreement"] is None else f"{row['agreement']:.4f}"
+        table.append((row["variant"], speed if row["cannot_run"] is None else f"cannot run: {row['cannot_run']}",
+                      agreement, "yes" if row["interchangeable"] else "no"))
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    for line in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
+    print(f"noise floor of the agreement: {measured()['noise_floor']['agreement']:.4f} ({AGREEMENT_FILE.name}); "
+          f"auto takes {auto.name}")
+    return 0
+
+
+def report(summary) -> None:
+    for uuid, origin, reason in summary.failures[:SHOWN_FAILURES]:
+        where = f" ({origin})" if origin else ""
+        print(f"embed: {'missing' if reason == MISSING_REASON else 'failed'}: {uuid}{where}: {reason}", file=sys.stderr)
+    if len(summary.failures) > SHOWN_FAILURES:
+        print(f"embed: ... {len(summary.failures) - SHOWN_FAILURES} more", file=sys.stderr)
+    if summary.failures:
+        print(f"embed: all failures are listed in {summary.cache}/_failures.csv", file=sys.stderr)
+    print(summary.line())
 
 
 if __name__ == "__main__":

@@ -272,7 +272,7 @@ ENCODERS: dict[str, EncoderSpec] = {
 # EfficientNet-Lite2 adapted to the stand-in clothing photos once by ``classifiers.finetune`` (``make finetune``'s
 # candidate, the variant best on the held-out groups: blocks 5 and 6 and the head convolution trained, multi-task),
 # then frozen like the others: same preprocessing and
-# embedding parts, its own weights (fp16 safetensors, 12 MB, in the repository). Whether it is the default is
+# embedding parts, its own weights (fp16 safetensors, in the repository). Whether it is the default is
 # decided by bench/finetune_bench.py (bench/results/finetune.json).
 ENCODERS["efficientnet-lite2-clothing"] = dataclasses.replace(
     ENCODERS["efficientnet-lite2"],
@@ -379,88 +379,6 @@ def _fmt(values) -> str:
     return json.dumps([round(v, 4) for v in values])
 
 
-# ------------------------------------------------------------------------------------------- runtimes
-# How an encoder's ONNX graph is run: one exported graph feeds every runtime. ``graph`` says which file:
-# "fp32" is the export itself, "int8" its statically quantised copy (embed --calibrate) stored beside it.
-# ``cpu`` is the OpenVINO CPU capability the precision needs (None: any CPU).
-
-
-@dataclass(frozen=True)
-class Variant:
-    runtime: str  # "onnxruntime" or "openvino"
-    precision: str  # what the arithmetic runs in: "fp32", "bf16" or "int8"
-    graph: str  # which ONNX file: "fp32" (the export) or "int8" (its calibrated copy)
-    package: str  # the Python package the runtime needs
-    cpu: str | None  # OpenVINO OPTIMIZATION_CAPABILITIES entry needed; None = any CPU
-    min_cosine: float  # to ONNX Runtime fp32 on real pixels (tests hold every variant to it)
-
-    @property
-    def name(self) -> str:
-        return f"{self.runtime}-{self.precision}"
-
-
-VARIANTS: dict[str, Variant] = {
-    v.name: v
-    for v in (
-        Variant("onnxruntime", "fp32", "fp32", "onnxruntime", None, 0.9999),
-        Variant("onnxruntime", "int8", "int8", "onnxruntime", None, 0.99),
-        Variant("openvino", "fp32", "fp32", "openvino", None, 0.9999),
-        Variant("openvino", "bf16", "fp32", "openvino", "BF16", 0.998),
-        Variant("openvino", "int8", "int8", "openvino", None, 0.99),
-    )
-}
-REFERENCE_VARIANT = "onnxruntime-fp32"  # the portable reference; what a manifest without a record ran
-RUNTIMES = tuple(dict.fromkeys(v.runtime for v in VARIANTS.values()))
-PRECISIONS = tuple(dict.fromkeys(v.precision for v in VARIANTS.values()))
-# ``--runtime auto --precision auto`` takes the first of these this machine can run (fastest first): the
-# fastest variants whose stand-in test scores stay within 0.005 (top-1, top-2) and 0.01 (each tag F1) of ONNX
-# Runtime fp32 (bench/runtime_bench.py, `same_scores`). int8 is left out: it measured faster, but its scores and
-# decisions moved more than that (bench/results/runtime.json); it runs when asked for (--precision int8, after
-# `embed --calibrate`).
-PREFERENCE = ("openvino-bf16", "openvino-fp32", "onnxruntime-fp32")
-# Variants whose embeddings give the same decisions through the same heads: category1 and every tag decision
-# agree on >= 99% of the stand-in test images with heads trained on another member's embeddings
-# (bench/runtime_bench.py, `same_decisions`). A cache or model of one may meet embeddings of another; any
-# other pair is refused (bf16 and int8 measured under 99%: heads trained on fp32 are not applied to them).
-SAME_DECISIONS = frozenset({"onnxruntime-fp32", "openvino-fp32"})
-
-
-class PrecisionMismatch(ValueError):
-    """Embeddings of one runtime/precision met a cache or model whose decisions they are not known to keep."""
-
-
 class EncoderError(UserError, RuntimeError):
     """An encoder cannot be built or run here: its weights or exported files are missing, damaged or from
     other weights, or no runtime of this machine can run it. The message says what to do."""
-
-
-def get_variant(runtime: str, precision: str) -> Variant:
-    """Look a runtime x precision up; unknown names raise ValueError listing the valid ones."""
-    name = f"{runtime}-{precision}"
-    if name not in VARIANTS:
-        raise ValueError(f"unknown runtime/precision {runtime!r}/{precision!r}; valid: {', '.join(VARIANTS)} "
-                         "(or auto)")
-    return VARIANTS[name]
-
-
-def variant_of(record: dict | None) -> str:
-    """The variant a cache or model manifest's runtime record names (none recorded: the reference)."""
-    return (record or {}).get("variant", REFERENCE_VARIANT)
-
-
-def same_decisions(a: str, b: str) -> bool:
-    """Whether heads trained on embeddings of variant ``a`` may read embeddings of variant ``b``."""
-    return a == b or {a, b} <= SAME_DECISIONS
-
-
-def check_same_decisions(expected: dict | None, found: dict | None, what: str) -> None:
-    """Refuse to mix embeddings of variants that are not measured to give the same decisions."""
-    a, b = variant_of(expected), variant_of(found)
-    if not same_decisions(a, b):
-        raise PrecisionMismatch(
-            f"{what} holds embeddings of {b}, not {a}, and these two are not measured to give the same "
-            f"decisions; use --runtime {VARIANTS[b].runtime} --precision {VARIANTS[b].precision} if this "
-            f"machine can, or re-embed into a new cache" if b in VARIANTS else
-            f"{what} holds embeddings of an unknown runtime/precision {b!r} (valid: {', '.join(VARIANTS)}); "
-            "re-embed into a new cache"
-        )

@@ -17,7 +17,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from embed.cache import MANIFEST, CacheWriter, read_manifest
-from embed.encoders import check_same_decisions
+from embed.variants import check_same_decisions
 from embed.engines import EmbedJob, EngineChoice, engine_runner
 from embed.output import OutputError, check_folder, os_reason
 from embed.runtime import BATCH_SIZE, Encoder, versions

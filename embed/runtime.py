@@ -4,8 +4,9 @@ Each encoder is exported once to ``$VINTED_TAGGER_HOME/encoders/<slug>/model.onn
 ``~/.cache/vinted-tagger``) next to ``spec.json``, which records the spec (weights checksum included) and
 the ONNX file's own checksum. ``Encoder.load`` finds that file, verifies it, and exports it first when it is
 missing and torch is installed. Its int8 copy (``model.int8.onnx`` + ``int8.json``, made by
-``embed --calibrate``) sits beside it. Which runtime x precision runs is ``embed.encoders.VARIANTS`` data;
-``choose_variant`` picks the fastest this machine can run, and says so in one line when it must fall back.
+``embed --calibrate``) sits beside it. Which runtime x precision runs is ``embed.variants.VARIANTS`` data;
+``choose_variant`` runs the one asked for, or for ``auto`` the fastest interchangeable one this machine can run,
+measured here (``embed.speed``), and says so in one line when what was asked for must fall back.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
@@ -23,11 +25,13 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from embed.encoders import (
-    PREFERENCE, REFERENCE_VARIANT, VARIANTS, EncoderError, EncoderSpec, Variant, check_same_decisions, get_encoder,
-    get_variant, identity, same_decisions, variant_of,
-)
+from embed.encoders import EncoderError, EncoderSpec, get_encoder, identity
 from embed.images import ImageError, check_decoder, load_pixels, resize_shorter_crop, to_rgb
+from embed.speed import measured_speeds, speed_key
+from embed.variants import (
+    REFERENCE_VARIANT, VARIANTS, Variant, check_same_decisions, get_variant, pair_agreement, same_decisions,
+    variant_of,
+)
 from vinted_tagger.errors import MissingExtra
 from vinted_tagger.files import atomic_path, file_sha256, write_json
 from vinted_tagger.settings import encoder_home
@@ -105,7 +109,7 @@ def int8_graph(spec: EncoderSpec, fp32_path: Path) -> tuple[Path, dict] | None:
 
 
 def openvino_core():
-    """An OpenVINO Core, or None when the [fast] extra is not installed (one per process: it is heavy)."""
+    """An OpenVINO Core, or None when openvino is not installed (one per process: it is heavy)."""
     global _CORE
     if _CORE is None:
         try:
@@ -129,7 +133,7 @@ def cannot_run(variant: Variant, spec: EncoderSpec) -> str | None:
     if variant.runtime == "openvino":
         core = openvino_core()
         if core is None:
-            return "openvino is not installed (pip install 'vinted-tagger[fast]')"
+            return "openvino is not installed (a base dependency: pip install vinted-tagger again)"
         if variant.cpu and variant.cpu not in cpu_capabilities():
             return f"this CPU has no {variant.cpu}"
     if variant.graph == "int8" and not (encoder_dir(spec) / INT8_RECORD).exists():
@@ -138,44 +142,110 @@ def cannot_run(variant: Variant, spec: EncoderSpec) -> str | None:
 
 
 def choose_variant(spec: EncoderSpec, runtime: str = "auto", precision: str = "auto",
-                   agree_with: dict | None = None) -> Variant:
-    """The variant to run: the one asked for, else (``auto``) the fastest one this machine can run, in
-    ``PREFERENCE`` order, among those that keep the decisions of ``agree_with`` (the runtime record of the
-    cache or model the embeddings will meet). A fallback is said in one line on the log, except skipping an
-    int8 that was never calibrated, which is optional."""
-    # The preferred ones first, then the rest with OpenVINO first (it measured faster at every precision).
-    rest = sorted((n for n in VARIANTS if n not in PREFERENCE), key=lambda n: VARIANTS[n].runtime != "openvino")
-    candidates = [VARIANTS[n] for n in (*PREFERENCE, *rest) if _matches(VARIANTS[n], runtime, precision)]
+                   agree_with: dict | None = None, batch: int = 16, remeasure: bool = False) -> Variant:
+    """The variant to run: the one asked for; for ``auto`` the fastest one this machine can run (timed here
+    once, ``embed.speed``) among those interchangeable with ``agree_with`` (the runtime record of the cache or
+    model the embeddings will meet; none: with the reference variant). When what was asked for cannot run
+    here, what runs instead is said in one line on the log."""
+    candidates = interchangeable_candidates(runtime, precision, agree_with)
+    reasons = {v.name: cannot_run(v, spec) for v in candidates}
+    runnable = [v for v in candidates if reasons[v.name] is None]
+    # A plain auto skips what this machine lacks without a word; a half-named choice says what it skipped,
+    # except an int8 copy never calibrated (optional) under precision auto.
+    quiet = runtime == precision == "auto"
+    skipped = [(v, reasons[v.name]) for v in candidates if reasons[v.name] is not None
+               and not (precision == "auto" and reasons[v.name].startswith(NOT_CALIBRATED))]
+    if runnable:
+        chosen = ranked(spec, runnable, batch, remeasure)[0] if len(runnable) > 1 else runnable[0]
+        if not quiet:
+            _say_fallback(skipped, chosen)
+        return chosen
+    for name in sorted(FALLBACKS, key=lambda n: VARIANTS[n].runtime != candidates[0].runtime):
+        variant = VARIANTS[name]
+        if (agree_with is None or _agrees(agree_with, variant)) and cannot_run(variant, spec) is None:
+            _say_fallback(skipped or [(candidates[0], reasons[candidates[0].name])], variant)
+            return variant
+    raise EncoderError(f"no encoder runtime can run here: {reasons}")
+
+
+def interchangeable_candidates(runtime: str, precision: str, agree_with: dict | None) -> list[Variant]:
+    """The variants ``runtime``/``precision`` name whose embeddings ``agree_with``'s heads may read (for a
+    plain ``auto``, none to agree with: those interchangeable with the reference). Raises PrecisionMismatch
+    when there is none."""
+    candidates = [v for v in VARIANTS.values() if _matches(v, runtime, precision)]
     if not candidates:
         get_variant(runtime, precision)  # raises, listing the valid names
+    if agree_with is None and runtime == precision == "auto":
+        agree_with = {"variant": REFERENCE_VARIANT}
     if agree_with is not None:
         keeping = [v for v in candidates if _agrees(agree_with, v)]
         if not keeping:
             check_same_decisions({"variant": candidates[0].name}, agree_with, "the model or cache")  # raises
         candidates = keeping
-    skipped = []
-    for variant in candidates:
-        reason = cannot_run(variant, spec)
-        if reason is None:
-            _say_fallback(skipped, variant, quiet_int8=precision == "auto")
-            return variant
-        skipped.append((variant, reason))
-    asked = candidates[0]
-    for name in sorted(FALLBACKS, key=lambda n: VARIANTS[n].runtime != asked.runtime):
-        variant = VARIANTS[name]
-        if (agree_with is None or _agrees(agree_with, variant)) and cannot_run(variant, spec) is None:
-            _say_fallback(skipped, variant, quiet_int8=precision == "auto")
-            return variant
-    raise EncoderError(f"no encoder runtime can run here: {skipped}")
+    return candidates
+
+
+def ranked(spec: EncoderSpec, variants: list[Variant], batch: int = 16, remeasure: bool = False) -> list[Variant]:
+    """``variants`` fastest first, by their speed measured on this machine (``variant_speeds``)."""
+    speeds = variant_speeds(spec, variants, batch, remeasure)
+    return sorted(variants, key=lambda v: -speeds[v.name])
+
+
+def variant_speeds(spec: EncoderSpec, variants: list[Variant], batch: int = 16,
+                   remeasure: bool = False) -> dict[str, float]:
+    """Images per second of each variant here at ``batch`` images a call: kept ones, else timed now."""
+    path, _ = ensure_onnx(spec, export=False)
+    key = speed_key(identity(spec), versions(), batch)
+    measure = lambda names: time_variants(spec, path, [VARIANTS[n] for n in names], batch)  # noqa: E731
+    speeds = measured_speeds(key, [v.name for v in variants], measure, remeasure)
+    log.info("encoder: images/s here at batch %d: %s", batch, ", ".join(f"{n} {s}" for n, s in speeds.items()))
+    return speeds
+
+
+TIMING_SECONDS = 1.0  # per variant, after a warm-up call: enough to rank them, short enough for a first use
+
+
+def time_variants(spec: EncoderSpec, onnx_path: Path, variants: list[Variant], batch: int) -> dict[str, float]:
+    """Images per second of each variant on seeded random pixels, ``batch`` at a time: one call of each in
+    turn, round after round, for about TIMING_SECONDS each (interleaved, so that a burst of load elsewhere
+    slows them all alike, not the one that happened to run then)."""
+    encoders = {v.name: Encoder(spec, onnx_path, variant=v.name, batches=(batch,)) for v in variants}
+    size = spec.input_size
+    pixels = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
+    for encoder in encoders.values():
+        encoder.encode(pixels)  # first-call allocations are not timed
+    seconds, rounds = dict.fromkeys(encoders, 0.0), 0
+    while rounds < 2 or sum(seconds.values()) < TIMING_SECONDS * len(encoders):
+        for name, encoder in encoders.items():
+            began = time.perf_counter()
+            encoder.encode(pixels)
+            seconds[name] += time.perf_counter() - began
+        rounds += 1
+    return {name: rounds * batch / spent for name, spent in seconds.items()}
+
+
+def variant_report(spec: EncoderSpec, agree_with: dict | None, batch: int = 16,
+                   remeasure: bool = False) -> tuple[list[dict], Variant]:
+    """Each variant's line for ``embed --list-variants``: why it cannot run here (None: it can), its speed
+    here (measured now if not kept, again with ``remeasure``), its measured agreement with ``agree_with``'s
+    variant and whether the two are interchangeable; and the variant ``auto`` takes."""
+    base = variant_of(agree_with)
+    reasons = {name: cannot_run(variant, spec) for name, variant in VARIANTS.items()}
+    runnable = [VARIANTS[name] for name, reason in reasons.items() if reason is None]
+    speeds = variant_speeds(spec, runnable, batch, remeasure)
+    rows = [{"variant": name, "cannot_run": reasons[name], "images_per_s": speeds.get(name),
+             "agreement": 1.0 if name == base else pair_agreement(base, name),
+             "interchangeable": same_decisions(base, name)} for name in VARIANTS]
+    return rows, choose_variant(spec, agree_with=agree_with, batch=batch)
 
 
 FALLBACKS = ("openvino-fp32", REFERENCE_VARIANT)  # what runs when the variant asked for cannot
 
 
-def _say_fallback(skipped: list[tuple[Variant, str]], chosen: Variant, quiet_int8: bool) -> None:
-    loud = [(v, reason) for v, reason in skipped if not (quiet_int8 and reason.startswith(NOT_CALIBRATED))]
-    if loud:
-        log.warning("encoder: %s is not available here (%s); running %s", loud[0][0].name, loud[0][1], chosen.name)
+def _say_fallback(skipped: list[tuple[Variant, str]], chosen: Variant) -> None:
+    if skipped:
+        log.warning("encoder: %s is not available here (%s); running %s", skipped[0][0].name, skipped[0][1],
+                    chosen.name)
 
 
 NOT_CALIBRATED = "no calibrated int8 file"
@@ -386,7 +456,7 @@ class Encoder:
         if identity(resolved) != identity(wanted):
             raise EncoderError(f"{path} was exported from other weights or another layout than {spec.name} asks for")
         resolved = dataclasses.replace(resolved, name=spec.name)
-        variant = choose_variant(resolved, runtime, precision, agree_with)
+        variant = choose_variant(resolved, runtime, precision, agree_with, batch=max(batches))
         return cls(resolved, path, threads, variant.name, batches, decoder)
 
     def encode(self, pixels: np.ndarray) -> np.ndarray:

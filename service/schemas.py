@@ -62,6 +62,8 @@ class EncoderInfo(BaseModel):
     weights_sha256: str | None
     runtime: str | None = Field(default=None, description="what runs the encoder: onnxruntime or openvino")
     precision: str | None = Field(default=None, description="its arithmetic: fp32, bf16 or int8")
+    variant: str | None = Field(default=None, description="the variant that runs (runtime-precision), as "
+                                "`embed --list-variants` names it; auto takes the fastest interchangeable one here")
 
 
 class ModelInfo(BaseModel):
@@ -116,7 +118,8 @@ def model_info_of(tagger) -> ModelInfo:
         model_id=tagger.model_id,
         model_dir=str(tagger.model_dir),
         encoder=EncoderInfo(name=spec.name, input_size=spec.input_size, dim=spec.dim, weights_sha256=spec.sha256,
-                            runtime=encoder.variant.runtime, precision=encoder.variant.precision),
+                            runtime=encoder.variant.runtime, precision=encoder.variant.precision,
+                            variant=encoder.variant.name),
         classes=list(tagger.classes),
         tags=list(tagger.tags),
         thresholds={tag: float(t) for tag, t in zip(tagger.tags, tagger.model.thresholds())},

@@ -282,7 +282,12 @@ class FakeEncoder:
     """Stands in for embed.runtime.Encoder: bytes b"bad" fail, others map to a fixed vector."""
 
     def __init__(self, spec, vectors):
+        from embed.variants import VARIANTS
+
         self.spec, self.vectors = spec, vectors
+        self.variant = VARIANTS["onnxruntime-fp32"]
+        self.record = {"variant": "onnxruntime-fp32", "runtime": "onnxruntime", "precision": "fp32",
+                       "ran_precision": "fp32"}
 
     def embed_images(self, images):
         out = np.full((len(images), DIM), np.nan, np.float32)

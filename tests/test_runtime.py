@@ -1,5 +1,7 @@
-"""The encoder's runtimes x precisions (embed.encoders.VARIANTS): the same answers as ONNX Runtime fp32 on real
-pixels, a deterministic int8 calibration, fallbacks that say what ran, and precision mismatches refused.
+"""The encoder's runtimes x precisions (embed.variants.VARIANTS): the same answers as ONNX Runtime fp32 on real
+pixels, a deterministic int8 calibration, ``auto`` as the fastest interchangeable variant measured here (the
+timing kept per encoder, CPU and versions), fallbacks that say what ran, the packaged model predicting on any
+CPU, and variants measured below the noise floor refused.
 
 The module runs in a VINTED_TAGGER_HOME of its own (a copy of the session's exported EfficientNet-Lite2),
 because calibrating an int8 copy changes what ``auto`` picks for every later test.
@@ -7,8 +9,10 @@ because calibrating an int8 copy changes what ``auto`` picks for every later tes
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,19 +20,25 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from classifiers.predict import Tagger, decision_agreement, predict_cache
+from classifiers.predict import RAN_KEY, Tagger, predict_cache
 from classifiers.train import train
-from embed import runtime
+from embed import runtime, speed, variants
 from embed.cache import CacheWriter, read_cache, read_manifest
 from devtools.demo_data import make_demo_dataset
-from embed.encoders import PREFERENCE, VARIANTS, PrecisionMismatch, check_same_decisions, get_encoder
+from embed.encoders import get_encoder
 from embed.images import load_pixels
 from embed.pipeline import EncoderChoice, embed_sources
 from embed.quantize import calibrate, calibration_sample
 from embed.runtime import Encoder, choose_variant, encoder_dir
 from embed.sources import list_images
+from embed.variants import VARIANTS, PrecisionMismatch, agreement_data, check_same_decisions
 
-pytest.importorskip("openvino", reason="the OpenVINO variants need the [fast] extra")
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+from agreement import decision_agreement  # noqa: E402  (bench/ is not a package)
+from runtime_bench import agreement_record  # noqa: E402
+
+pytest.importorskip("openvino", reason="the OpenVINO variants are run by openvino (a base dependency)")
 LITE2 = "efficientnet-lite2"
 
 
@@ -139,19 +149,98 @@ def test_int8_calibration_is_deterministic_and_recorded(int8, demo, home, tiny_c
     assert other["calibration"]["fingerprint"] != first["calibration"]["fingerprint"]
 
 
-def test_auto_picks_the_preferred_runnable_variant(int8) -> None:
+def measured_as(monkeypatch, floor: float, pairs: dict[tuple[str, str], float]) -> None:
+    """Pretend the runtime bench measured these agreements (both directions alike) and this noise floor."""
+    record = {"noise_floor": {"agreement": floor},
+              "pairs": {f"{x}|{y}": {"agreement": value} for (a, b), value in pairs.items()
+                        for x, y in ((a, b), (b, a))}}
+    monkeypatch.setattr(variants, "measured", lambda: agreement_data(record))
+
+
+def speeds_as(monkeypatch, speeds: dict[str, float]) -> list[list[str]]:
+    """Pretend these are the variants' speeds here; returns the lists of variants ranked."""
+    ranked = []
+
+    def fake(spec, candidates, batch=16, remeasure=False):
+        ranked.append([v.name for v in candidates])
+        return {v.name: speeds[v.name] for v in candidates}
+
+    monkeypatch.setattr(runtime, "variant_speeds", fake)
+    return ranked
+
+
+ALL_AGREE = {(a, b): 0.99 for a in VARIANTS for b in VARIANTS if a < b}
+
+
+def test_auto_takes_the_fastest_variant_measured_here_among_the_interchangeable(int8, monkeypatch) -> None:
     spec = runtime.ensure_onnx(get_encoder(LITE2))[1]
-    assert choose_variant(spec).name == PREFERENCE[0] == "openvino-bf16"
-    assert choose_variant(spec, precision="int8").name == "openvino-int8"  # calibrated: runs when asked for
-    assert choose_variant(spec, runtime="onnxruntime").name == "onnxruntime-fp32"
+    measured_as(monkeypatch, 0.95, ALL_AGREE)
+    speeds_as(monkeypatch, {"onnxruntime-fp32": 10, "onnxruntime-int8": 20, "openvino-fp32": 30,
+                            "openvino-bf16": 60, "openvino-int8": 50})
+    assert choose_variant(spec).name == "openvino-bf16"
+    speeds_as(monkeypatch, {"onnxruntime-fp32": 10, "onnxruntime-int8": 20, "openvino-fp32": 30,
+                            "openvino-bf16": 40, "openvino-int8": 50})  # another CPU: int8 is the fastest
+    assert choose_variant(spec).name == "openvino-int8"
+    assert choose_variant(spec, runtime="onnxruntime").name == "onnxruntime-int8"
+    assert choose_variant(spec, precision="fp32").name == "openvino-fp32"
+    # int8 measured below the noise floor against the model's bf16: auto under that model leaves it out
+    measured_as(monkeypatch, 0.95, {**ALL_AGREE, ("openvino-bf16", "openvino-int8"): 0.94,
+                                    ("onnxruntime-int8", "openvino-bf16"): 0.94})
+    assert choose_variant(spec, agree_with={"variant": "openvino-bf16"}).name == "openvino-bf16"
     with pytest.raises(ValueError, match="valid: onnxruntime-fp32"):
         choose_variant(spec, "onnxruntime", "bf16")
 
 
-def test_without_openvino_falls_back_to_onnxruntime_in_one_line(tmp_path, demo, few, monkeypatch, caplog):
+def test_int8_is_a_candidate_only_where_its_calibrated_copy_exists(int8, monkeypatch) -> None:
+    spec = runtime.ensure_onnx(get_encoder(LITE2))[1]
+    measured_as(monkeypatch, 0.95, ALL_AGREE)
+    ranked = speeds_as(monkeypatch, dict.fromkeys(VARIANTS, 1.0) | {"openvino-int8": 99.0})
+    monkeypatch.setattr(runtime, "INT8_RECORD", "no-such-int8.json")  # as on a machine never calibrated
+    assert choose_variant(spec).name != "openvino-int8"
+    assert not any("int8" in name for name in ranked[-1])
+
+
+def test_the_timing_is_kept_and_measured_again_when_the_cpu_or_versions_change(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("VINTED_TAGGER_HOME", str(tmp_path))
+    calls = []
+
+    def measure(names):
+        calls.append(list(names))
+        return {name: 10.0 * (len(calls)) for name in names}
+
+    key = speed.speed_key(("abc", "def"), {"openvino": "1", "onnxruntime": "2"}, 16)
+    first = speed.measured_speeds(key, ["openvino-bf16", "openvino-fp32"], measure)
+    assert first == {"openvino-bf16": 10.0, "openvino-fp32": 10.0} and len(calls) == 1
+    assert speed.measured_speeds(key, ["openvino-bf16", "openvino-fp32"], measure) == first and len(calls) == 1
+    assert (tmp_path / speed.SPEED_FILE).exists()
+    newer = speed.speed_key(("abc", "def"), {"openvino": "1.1", "onnxruntime": "2"}, 16)  # a runtime upgraded
+    assert speed.measured_speeds(newer, ["openvino-bf16"], measure) == {"openvino-bf16": 20.0} and len(calls) == 2
+    monkeypatch.setattr(speed, "cpu_record", lambda: {"cpu": {"model_name": "another CPU"}})
+    moved = speed.speed_key(("abc", "def"), {"openvino": "1", "onnxruntime": "2"}, 16)
+    assert moved != key
+    assert speed.measured_speeds(moved, ["openvino-bf16"], measure) == {"openvino-bf16": 30.0} and len(calls) == 3
+    assert speed.measured_speeds(key, ["openvino-bf16"], measure) == {"openvino-bf16": 10.0}  # the first CPU's
+    assert speed.measured_speeds(key, ["openvino-bf16"], measure, remeasure=True) == {"openvino-bf16": 40.0}
+    (tmp_path / speed.SPEED_FILE).write_text("not json")  # a damaged cache is measured again, not an error
+    assert speed.measured_speeds(key, ["openvino-bf16"], measure) == {"openvino-bf16": 50.0}
+
+
+def test_the_real_timing_ranks_the_runnable_variants_and_is_kept(int8, monkeypatch) -> None:
+    spec = runtime.ensure_onnx(get_encoder(LITE2))[1]
+    monkeypatch.setattr(runtime, "TIMING_SECONDS", 0.05)
+    candidates = [VARIANTS["onnxruntime-fp32"], VARIANTS["openvino-fp32"]]
+    found = runtime.variant_speeds(spec, candidates, batch=2, remeasure=True)
+    assert set(found) == {"onnxruntime-fp32", "openvino-fp32"} and min(found.values()) > 0
+    monkeypatch.setattr(runtime, "time_variants", lambda *a: pytest.fail("measured again"))
+    assert runtime.variant_speeds(spec, candidates, batch=2) == found
+
+
+def test_without_openvino_an_explicit_openvino_falls_back_to_onnxruntime_in_one_line(tmp_path, demo, few,
+                                                                                     monkeypatch, caplog):
     monkeypatch.setattr(runtime, "openvino_core", lambda: None)
     with caplog.at_level(logging.WARNING, logger="embed.runtime"):
-        summary = embed_sources([demo / "data.zip"], tmp_path / "cache", LITE2, few, progress=False)
+        summary = embed_sources([demo / "data.zip"], tmp_path / "cache", EncoderChoice(LITE2, "openvino", "fp32"), few,
+                                progress=False)
     assert summary.encoded > 0
     lines = [r.getMessage() for r in caplog.records if r.name == "embed.runtime"]
     assert len(lines) == 1 and "openvino is not installed" in lines[0] and "running onnxruntime-fp32" in lines[0]
@@ -159,16 +248,77 @@ def test_without_openvino_falls_back_to_onnxruntime_in_one_line(tmp_path, demo, 
     assert (recorded["variant"], recorded["runtime"], recorded["precision"]) == ("onnxruntime-fp32", "onnxruntime", "fp32")
 
 
-def test_without_bf16_falls_back_to_fp32_in_one_line(tmp_path, demo, few, monkeypatch, caplog, home):
+def test_without_bf16_an_explicit_bf16_falls_back_to_fp32_in_one_line(tmp_path, demo, few, monkeypatch, caplog):
     monkeypatch.setattr(runtime, "cpu_capabilities", lambda: ["FP32", "INT8"])
-    monkeypatch.setattr(runtime, "INT8_RECORD", "no-such-int8.json")  # as on a machine never calibrated
     with caplog.at_level(logging.WARNING, logger="embed.runtime"):
-        embed_sources([demo / "data.zip"], tmp_path / "cache", LITE2, few, progress=False)
+        embed_sources([demo / "data.zip"], tmp_path / "cache", EncoderChoice(LITE2, "openvino", "bf16"), few,
+                      progress=False)
     lines = [r.getMessage() for r in caplog.records if r.name == "embed.runtime"]
     assert len(lines) == 1 and "no BF16" in lines[0] and "running openvino-fp32" in lines[0]
     recorded = read_manifest(tmp_path / "cache")["runtime"]
     assert (recorded["variant"], recorded["ran_precision"]) == ("openvino-fp32", "fp32")
     assert recorded["decoder"] in ("simplejpeg", "pillow")
+
+
+@pytest.mark.parametrize("machine", ["no BF16", "no OpenVINO"])
+def test_the_packaged_model_predicts_on_a_cpu_without_bf16_and_without_openvino(machine, demo, monkeypatch,
+                                                                                caplog, tmp_path) -> None:
+    """The packaged model's heads were trained on OpenVINO bf16; elsewhere auto runs the fastest variant
+    interchangeable with it (as measured, variant_agreement.json) and the decisions come back, quietly."""
+    if machine == "no BF16":
+        monkeypatch.setattr(runtime, "cpu_capabilities", lambda: ["FP32", "INT8"])
+    else:
+        monkeypatch.setattr(runtime, "openvino_core", lambda: None)
+    speeds_as(monkeypatch, {name: 2.0 if name.startswith("openvino") else 1.0 for name in VARIANTS})
+    tagger = Tagger.load()
+    assert tagger.runtime["variant"] == "openvino-bf16"
+    images = [ref.read() for ref in list_images([demo / "data.zip"])[:3]]
+    with caplog.at_level(logging.WARNING, logger="embed.runtime"):
+        results = tagger.predict_images(images)
+    assert [sorted(r) for r in results] == [["categories", "category1", "category2", "tags"]] * 3
+    assert not [r for r in caplog.records if r.name == "embed.runtime"]  # auto skips quietly
+    ran = tagger.ran["variant"]
+    assert ran != "openvino-bf16" and (machine == "no BF16") == ran.startswith("openvino")
+    assert variants.same_decisions("openvino-bf16", ran)
+
+
+def test_classify_predict_says_what_ran_in_the_file_and_one_line(demo, tmp_path, capsys) -> None:
+    import pyarrow.parquet as pq
+
+    from classifiers.cli import main
+
+    image = tmp_path / "photo.jpg"
+    image.write_bytes(list_images([demo / "data.zip"])[0].read())
+    assert main(["predict", "--images", str(image), "--out", str(tmp_path / "p.parquet"),
+                 "--runtime", "onnxruntime", "--precision", "fp32"]) == 0
+    assert "ran onnxruntime-fp32" in capsys.readouterr().err
+    ran = json.loads(pq.read_schema(tmp_path / "p.parquet").metadata[RAN_KEY])
+    assert ran["model_variant"] == "openvino-bf16" and [r["variant"] for r in ran["ran"]] == ["onnxruntime-fp32"]
+
+
+def test_list_variants_prints_speed_agreement_and_the_choice(monkeypatch, capsys, int8) -> None:
+    from embed.cli import main
+
+    speeds_as(monkeypatch, {"onnxruntime-fp32": 11.0, "onnxruntime-int8": 12.0, "openvino-fp32": 13.0,
+                            "openvino-bf16": 14.0, "openvino-int8": 15.0})
+    measured_as(monkeypatch, 0.95, {**ALL_AGREE, ("openvino-bf16", "openvino-int8"): 0.9})
+    assert main(["--list-variants"]) == 0
+    out = capsys.readouterr().out
+    assert "agreement with openvino-bf16 (the model's)" in out
+    assert [line.split()[:2] for line in out.splitlines()[1:6]] == [
+        ["onnxruntime-fp32", "11.0"], ["onnxruntime-int8", "12.0"], ["openvino-fp32", "13.0"],
+        ["openvino-bf16", "14.0"], ["openvino-int8", "15.0"]]
+    assert "0.9000" in out and out.strip().endswith("auto takes openvino-bf16")
+
+
+def test_the_agreement_data_is_what_the_runtime_bench_measured() -> None:
+    """embed/variant_agreement.json (what the product reads) is bench/results/runtime.json's figures."""
+    result = json.loads((BENCH / "results" / "runtime.json").read_text())
+    kept = json.loads(variants.AGREEMENT_FILE.read_text())
+    assert {k: v for k, v in kept.items() if k != "measured_by"} == agreement_record(result)
+    assert set(kept["pairs"]) == {f"{a}|{b}" for a in VARIANTS for b in VARIANTS if a != b}
+    for pair in kept["pairs"].values():
+        assert 0 <= pair["top2_set_agreement"] <= 1
 
 
 @pytest.fixture
@@ -191,7 +341,7 @@ def embedded(int8, demo, tmp_path_factory) -> dict[str, Path]:
 
 def test_heads_trained_on_fp32_keep_their_decisions_on_other_precisions(embedded, demo) -> None:
     """On the demo data every precision keeps the fp32 heads' decisions (the stand-in is the harder test:
-    bench/runtime_bench.py decides SAME_DECISIONS)."""
+    bench/runtime_bench.py measures which pairs are interchangeable)."""
     tagger = Tagger(train(demo / "data.parquet", embedded["onnxruntime-fp32"]))
     assert tagger.runtime["variant"] == "onnxruntime-fp32"
     test_ids = pd.read_parquet(demo / "test.parquet")["uuid"].tolist()
@@ -202,22 +352,25 @@ def test_heads_trained_on_fp32_keep_their_decisions_on_other_precisions(embedded
         assert min(agreement.values()) >= 0.99, (name, agreement)
 
 
-def test_precision_mismatch_is_refused_where_decisions_are_not_known_to_agree(embedded, demo, tmp_path) -> None:
+def test_a_variant_measured_below_the_noise_floor_is_refused(embedded, demo, tmp_path, monkeypatch) -> None:
+    # as if the bench had measured bf16 and int8 moving more decisions than invisible noise does
+    measured_as(monkeypatch, 0.95, {**{pair: 0.9 for pair in ALL_AGREE}, ("onnxruntime-fp32", "openvino-fp32"): 1.0})
     tagger = Tagger(train(demo / "data.parquet", embedded["onnxruntime-fp32"]))
     spec = runtime.ensure_onnx(get_encoder(LITE2))[1]
-    for name in ("openvino-bf16", "openvino-int8"):  # not in SAME_DECISIONS with fp32 (measured on the stand-in)
-        with pytest.raises(PrecisionMismatch, match=name):
+    for name in ("openvino-bf16", "openvino-int8"):
+        with pytest.raises(PrecisionMismatch, match=f"{name}.*0.9000 is below the noise floor 0.9500"):
             predict_cache(tagger, embedded[name])
         variant = VARIANTS[name]
         with pytest.raises(PrecisionMismatch):  # explicitly asking for it under fp32 heads
             choose_variant(spec, variant.runtime, variant.precision, tagger.runtime)
-    # auto under fp32 heads skips bf16 (the default) for the fastest variant that keeps their decisions
-    assert choose_variant(spec, agree_with=tagger.runtime).name == "openvino-fp32"
+    speeds_as(monkeypatch, {"onnxruntime-fp32": 1.0, "onnxruntime-int8": 9.0, "openvino-fp32": 2.0,
+                            "openvino-bf16": 9.0, "openvino-int8": 9.0})
+    assert choose_variant(spec, agree_with=tagger.runtime).name == "openvino-fp32"  # the fastest that agrees
     bf16 = read_cache(embedded["openvino-bf16"])
     with pytest.raises(PrecisionMismatch):  # adding fp32 rows to a bf16 cache
         CacheWriter(embedded["openvino-bf16"], runtime.EncoderSpec.from_dict(bf16.encoder), {},
                     runtime={"variant": "onnxruntime-fp32"})
-    # a pair in SAME_DECISIONS mixes: openvino-fp32 rows into an ONNX Runtime fp32 cache, listed as also_ran
+    # an interchangeable pair mixes: openvino-fp32 rows into an ONNX Runtime fp32 cache, listed as also_ran
     few = pd.read_parquet(demo / "test.parquet")["uuid"].tolist()[:3]
     cache = tmp_path / "mixed"
     embed_sources([demo / "data.zip"], cache, EncoderChoice(LITE2, "onnxruntime", "fp32"), few[:2], progress=False)
@@ -226,6 +379,9 @@ def test_precision_mismatch_is_refused_where_decisions_are_not_known_to_agree(em
     assert manifest["runtime"]["variant"] == "onnxruntime-fp32" and manifest["also_ran"] == ["openvino-fp32"]
     frame, _ = predict_cache(tagger, cache, few)
     assert len(frame) == 3
+    # measured at or above the floor: the same pair mixes
+    measured_as(monkeypatch, 0.95, ALL_AGREE)
+    assert len(predict_cache(tagger, embedded["openvino-bf16"])[0]) > 0
     # an unknown precision is never mixed with anything
     with pytest.raises(PrecisionMismatch, match="unknown runtime/precision"):
         check_same_decisions({"variant": "onnxruntime-fp32"}, {"variant": "openvino-fp16"}, "cache x")

@@ -16,7 +16,8 @@ from embed.cache.format import (
 )
 from embed.cache.maintenance import COMPACT_ROWS, compact, recover, upgrade
 from embed.cache.reading import held_uuids
-from embed.encoders import EncoderSpec, check_same_decisions, check_same_encoder, variant_of
+from embed.encoders import EncoderSpec, check_same_encoder
+from embed.variants import check_same_decisions, variant_of
 from vinted_tagger.files import write_json
 
 

@@ -25,7 +25,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from embed.cache import vectors_of
-from embed.encoders import VARIANTS, EncoderSpec
+from embed.encoders import EncoderSpec
+from embed.variants import VARIANTS
 from embed.engines import EmbedJob, EngineChoice
 from embed.image_vectors import image_vectors
 from embed.runtime import BATCH_SIZE, Encoder
