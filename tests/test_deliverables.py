@@ -64,10 +64,11 @@ def test_committed_predictions_cover_test_parquet_in_order() -> None:
 
 
 @needs_clothing
-def test_committed_predictions_equal_what_make_predictions_writes(tmp_path: Path, lite2_encoder) -> None:
+def test_committed_predictions_agree_with_what_make_predictions_writes(tmp_path: Path, lite2_encoder) -> None:
     from classifiers.cli import main as classify
     from classifiers.predict import Tagger
     from embed.cache import read_cache
+    from embed.variants import measured
 
     committed = pd.read_parquet(PREDICTIONS)
     test_ids = pd.read_parquet(CLOTHING / "test.parquet")["uuid"].astype(str).tolist()
@@ -83,7 +84,15 @@ def test_committed_predictions_equal_what_make_predictions_writes(tmp_path: Path
         expected = committed.set_index("uuid").loc[sample].reset_index()
     out = tmp_path / "predictions.parquet"
     assert classify(["predict", "--model", str(MODEL), "--cache", str(cache), "--ids", str(ids), "--out", str(out)]) == 0
-    pd.testing.assert_frame_equal(pd.read_parquet(out), expected.reset_index(drop=True))
+    written, expected = pd.read_parquet(out), expected.reset_index(drop=True)
+    assert written.columns.tolist() == COLUMNS and written["uuid"].tolist() == expected["uuid"].tolist()
+    # bf16 kernels round differently from one CPU to another (AMX, AVX512-BF16), so a re-embedding on another
+    # machine moves a few decisions: each column must agree at least as often as the measured noise floor
+    # (embed/variant_agreement.json: the same heads on invisibly noisier pixels), as any two variants must.
+    floor = measured()["noise_floor"]["agreement"]
+    for column in COLUMNS[1:]:
+        agreement = float((written[column] == expected[column]).mean())
+        assert agreement >= floor, f"{column}: {agreement:.4f} of rows agree, below the noise floor {floor:.4f}"
 
 
 @needs_labels
