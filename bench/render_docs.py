@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from the checkout, like the oth
 RESULTS = ROOT / "bench" / "results"
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 MARKER = re.compile(r"(<!-- table:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
-TAGS = ("polka dot", "floral", "checker")
+from classifiers.labels import DEFAULT_TAGS as TAGS  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------- helpers

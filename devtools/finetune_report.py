@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 
-TAGS = ("polka dot", "floral", "checker")
+from classifiers.labels import DEFAULT_TAGS
+
+TAGS = DEFAULT_TAGS
 FROZEN = ("imagenet-frozen", "imagenet", "frozen")  # names the frozen ImageNet encoder's entry goes by
 SCORES = ("heldout_top1", "heldout_top2", "heldout_tag_f1", "test_top1", "test_top2", "test_tag_f1",
           "train_minutes", "encode_ms", "epochs")
