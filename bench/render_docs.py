@@ -281,7 +281,8 @@ def formats_table() -> str:
     header = [f"format (the same {d['photos']} photos)", "cosine to the JPEG's embedding: min", "mean", "target"]
     return (table(header, rows)
             + "\n\n" + table(["cost", "value", "target"], costs)
-            + source("formats.json", f"python bench/formats_bench.py --photos {d['photos']}", d))
+            + source("formats.json", f"make bench-formats; this run: python bench/formats_bench.py --photos {d['photos']}",
+                     d))
 
 
 def variants_table() -> str:

@@ -202,7 +202,7 @@ def test_the_formats_table_judges_each_format_by_its_target(tmp_path, monkeypatc
     edit(results, "formats.json", lambda d: d["cosine_to_jpeg"]["AVIF"].update(min_cosine=0.9))
     text = render_docs.TABLES["formats"]()
     assert "| AVIF | 0.9000 |" in text and text.count("**not met**") == 1
-    assert "`python bench/formats_bench.py --photos" in text and "measured on: " in text
+    assert "`make bench-formats; this run: python bench/formats_bench.py --photos" in text and "measured on: " in text
 
 
 def test_every_variable_the_product_reads_is_in_the_readme() -> None:
