@@ -16,7 +16,7 @@ CLOTHING_CACHE ?= $(HOME)/.cache/vinted-tagger/caches/clothing-efficientnet-lite
 FINETUNE_RUNS ?= $(HOME)/.cache/vinted-tagger/finetune
 
 .PHONY: setup test demo bench bench-embed bench-heads bench-service bench-page bench-variants bench-scale \
-	bench-runtime calibrate notebook serve model predictions finetune page-screenshot docs clean
+	bench-runtime bench-formats calibrate notebook serve model predictions finetune page-screenshot docs clean
 
 setup: $(STAMP)
 
@@ -67,6 +67,10 @@ calibrate: setup
 # Local vs Ray engine on the stand-in images, appends to and streaming predict over a 200,000-row cache.
 bench-scale: setup
 	$(BIN)/python bench/scale_bench.py --images $(CLOTHING)/images.zip
+
+# Every photo format embeds like its JPEG; what recognising a file by content and the sRGB conversion cost.
+bench-formats: setup
+	$(BIN)/python bench/formats_bench.py --images $(CLOTHING)/images.zip
 
 # The seller page in headless Chromium: choosing a photo -> its card shown, 50 times.
 bench-page: setup

@@ -25,7 +25,7 @@ class Settings(_Settings):
     encoder_threads: int = 0  # runtime threads per session; 0 = all cores
     max_pending: int = 256  # images queued or decoding at once; beyond it requests get 503 (memory stays bounded)
     decode_threads: int = 0  # image decode pool; 0 = all cores
-    runtime: str = "auto"  # encoder runtime and precision (embed.encoders.VARIANTS); auto = the fastest that
+    runtime: str = "auto"  # encoder runtime and precision (embed.variants.VARIANTS); auto = the fastest that
     precision: str = "auto"  # keeps the model's decisions, as for `embed`
     # Decode budget per image, judged from its header (embed/images.py), stricter than the command line's:
     # pixels decoded (a JPEG after draft reduction: a 200 MP photo decodes ~3 MP) and peak decode memory.

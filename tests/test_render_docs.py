@@ -34,13 +34,8 @@ def test_a_changed_figure_or_results_file_is_caught(tmp_path, monkeypatch) -> No
     typed.write_text(readme.replace(f"**{top1}**", "**0.999**", 1))  # a figure edited by hand
     assert render_docs.stale([typed]) == [f"{typed}: heads"]
     typed.write_text(readme)
-    results = tmp_path / "results"
-    results.mkdir()
-    for path in (ROOT / "bench/results").glob("*.json"):
-        (results / path.name).write_text(path.read_text())
-    heads = json.loads((results / "heads.json").read_text())
-    (results / "heads.json").write_text(json.dumps({**heads, "top1": heads["top1"] - 0.01}))  # re-measured
-    monkeypatch.setattr(render_docs, "RESULTS", results)
+    results = copied_results(tmp_path, monkeypatch)
+    edit(results, "heads.json", lambda d: d.update(top1=d["top1"] - 0.01))  # re-measured
     assert render_docs.stale([typed]) == [f"{typed}: heads"]
 
 
@@ -52,7 +47,7 @@ def test_every_table_is_shown_and_every_marker_known() -> None:
 
 
 def test_measurement_tables_name_their_machine() -> None:
-    for name in ("heads", "runtime", "embed", "service", "page", "scale"):
+    for name in ("heads", "runtime", "runtime-pairs", "formats", "embed", "service", "page", "scale"):
         assert "measured on: " in render_docs.TABLES[name](), name
     assert render_docs.machine_text({"cores": 2, "cpu": {"model_name": "X", "family": 26, "model": 2,
                                                           "flags": ["amx_bf16"]}}) == \
@@ -98,3 +93,122 @@ def test_finetune_report_reads_the_current_and_the_new_shape(tmp_path) -> None:
     curve = finetune_report.curves(new, tmp_path)
     assert curve["heldout_macro_tag_f1"].tolist() == [pytest.approx(0.8), 0.82]
     assert "held-out top-1 +0.050" in finetune_report.decision(new) and "**adopted**" in finetune_report.decision(new)
+
+
+PRODUCT_PACKAGES = ("vinted_tagger", "embed", "classifiers", "training", "service")
+
+
+def module_table() -> dict[str, set[str]]:
+    """The files docs/design.md's "Where each question is answered" names, by package (each row's first cell;
+    a bold row such as **`embed/`** starts a package's rows)."""
+    text = (ROOT / "docs" / "design.md").read_text()
+    section = text.split("## Where each question is answered", 1)[1].split("\n## ", 1)[0]
+    named: dict[str, set[str]] = {}
+    package = None
+    for line in section.splitlines():
+        if not line.startswith("| "):
+            continue
+        first = line.split("|")[1]
+        heading = re.fullmatch(r"\s*\*\*`(\w+)/`\*\*\s*", first)
+        if heading:
+            package = heading[1]
+            named[package] = set()
+        elif package:
+            named[package] |= set(re.findall(r"`([\w/.*]+)`", first))
+    return named
+
+
+def test_the_design_module_table_names_every_product_module() -> None:
+    named = module_table()
+    for package in PRODUCT_PACKAGES:
+        folder = ROOT / package
+        if not folder.is_dir():  # training/ arrives with the fine-tuning layer
+            continue
+        modules = {str(path.relative_to(folder)) for path in folder.rglob("*.py")}
+        missing = sorted(modules - named.get(package, set()))
+        assert not missing, f"docs/design.md 'Where each question is answered' lacks {package}/: {missing}"
+        gone = sorted(name for name in named[package] if not (folder / name).exists())
+        assert not gone, f"docs/design.md names {package}/ files that do not exist: {gone}"
+
+
+def test_module_table_parsing_sees_rows_and_packages() -> None:
+    named = module_table()
+    assert {"cache/format.py", "engines/ray.py", "variants.py"} <= named["embed"]
+    assert "static/" in named["service"] and "read_ahead.py" in named["vinted_tagger"]
+
+
+def copied_results(tmp_path, monkeypatch) -> Path:
+    results = tmp_path / "results"
+    results.mkdir()
+    for path in (ROOT / "bench/results").glob("*.json"):
+        (results / path.name).write_text(path.read_text())
+    monkeypatch.setattr(render_docs, "RESULTS", results)
+    return results
+
+
+def edit(results: Path, name: str, change) -> None:
+    path = results / name
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+XEON = {"cores": 16, "processor": "x86_64", "cpu": {"vendor": "GenuineIntel", "model_name": "Xeon Test", "family": 6,
+                                                     "model": 143, "flags": ["amx_bf16"]}}
+
+
+def test_the_new_service_shape_renders_against_the_issue_24_targets(tmp_path, monkeypatch) -> None:
+    results = copied_results(tmp_path, monkeypatch)
+
+    def new_shape(d: dict) -> None:
+        d.update(p50_ms=7.0, encoder_batch_images_per_s=400.0, encoder_batch1_ms=4.6, c8_over_encoder=0.5,
+                 p50_over_encoder_batch1_ms=2.4, c8_p99_ms=55.0, c32_images_per_s=210.0, c32_p99_ms=180.0,
+                 c32_503=0, c32_5xx_other=1, machine=XEON)
+        d["c8"].update(mean_batch=4.2, metrics_scrapes={"scrapes": 20, "failures": 0, "p50_ms": 1.2, "max_ms": 3.4})
+
+    edit(results, "service.json", new_shape)
+    text = render_docs.TABLES["service"]()
+    assert "| 0.50 | >= 0.6: **not met** |" in text
+    assert "| 2.40 ms | <= 2.5 ms: met |" in text
+    assert "p99 <= 60 ms: met" in text
+    assert "210.0 / 180.0 ms / 0 / 1 | no 5xx: **not met** |" in text
+    assert "20 / 0 / 1.20 / 3.40 ms" in text
+    assert "measured on: 16 cores, Xeon Test (family 6, model 143; amx_bf16)" in text
+
+
+def test_scale_and_heads_name_the_machine_they_record(tmp_path, monkeypatch) -> None:
+    results = copied_results(tmp_path, monkeypatch)
+    for name in ("scale.json", "heads.json"):
+        edit(results, name, lambda d: d.update(machine=XEON, load_avg_1min_at_start=0.25))
+        text = render_docs.TABLES[name.removesuffix(".json")]()
+        assert "measured on: 16 cores, Xeon Test (family 6, model 143; amx_bf16) (1-minute load 0.25" in text, name
+    assert "a local 16-CPU cluster" in render_docs.TABLES["scale"]()
+
+
+def test_variant_pairs_use_the_products_rule(tmp_path, monkeypatch) -> None:
+    results = copied_results(tmp_path, monkeypatch)
+    runtime = json.loads((results / "runtime.json").read_text())
+    a, b = list(runtime["variants"])[:2]
+    floor = runtime["noise_floor"]["agreement"]
+    edit(results, "runtime.json", lambda d: d["pairs"][f"{b}|{a}"].update(agreement=floor - 0.01))  # one direction
+    pairs = render_docs.TABLES["runtime-pairs"]()
+    assert f"| `{a}` ~ `{b}` | {render_docs.num(floor - 0.01, 4)} |" in pairs and pairs.count("**no**") == 1
+    total = pairs.count(" ~ ")
+    assert f"{total - 1} of {total} measured pairs" in render_docs.TABLES["runtime-summary"]()
+
+
+def test_the_formats_table_judges_each_format_by_its_target(tmp_path, monkeypatch) -> None:
+    results = copied_results(tmp_path, monkeypatch)
+    edit(results, "formats.json", lambda d: d["cosine_to_jpeg"]["AVIF"].update(min_cosine=0.9))
+    text = render_docs.TABLES["formats"]()
+    assert "| AVIF | 0.9000 |" in text and text.count("**not met**") == 1
+    assert "`make bench-formats; this run: python bench/formats_bench.py --photos" in text and "measured on: " in text
+
+
+def test_every_variable_the_product_reads_is_in_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text()
+    code = "\n".join(path.read_text() for package in PRODUCT_PACKAGES if (ROOT / package).is_dir()
+                     for path in (ROOT / package).rglob("*.py"))
+    read = set(re.findall(r"VINTED_TAGGER_[A-Z][A-Z_]*", code))
+    undocumented = sorted(read - set(re.findall(r"VINTED_TAGGER_[A-Z_]+", readme)))
+    assert not undocumented, f"README.md's configuration does not name: {undocumented}"
