@@ -48,7 +48,7 @@ from embed.cache import Embeddings  # noqa: E402
 from embed.encoders import get_encoder  # noqa: E402
 from embed.images import load_pixels  # noqa: E402
 from embed.pipeline import BATCH_SIZE  # noqa: E402
-from embed.runtime import INT8_RECORD, Encoder, encoder_dir, ensure_onnx  # noqa: E402
+from embed.runtime import Encoder, ensure_onnx, int8_dir  # noqa: E402
 from embed.variants import AGREEMENT_FILE, REFERENCE_VARIANT, VARIANTS, agreement_data  # noqa: E402
 from embed.sources import list_images  # noqa: E402
 from report import run_record, write_results  # noqa: E402  (bench/, this script's folder)
@@ -62,7 +62,7 @@ LATENCY_IMAGES = 64
 def ensure_int8(data: Path, refs) -> None:
     spec = get_encoder(ENCODER)
     _, spec = ensure_onnx(spec)
-    if (encoder_dir(spec) / INT8_RECORD).exists():
+    if int8_dir(spec) is not None:
         return
     from embed.quantize import calibrate
 

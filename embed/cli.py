@@ -23,7 +23,7 @@ from embed.engines import ENGINES, EngineChoice
 from embed.variants import AGREEMENT_FILE, PRECISIONS, RUNTIMES, measured, variant_of
 from embed.images import DECODERS
 from embed.pipeline import DEFAULT_ENCODER, EncoderChoice, embed_sources
-from embed.runtime import BATCH_SIZE, Encoder, encoder_dir
+from embed.runtime import BATCH_SIZE, Encoder, encoder_dir, graph_dir
 from embed.sources import KEYS, read_ids
 from embed.summary import decoder_messages_counted
 from vinted_tagger.errors import ArgumentParser, run_command
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(args) -> int:
     if args.export_only:
         Encoder.load(get_encoder(args.encoder))
-        print(f"embed: encoder {args.encoder} ready in {encoder_dir(get_encoder(args.encoder))}")
+        print(f"embed: encoder {args.encoder} ready in {graph_dir(get_encoder(args.encoder))}")
         return 0
     if args.calibrate:
         return calibrate(args)

@@ -2,9 +2,12 @@
 
 Each encoder is exported once to ``$VINTED_TAGGER_HOME/encoders/<slug>/model.onnx`` (default home:
 ``~/.cache/vinted-tagger``) next to ``spec.json``, which records the spec (weights checksum included) and
-the ONNX file's own checksum. ``Encoder.load`` finds that file, verifies it, and exports it first when it is
-missing and torch is installed. Its int8 copy (``model.int8.onnx`` + ``int8.json``, made by
-``embed --calibrate``) sits beside it. Which runtime x precision runs is ``embed.variants.VARIANTS`` data;
+the ONNX file's own checksum. The default encoder's graph and its calibrated int8 copy also ship in the
+package (``artifacts/encoders/<slug>/``, read only), so a plain install predicts without torch.
+``Encoder.load`` finds the graph (``graph_dir``: the user's folder first, then the packaged copy), verifies
+it, and exports it first when neither has it and torch is installed. Its int8 copy (``model.int8.onnx`` +
+``int8.json``, made by ``embed --calibrate`` into the user's folder) is looked up there, then beside the fp32
+graph it was quantised from (``int8_dir``). Which runtime x precision runs is ``embed.variants.VARIANTS`` data;
 ``choose_variant`` runs the one asked for, or for ``auto`` the fastest interchangeable one this machine can run,
 measured here (``embed.speed``), and says so in one line when what was asked for must fall back.
 """
@@ -34,15 +37,38 @@ from embed.variants import (
 )
 from vinted_tagger.errors import MissingExtra
 from vinted_tagger.files import atomic_path, file_sha256, write_json
-from vinted_tagger.settings import encoder_home
+from vinted_tagger.settings import PACKAGE_DATA, encoder_home
 
 log = logging.getLogger("embed.runtime")
 INT8_FILE, INT8_RECORD = "model.int8.onnx", "int8.json"
+GRAPH_FILES, INT8_FILES = ("model.onnx", "spec.json"), (INT8_FILE, INT8_RECORD)
 BATCH_SIZE = 16  # images per encoder call in `embed` (a static shape the runtimes compile for)
 
 
 def encoder_dir(spec: EncoderSpec) -> Path:
+    """The user's folder of the encoder, where exports and calibrations are written."""
     return encoder_home() / "encoders" / spec.slug
+
+
+def packaged_dir(spec: EncoderSpec) -> Path:
+    """The encoder's graph files shipped in the package (the default encoder's): read only."""
+    return PACKAGE_DATA / "artifacts" / "encoders" / spec.slug
+
+
+def graph_dir(spec: EncoderSpec) -> Path:
+    """Where the encoder's exported graph is: the user's folder when it holds one, else the packaged copy
+    when there is one, else the user's folder (where an export will put it)."""
+    return _holding(GRAPH_FILES, encoder_dir(spec), packaged_dir(spec)) or encoder_dir(spec)
+
+
+def int8_dir(spec: EncoderSpec, fp32_folder: Path | None = None) -> Path | None:
+    """Where the encoder's int8 copy is: the user's folder (calibrations land there), else beside the fp32
+    graph it was quantised from (``fp32_folder``, default ``graph_dir``); None when never calibrated."""
+    return _holding(INT8_FILES, encoder_dir(spec), fp32_folder or graph_dir(spec))
+
+
+def _holding(names: tuple[str, ...], *folders: Path) -> Path | None:
+    return next((folder for folder in folders if all((folder / name).exists() for name in names)), None)
 
 
 def versions() -> dict:
@@ -61,8 +87,8 @@ def versions() -> dict:
 def ensure_onnx(spec: EncoderSpec, export: bool = True) -> tuple[Path, EncoderSpec]:
     """Path of the encoder's ONNX file and the spec with its checksum. A missing file is exported now, or
     with ``export=False`` (prediction and serving, which never import the PyTorch side) is an error."""
-    folder = encoder_dir(spec)
-    model, spec_file = folder / "model.onnx", folder / "spec.json"
+    folder = graph_dir(spec)
+    model, spec_file = (folder / name for name in GRAPH_FILES)
     if not (model.exists() and spec_file.exists()):
         if not export:
             raise FileNotFoundError(
@@ -71,7 +97,7 @@ def ensure_onnx(spec: EncoderSpec, export: bool = True) -> tuple[Path, EncoderSp
         _export(spec, folder)
     recorded = json.loads(spec_file.read_text())
     if file_sha256(model) != recorded["onnx_sha256"]:
-        raise EncoderError(f"{model} does not match its recorded checksum; delete {folder} and export again")
+        raise EncoderError(f"{model} does not match its recorded checksum; {_redo(spec, folder, 'export')}")
     return model, EncoderSpec.from_dict(recorded["spec"])
 
 
@@ -93,16 +119,23 @@ def _export(spec: EncoderSpec, folder: Path) -> None:
 
 def int8_graph(spec: EncoderSpec, fp32_path: Path) -> tuple[Path, dict] | None:
     """The encoder's calibrated int8 copy and its record, verified; None when it was never calibrated."""
-    folder = encoder_dir(spec)
-    path, record_file = folder / INT8_FILE, folder / INT8_RECORD
-    if not (path.exists() and record_file.exists()):
+    folder = int8_dir(spec, Path(fp32_path).parent)
+    if folder is None:
         return None
+    path, record_file = (folder / name for name in INT8_FILES)
     record = json.loads(record_file.read_text())
     if record.get("fp32_sha256") != file_sha256(fp32_path):
         raise EncoderError(f"{path} was quantised from another export; run `embed --calibrate` again")
     if file_sha256(path) != record.get("onnx_sha256"):
-        raise EncoderError(f"{path} does not match its recorded checksum; run `embed --calibrate` again")
+        raise EncoderError(f"{path} does not match its recorded checksum; {_redo(spec, folder, 'calibrate')}")
     return path, record
+
+
+def _redo(spec: EncoderSpec, folder: Path, step: str) -> str:
+    """What fixes a graph file that fails its checksum: the packaged copy is reinstalled, never rewritten."""
+    if folder == packaged_dir(spec):
+        return "the installed package is damaged: reinstall vinted-tagger"
+    return f"delete {folder} and export again" if step == "export" else "run `embed --calibrate` again"
 
 
 # --- the two runtimes -----------------------------------------------------------------------------------
@@ -136,7 +169,7 @@ def cannot_run(variant: Variant, spec: EncoderSpec) -> str | None:
             return "openvino is not installed (a base dependency: pip install vinted-tagger again)"
         if variant.cpu and variant.cpu not in cpu_capabilities():
             return f"this CPU has no {variant.cpu}"
-    if variant.graph == "int8" and not (encoder_dir(spec) / INT8_RECORD).exists():
+    if variant.graph == "int8" and int8_dir(spec) is None:
         return f"{NOT_CALIBRATED} (run `embed --calibrate SOURCE --ids TRAIN.parquet`)"
     return None
 

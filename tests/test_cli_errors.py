@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -109,14 +110,29 @@ def test_bad_model_is_one_line(tmp_path, bad_model, command, args) -> None:
 # --- encoder not exported, or damaged ----------------------------------------------------------------
 
 
+UNSHIPPED = "efficientnet-lite2-clothing"  # its weights ship, its ONNX graph does not (the default encoder's does)
+
+
+@pytest.fixture
+def unshipped_model(tmp_path: Path) -> Path:
+    """The committed model, its manifest naming an encoder whose graph is not in the package."""
+    from vinted_tagger.settings import DEFAULT_MODEL_DIR
+
+    folder = shutil.copytree(DEFAULT_MODEL_DIR, tmp_path / "model")
+    manifest = json.loads((folder / "model.json").read_text())
+    manifest["encoder"] = get_encoder(UNSHIPPED).to_dict()
+    (folder / "model.json").write_text(json.dumps(manifest))
+    return folder
+
+
 @pytest.mark.parametrize("command, args", [
-    ("embed", ["a1.jpg", "--out", "cache"]),
-    ("classify", ["predict", "--images", "a1.jpg", "--out", "p.parquet"]),  # the committed model's encoder
-    ("vinted-serve", ["--port", "0"]),
+    ("embed", ["a1.jpg", "--out", "cache", "--encoder", UNSHIPPED]),
+    ("classify", ["predict", "--model", "model", "--images", "a1.jpg", "--out", "p.parquet"]),
+    ("vinted-serve", ["--model", "model", "--port", "0"]),
 ])
-def test_encoder_not_exported_is_one_line(tmp_path, image, command, args) -> None:
+def test_encoder_not_exported_is_one_line(tmp_path, image, unshipped_model, command, args) -> None:
     result = run(tmp_path, command, *args, hide_torch=True)
-    assert_one_line(result, "encoder 'efficientnet-lite2' is not built", "embed --export-only")
+    assert_one_line(result, f"encoder {UNSHIPPED!r} is not built", "embed --export-only")
 
 
 def test_damaged_export_is_one_line(tmp_path, image) -> None:

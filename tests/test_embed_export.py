@@ -13,7 +13,7 @@ from skimage import data
 from embed.encoders import get_encoder
 from embed.export import build_embedder, grid_means, lite_classifier
 from embed.images import resize_shorter_crop
-from embed.runtime import encoder_dir
+from embed.runtime import graph_dir
 
 CAT_CLASSES = set(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 ESPRESSO = 967
@@ -115,7 +115,7 @@ def test_lite2_grid_part_keeps_position(lite2_encoder) -> None:
 
 
 def test_lite2_export_record(lite2_encoder) -> None:
-    folder = encoder_dir(lite2_encoder.spec)
+    folder = graph_dir(lite2_encoder.spec)  # the user's export, else the packaged one
     record = json.loads((folder / "spec.json").read_text())
     assert record["spec"]["sha256"] == get_encoder("efficientnet-lite2").sha256
     assert len(record["onnx_sha256"]) == 64 and "onnxruntime" in record["versions"]

@@ -46,9 +46,11 @@ LITE2 = "efficientnet-lite2"
 def home(tmp_path_factory, lite2_encoder, tiny_encoder) -> Path:
     """A private home holding copies of the exported Lite2 and tiny open_clip (no int8 yet)."""
     folder = tmp_path_factory.mktemp("runtime-home")
-    for encoder in (lite2_encoder, tiny_encoder):
-        source = encoder_dir(encoder.spec)
-        shutil.copytree(source, folder / "encoders" / source.name)
+    for encoder in (lite2_encoder, tiny_encoder):  # Lite2's graph may be the packaged one: its int8 is left out
+        target = folder / "encoders" / encoder.spec.slug
+        target.mkdir(parents=True)
+        for name in runtime.GRAPH_FILES:
+            shutil.copy2(encoder.onnx_path.parent / name, target / name)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("VINTED_TAGGER_HOME", str(folder))
         yield folder
@@ -195,7 +197,7 @@ def test_int8_is_a_candidate_only_where_its_calibrated_copy_exists(int8, monkeyp
     spec = runtime.ensure_onnx(get_encoder(LITE2))[1]
     measured_as(monkeypatch, 0.95, ALL_AGREE)
     ranked = speeds_as(monkeypatch, dict.fromkeys(VARIANTS, 1.0) | {"openvino-int8": 99.0})
-    monkeypatch.setattr(runtime, "INT8_RECORD", "no-such-int8.json")  # as on a machine never calibrated
+    monkeypatch.setattr(runtime, "INT8_FILES", (runtime.INT8_FILE, "no-such-int8.json"))  # never calibrated
     assert choose_variant(spec).name != "openvino-int8"
     assert not any("int8" in name for name in ranked[-1])
 

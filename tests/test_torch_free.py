@@ -81,10 +81,13 @@ def test_service_startup_and_predict_import_no_torch(service_model, write_image,
 
 
 def test_a_missing_onnx_file_is_an_error_at_prediction_not_an_export(service_model, tmp_path, monkeypatch) -> None:
-    """Prediction never builds the encoder (that needs torch): an encoder not exported here is one clear error."""
+    """Prediction never builds the encoder (that needs torch): an encoder not exported here (and not shipped in
+    the package) is one clear error."""
     from classifiers.predict import Tagger
+    from embed import runtime
 
     monkeypatch.setenv("VINTED_TAGGER_HOME", str(tmp_path / "empty-home"))
+    monkeypatch.setattr(runtime, "packaged_dir", lambda spec: tmp_path / "not-shipped")
     tagger = Tagger.load(service_model)
     hint = r"not built here .* `embed --export-only --encoder efficientnet-lite2`"
     for attempt in (tagger.check_encoder, tagger.load_encoder):

@@ -3,8 +3,8 @@ with `classify predict --images` and serves with `vinted-serve`, from the commit
 
 The venv borrows this environment's dependencies (a .pth line naming its site-packages: nothing is
 downloaded, and the editable install there is not activated); the commands run outside the repository with no
-PYTHONPATH, so only the installed copy can answer. The encoder's ONNX file comes from VINTED_TAGGER_HOME (its
-export is a setup step), here the session's, filled by the ``lite2_encoder`` fixture.
+PYTHONPATH, so only the installed copy can answer. The encoder's ONNX graph (and its int8 copy) come from the
+wheel too: VINTED_TAGGER_HOME is an empty folder, so nothing exported on this machine can answer.
 """
 
 from __future__ import annotations
@@ -62,8 +62,9 @@ def installed(tmp_path_factory) -> Path:
     return venv / "bin"
 
 
-def outside_env() -> dict:
-    return {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
+def outside_env(home: Path) -> dict:
+    """No PYTHONPATH, and ``home`` (empty) as VINTED_TAGGER_HOME."""
+    return {**{key: value for key, value in os.environ.items() if key != "PYTHONPATH"}, "VINTED_TAGGER_HOME": str(home)}
 
 
 def free_port() -> int:
@@ -72,14 +73,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_installed_wheel_predicts_and_serves_with_its_default_model(installed, lite2_encoder, write_image,
-                                                                    tmp_path) -> None:
-    run = {"cwd": tmp_path, "env": outside_env(), "capture_output": True, "text": True, "timeout": 120}
+def test_installed_wheel_predicts_and_serves_with_its_default_model(installed, write_image, tmp_path) -> None:
+    env = outside_env(tmp_path / "empty-home")
+    run = {"cwd": tmp_path, "env": env, "capture_output": True, "text": True, "timeout": 120}
     where = subprocess.run([str(installed / "python"), "-c", "import classifiers.artifacts as a, embed.encoders as e; "
+                            "import embed.runtime as r; "
                             "print(a.__file__); print(a.DEFAULT_MODEL_DIR); "
-                            "print(e.weight_path(e.get_encoder('efficientnet-lite2-clothing')))"], **run)
-    module, model_dir, weights = where.stdout.split()
-    for path in (module, model_dir, weights):  # the installed copy answers, and ships the model and weights
+                            "print(e.weight_path(e.get_encoder('efficientnet-lite2-clothing'))); "
+                            "g = r.packaged_dir(e.get_encoder('efficientnet-lite2')); "
+                            "print(*(g / n for n in r.GRAPH_FILES + r.INT8_FILES))"], **run)
+    module, model_dir, weights, *graph = where.stdout.split()
+    assert len(graph) == 4, where.stderr
+    # the installed copy answers, and ships the model, the weights, the encoder's graph and its int8 copy
+    for path in (module, model_dir, weights, *graph):
         assert Path(path).is_relative_to(installed.parent) and Path(path).exists(), path
 
     images = [write_image(tmp_path / "images" / f"shot{seed}.jpg", seed, (200, 260)) for seed in (3, 4)]
@@ -93,7 +99,7 @@ def test_installed_wheel_predicts_and_serves_with_its_default_model(installed, l
     port = free_port()
     with open(tmp_path / "server.log", "w") as log:
         server = subprocess.Popen([str(installed / "vinted-serve"), "--port", str(port), "--encoder-workers", "1"],
-                                  cwd=tmp_path, env=outside_env(), stdout=log, stderr=subprocess.STDOUT)
+                                  cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
