@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = {
     "embed": ["-m", "embed.cli"],
     "classify": ["-m", "classifiers.cli"],
-    "embed-finetune": ["-m", "classifiers.finetune"],
+    "finetune-encoder": ["-m", "training"],
     "vinted-serve": ["-m", "service"],
 }
 
@@ -71,7 +71,7 @@ def bad_model(tmp_path: Path) -> Path:
     ("classify", ["evaluate", "--predictions", "p.parquet", "--labels", "l.parquet"], "p.parquet does not exist"),
     ("classify", ["train", "--data", "data.parquet", "--cache", "cache", "--out", "m"], "data.parquet"),
     ("classify", ["predict", "--cache", "cache", "--out", "p.parquet"], "cache folder cache does not exist"),
-    ("embed-finetune", ["--data", "data.parquet", "--images", "x.zip", "--out", "run"], "data.parquet does not exist"),
+    ("finetune-encoder", ["--data", "data.parquet", "--images", "x.zip", "--out", "run"], "data.parquet does not exist"),
     ("vinted-serve", ["--model", "no-model", "--port", "0"], "no model at no-model"),
 ])
 def test_missing_file_is_one_line(tmp_path, command, args, fragment) -> None:
