@@ -137,3 +137,8 @@ def test_damaged_export_is_one_line(tmp_path, image) -> None:
 def test_bad_setting_is_one_line(tmp_path, variable, value, fragment) -> None:
     # The committed model loads first; the bad value stops the service before it listens.
     assert_one_line(run(tmp_path, "vinted-serve", "--port", "0", env={variable: value}), fragment)
+
+
+def test_finetune_without_pytorch_is_one_line(tmp_path) -> None:
+    result = run(tmp_path, "finetune-encoder", "--data", "d.parquet", "--images", "x", "--out", "o", hide_torch=True)
+    assert_one_line(result, "pip install 'vinted-tagger[train]'")

@@ -18,7 +18,7 @@ pytest.importorskip("torchvision")
 from embed.encoders import LITE2_WEIGHTS_PREFIX, get_encoder  # noqa: E402
 from training.labels import heldout_mask  # noqa: E402
 from training.model import multitask_loss  # noqa: E402
-from training.recipe import Config  # noqa: E402
+from training.config import Config  # noqa: E402
 
 CLASSES = ["Dress", "Pants", "Shoes"]
 

@@ -8,10 +8,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import torch
-
-from training.recipe import Config
-from vinted_tagger.errors import run_command
+from training.config import Config
+from vinted_tagger.errors import MissingExtra, run_command
 
 
 def parser() -> argparse.ArgumentParser:
@@ -32,15 +30,20 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     config = Config(**{name: getattr(args, name) for name in asdict(Config())})
-    if args.threads:
-        torch.set_num_threads(args.threads)
     resume = "run the same command again to continue from the last finished epoch"
     return run_command("finetune-encoder", lambda: run(args, config), resume)
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
+    try:
+        import torch
+        import torchvision  # noqa: F401  (the augmentation)
+    except ImportError:
+        raise MissingExtra("fine-tuning needs PyTorch and torchvision: pip install 'vinted-tagger[train]'") from None
     from training.loop import finetune
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     started = time.perf_counter()
     for path in (args.data, args.images):
         if not Path(path).exists():

@@ -24,7 +24,8 @@ from training.data import Photos, loader, read_blobs
 from training.evaluate import predict, scores, selection_score
 from training.labels import heldout_mask, task_labels
 from training.model import BASE, build_model, multitask_loss
-from training.recipe import Config, param_groups, scheduler, weight_average
+from training.config import Config
+from training.recipe import param_groups, scheduler, weight_average
 from training.weights import write_weights
 from vinted_tagger.files import atomic_path, write_json
 
