@@ -95,7 +95,7 @@ predictions: setup
 # continues where it stopped, and finished variants are skipped. OMP_WAIT_POLICY=PASSIVE: on a shared CPU,
 # spinning OpenMP threads burn the cores the other thread waits for.
 FINETUNE_VARIANTS ?= blocks3-aug:--freeze=2 lpft-blocks3-aug:--freeze=2,--probe-epochs=1
-# The whole network (about twice the time a step): FINETUNE_VARIANTS+=whole-aug:--freeze=-1
+# The whole network as a third variant: FINETUNE_VARIANTS+=whole-aug:--freeze=-1
 FINETUNE_EPOCHS ?= 8
 finetune: FINETUNE_STARTED := $(shell date +%s)
 finetune: setup

@@ -300,3 +300,19 @@ def test_heads_calibrate_on_held_out_rows(tmp_path):
     assert model.category.temperature != pytest.approx(model.info["category"]["cv"]["temperature"])
     with pytest.raises(ValueError, match="some but not all"):
         train(labels, cache, calibrate_on=["nobody"])
+
+
+def test_adoption_rule_is_decided_on_the_heldout_groups_only():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from finetune_bench import adoption
+
+    frozen = {"heldout_top1": 0.82, "heldout_macro_tag_f1": 0.80, "heldout_worn_macro_tag_f1": 0.80, "test_top1": 0.8}
+    good = {"heldout_top1": 0.845, "heldout_macro_tag_f1": 0.796, "heldout_worn_macro_tag_f1": 0.796, "test_top1": 0.7}
+    better_on_test = {**good, "heldout_top1": 0.83, "test_top1": 0.95}
+    assert adoption({"imagenet-frozen": frozen, "a": good, "b": better_on_test}) == ("a", True)
+    assert adoption({"imagenet-frozen": frozen, "a": {**good, "heldout_top1": 0.835}}) == ("a", False)
+    assert adoption({"imagenet-frozen": frozen, "a": {**good, "heldout_macro_tag_f1": 0.79}}) == ("a", False)
+    assert adoption({"imagenet-frozen": frozen, "a": {**good, "heldout_worn_macro_tag_f1": 0.79}}) == ("a", False)
