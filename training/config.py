@@ -11,7 +11,7 @@ class Config:
     ``patience`` aside: a run may be given more)."""
 
     freeze: int = 2  # stem and blocks 0..freeze stay ImageNet's; -1 trains the whole network
-    epochs: int = 8  # at most (the cosine ends there); the run stops earlier once the held-out score is flat for ``patience`` epochs
+    epochs: int = 8  # at most (the cosine ends there); stops earlier once held-out is flat for ``patience``
     patience: int = 2
     probe_epochs: int = 0  # LP-FT: epochs that train only the heads (network frozen) before fine-tuning
     batch_size: int = 32
