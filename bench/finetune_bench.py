@@ -349,7 +349,8 @@ def print_table(result: dict) -> None:
         print(f"| {name} | {v['epochs']} | {v['heldout_top1']:.3f} / {v['heldout_top2']:.3f} / "
               f"{v['heldout_macro_tag_f1']:.3f} | {v['test_top1']:.3f} / {v['test_top2']:.3f} | {f1} | "
               f"{v['train_minutes']:.1f} | {v['encode_ms']:.1f} |")
-    print(f"adopted: {result['adopted']} (candidate {result['candidate']}); default encoder: {result['default_encoder']}")
+    print(f"adopted: {result['adopted']} (candidate {result['candidate']}); "
+          f"default encoder: {result['default_encoder']}")
 
 
 if __name__ == "__main__":

@@ -87,7 +87,8 @@ class Run:
         if not path.exists():
             return
         saved = torch.load(path, map_location="cpu", weights_only=False)
-        if not same_config(saved["config"], self.config) or saved["classes"] != self.classes or saved["tags"] != self.tags:
+        labels_differ = saved["classes"] != self.classes or saved["tags"] != self.tags
+        if not same_config(saved["config"], self.config) or labels_differ:
             raise ValueError(f"{path} was made with another configuration or label set; use a new --out")
         self.model.load_state_dict(saved["model"])
         self.ema.load_state_dict(saved["ema"])
