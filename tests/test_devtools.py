@@ -35,5 +35,5 @@ def test_the_product_never_imports_devtools() -> None:
     assert not offenders, offenders
     # The development modules that moved out of the product are not left behind in it.
     for gone in ("embed/demo_data.py", "embed/inspect.py", "classifiers/analysis.py", "notebook/helpers.py",
-                 "embed/finetune.py"):
+                 "embed/finetune.py", "classifiers/finetune.py"):
         assert not (ROOT / gone).exists(), gone

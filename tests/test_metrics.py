@@ -105,7 +105,7 @@ def test_training_evaluation_prediction_and_finetuning_share_the_tie_rule() -> N
     assert worst.empty
 
     pytest.importorskip("torch", reason="fine-tuning needs PyTorch (the export extra)")
-    from classifiers.finetune import scores
+    from training.evaluate import scores
 
     tuned = scores({"cat": TIED, "y_cat": y, "tag": np.zeros((1, 0)), "y_tag": np.zeros((1, 0)), "loss": 0.0}, [])
     assert {k: tuned[k] for k in expected} == expected
