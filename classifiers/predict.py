@@ -14,6 +14,7 @@ logistic heads (plus lightgbm for LightGBM heads, onnxruntime or openvino for im
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import threading
 from collections.abc import Iterator
@@ -53,9 +54,10 @@ class Tagger:
         folder = default_model_dir() if model_dir is None else Path(model_dir)
         return cls(load_model(folder), folder)
 
-    @property
+    @functools.cached_property
     def model_id(self) -> str | None:
-        """The short id of the model folder this tagger was loaded from (None for a model in memory)."""
+        """The short id of the model folder this tagger was loaded from (None for a model in memory), read once:
+        the id of what was loaded, whatever the folder holds later."""
         return None if self.model_dir is None else model_id(self.model_dir)
 
     @property
@@ -156,10 +158,14 @@ class Tagger:
         """One encoded image -> the encoder's input; raises embed.images.ImageError."""
         return self.encoder().pixels(image)
 
-    def score_pixels(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """uint8 (n, S, S, 3) -> (category probabilities, tag scores) as float64, on a session of its own."""
-        with self._session() as encoder:
-            vectors = encoder.encode(pixels)
+    def score_pixels(self, pixels: np.ndarray, lane: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 (n, S, S, 3) -> (category probabilities, tag scores) as float64, on a session of its own, or
+        on one lane of the first session (embed.runtime.Encoder.encode_on: lanes run at once)."""
+        if lane is not None:
+            vectors = self.encoder().encode_on(lane, pixels)
+        else:
+            with self._session() as encoder:
+                vectors = encoder.encode(pixels)
         proba, tags = self.scores(vectors)
         return np.asarray(proba, np.float64), np.asarray(tags, np.float64)
 

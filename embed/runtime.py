@@ -310,8 +310,13 @@ class OrtRunner:
         self.session = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
         self.ran = variant.precision
 
+    lanes = 1  # one session: its own intra-op threads
+
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         return self.session.run(None, {"pixels": pixels})[0]
+
+    def on_lane(self, lane: int, pixels: np.ndarray) -> np.ndarray:
+        return self(pixels)
 
 
 class OpenVinoRunner:
@@ -354,12 +359,15 @@ class OpenVinoRunner:
         else:
             config["NUM_STREAMS"] = min(self.STREAMS, threads)
         self.requests = {}  # chunk size -> one request per stream
+        self.lane_requests = {}  # chunk size -> one request per lane (every chunk size compiled: the service)
         streams = 1
         for size in sorted(chunks, reverse=True):  # the whole chunk first: its stream count holds for all
             compiled = self._compile(core, model, size, config)
             streams = int(compiled.get_property("NUM_STREAMS"))
             config["NUM_STREAMS"] = streams
             self.requests[size] = [compiled.create_infer_request() for _ in range(streams)]
+            if len(chunks) > 1:
+                self.lane_requests[size] = [compiled.create_infer_request() for _ in range(streams)]
         self.requests = dict(sorted(self.requests.items()))
         self.streams = self.requests.get(max(chunks), []) if chunks else []  # the largest chunk's, one per stream
         # What the CPU plugin really computes in (a CPU without BF16 runs a bf16 hint in f32).
@@ -369,6 +377,25 @@ class OpenVinoRunner:
         self.full = self.STREAM_BATCH * streams if self.requests else 0  # the smallest batch that fills every stream
         # The batch sizes that run without padding, each compiled shape once (Encoder.warm runs each).
         self.sizes = ([1] if self.single else []) + [size * streams for size in self.requests]
+        self.lanes = streams if self.lane_requests else 1
+
+    def on_lane(self, lane: int, pixels: np.ndarray) -> np.ndarray:
+        """``pixels`` on lane ``lane`` alone: one stream's threads, chunk after chunk, on requests of the lane's
+        own (never the ones ``__call__`` uses), so that each lane takes a new batch the moment it is free
+        instead of every stream waiting for the slowest of one batch."""
+        if not self.lane_requests:
+            return self(pixels)
+        largest = max(self.lane_requests)
+        out = np.empty((len(pixels), self._dim), np.float32)
+        for start in range(0, len(pixels), largest):
+            chunk = pixels[start : start + largest]
+            rows, size = len(chunk), min(s for s in self.lane_requests if s >= len(chunk))
+            if rows < size:  # padded with zeros to the compiled size
+                chunk = np.concatenate([chunk, np.zeros((size - rows, *pixels.shape[1:]), pixels.dtype)])
+            request = self.lane_requests[size][lane]
+            request.infer({0: chunk}, share_inputs=True)
+            out[start : start + rows] = request.get_output_tensor(0).data[:rows]
+        return out
 
     def _chunk_sizes(self, batches: tuple[int, ...]) -> tuple[int, ...]:
         """The throughput chunk sizes to compile for these batch sizes (none when only batch 1 is asked)."""
@@ -472,6 +499,7 @@ class Encoder:
             **({"calibration": calibration} if calibration else {}),
         }
         self._lock = threading.Lock()  # an OpenVINO infer request serves one call at a time
+        self._lane_locks = [threading.Lock() for _ in range(self.lanes)]
 
     @classmethod
     def load(cls, spec: EncoderSpec | dict | str, threads: int | None = None, runtime: str = "auto",
@@ -498,11 +526,26 @@ class Encoder:
         with self._lock:
             return self.runner(np.ascontiguousarray(pixels, dtype=np.uint8))
 
+    @property
+    def lanes(self) -> int:
+        """Batches that can run at once, each on a stream of its own (``encode_on``); 1: encode one at a time."""
+        return self.runner.lanes
+
+    def encode_on(self, lane: int, pixels: np.ndarray) -> np.ndarray:
+        """``encode`` on one lane (0 <= lane < ``lanes``): lanes run at once, each on its share of the threads."""
+        if len(pixels) == 0:
+            return np.zeros((0, self.spec.dim), np.float32)
+        with self._lane_locks[lane]:
+            return self.runner.on_lane(lane, np.ascontiguousarray(pixels, dtype=np.uint8))
+
     def warm(self) -> None:
         """Run every compiled batch size once, so that no request pays for first-call allocations."""
         size = self.spec.input_size
         for n in getattr(self.runner, "sizes", (1,)):
             self.encode(np.zeros((n, size, size, 3), np.uint8))
+        for lane in range(self.lanes):
+            for n in getattr(self.runner, "lane_requests", ()):
+                self.encode_on(lane, np.zeros((n, size, size, 3), np.uint8))
 
     def pixels(self, image: bytes | Image.Image) -> np.ndarray:
         """One image (encoded bytes or PIL image) -> encoder input; raises ImageError."""

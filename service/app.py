@@ -116,22 +116,24 @@ async def lifespan(app: FastAPI):
     settings: Settings = app.state.settings
     tagger = await asyncio.to_thread(Tagger.load, app.state.model_dir)
     # Static shapes: one image (the low-latency path) and, unless max_batch is 1, the throughput path's.
-    batches = tuple(range(1, (settings.max_batch or AUTO_BATCH_LIMIT) + 1))
-    await asyncio.to_thread(tagger.load_encoder, settings.runtime, settings.precision, settings.encoder_workers,
+    batches = tuple(range(1, max(settings.max_batch or AUTO_BATCH_LIMIT, 2) + 1))
+    await asyncio.to_thread(tagger.load_encoder, settings.runtime, settings.precision, settings.encoder_workers or 1,
                             settings.encoder_threads or None, batches)
     await asyncio.to_thread(tagger.warm)
     encoder = tagger.encoder()
-    tuning = await asyncio.to_thread(measure, encoder.encode, encoder.spec.input_size,
-                                     getattr(encoder.runner, "full", 0), settings.max_batch, settings.batch_window_ms)
+    # Auto: one session, one worker per lane (stream) of it; else that many sessions, each taking whole batches.
+    lanes = encoder.lanes if settings.encoder_workers == 0 else 0
+    tuning = await asyncio.to_thread(measure, encoder, getattr(encoder.runner, "full", 0), settings.max_batch,
+                                     settings.batch_window_ms, lanes)
     metrics: Metrics = app.state.metrics
     batcher = Batcher(
         tagger.pixels,
-        functools.partial(score_batch, tagger),
+        functools.partial(score_batch, tagger, lanes > 1),
         max_batch=min(tuning.max_batch, settings.max_pending),
         window_s=tuning.window_s,
         max_pending=settings.max_pending,
         decode_threads=settings.decode_threads or os.cpu_count() or 1,
-        workers=settings.encoder_workers,
+        workers=max(lanes, settings.encoder_workers),
         inspect=functools.partial(decode_work, size=encoder.spec.input_size, limits=settings.decode_limits),
         heavy_work=settings.heavy_decode_work,
         heavy_decodes=settings.heavy_decodes,
@@ -157,16 +159,19 @@ def model_labels(info: ModelInfo, encoder, tuning) -> dict[str, str]:
     """The info metric's labels: what is served, and the batching limits measured at start-up."""
     return {"model_id": info.model_id, "encoder": info.encoder.name, "variant": encoder.variant.name,
             "ran_precision": str(encoder.record.get("ran_precision")), "max_batch": str(tuning.max_batch),
+            "lanes": str(tuning.lanes),
             "batch_window_ms": f"{tuning.window_s * 1000:.2f}", "encoder_batch1_ms": f"{tuning.batch1_ms:.2f}"}
 
 
-def score_batch(tagger, pixels):
-    """uint8 (n, S, S, 3) -> per image (category probabilities, tag scores). Runs in a worker thread."""
-    return list(zip(*tagger.score_pixels(pixels)))
+def score_batch(tagger, on_lanes: bool, pixels, lane: int | None):
+    """uint8 (n, S, S, 3) -> per image (category probabilities, tag scores), on the worker's own lane (when
+    ``on_lanes``) or on a session of its own. Runs in a worker thread."""
+    return list(zip(*tagger.score_pixels(pixels, lane if on_lanes else None)))
 
 
-def ready_tagger(request: Request):
-    """The loaded model (classifiers.predict.Tagger): the routes' dependency; 503 until it is loaded and warm."""
+async def ready_tagger(request: Request):
+    """The loaded model (classifiers.predict.Tagger): the routes' dependency; 503 until it is loaded and warm.
+    ``async``: FastAPI runs a plain ``def`` dependency in a worker thread, a thread hop on every request."""
     tagger = request.app.state.tagger
     if tagger is None:
         raise ApiError(503, "not_ready", "the model is not loaded yet", {"Retry-After": "1"})
@@ -208,7 +213,8 @@ async def stats(request: Request) -> Stats:
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
     """Prometheus text exposition (before the model is ready too: traffic and 503s show from the start)."""
-    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    # Rendered in a thread: the event loop keeps answering predictions while the text is built.
+    return Response(await asyncio.to_thread(request.app.state.metrics.render), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.post(

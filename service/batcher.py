@@ -1,14 +1,14 @@
 """Micro-batching: images from concurrent requests share encoder calls.
 
-Each image is decoded in a thread pool (off the event loop), then queued. One asyncio task takes what is
-queued (up to ``max_batch``), waits a short window for images that are still being decoded (never when
-none are, so a lone request pays no wait), and hands the batch to an encoder worker thread. While the
-workers are busy, new images pile up and become the next batch, so batches grow with load. The encoder runs
-a batch of one on its low-latency path and a larger one on its throughput path (embed.runtime's runners), so
-a lone request stays fast and a loaded service encodes at the encoder's batch rate; ``max_batch`` and the
-window are measured at start-up (service/tuning.py).
-
-``workers`` is how many batches run at once, each on an encoder session of its own.
+A lone image on an idle service is decoded and encoded in one pool call, on the encoder's low-latency path
+(every thread on one image): no queue, no batch. Otherwise each image is decoded in a thread pool and put,
+by the decoding thread itself, on a queue that ``workers`` encoder threads (lanes) take batches from: a lane
+takes what is queued (up to ``max_batch``) the moment its last batch is done, so under load every lane stays
+busy and batches grow with the queue, and no event-loop round trip sits between decoding, encoding and the
+next batch. Only when every lane is idle (a burst arriving) does a lane first wait a short window for images
+still being decoded. With lanes (embed.runtime.Encoder.encode_on) each lane owns one of the encoder's
+streams; ``run_batch(pixels, lane)`` gets the lane, or None for a batch of one that runs alone (the
+low-latency path). ``max_batch`` and the window are measured at start-up (service/tuning.py).
 
 Admission comes first and is all or nothing: a request's images are counted (and their decode cost, read
 from the headers, weighed) before any is decoded, and when they do not all fit, the whole request gets 503
@@ -36,13 +36,16 @@ from service.errors import ApiError
 
 log = logging.getLogger("service.batcher")
 Item = tuple[np.ndarray, asyncio.Future]
+# Uploads this small have their headers read on the event loop: reading a header takes microseconds, bounded
+# by the bytes there are, and a thread hop would cost more than the work it moves.
+INLINE_HEADERS_BYTES = 256 * 1024
 
 
 class Batcher:
     def __init__(
         self,
         decode: Callable[[bytes], np.ndarray],
-        run_batch: Callable[[np.ndarray], list],
+        run_batch: Callable[[np.ndarray, int | None], list],
         *,
         max_batch: int,
         window_s: float,
@@ -60,20 +63,22 @@ class Batcher:
         self.inspect = inspect or (lambda data: 0)  # bytes -> decode cost (raises ImageError for a bad header)
         self.max_batch, self.window_s, self.max_pending = max_batch, window_s, max_pending
         self.heavy_work, self.max_heavy_pending = heavy_work, max_heavy_pending
-        self.decoding = 0  # ordinary images in the decode pool: worth a short wait, they will arrive soon
-        self.pending = 0  # images accepted and not answered yet
+        self.workers = workers
+        self.pending = 0  # images accepted and not answered yet (event loop only)
         self.heavy_pending = 0  # of which over heavy_work
         self._heavy_lane = asyncio.Semaphore(heavy_decodes)
+        # Shared with the decode and lane threads, under _ready's lock:
+        self._ready = threading.Condition()
+        self._queue: deque[tuple[np.ndarray, asyncio.Future, asyncio.AbstractEventLoop]] = deque()
+        self.decoding = 0  # ordinary images in the decode pool: worth a short wait, they will arrive soon
+        self.busy = 0  # lanes encoding a batch
+        self.solo = 0  # lone images on the low-latency path
         self.batches = self.batched_images = 0  # counters, for tests and the benchmark
-        self._queue: deque[Item] = deque()
-        self._changed = asyncio.Event()
-        self._free_workers = asyncio.Semaphore(workers)
-        self._running: set[asyncio.Task] = set()
+        self._stopping = False
+        self._lanes: list[threading.Thread] = []
         self._decoders = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
         self._heavy_decoders = ThreadPoolExecutor(heavy_decodes, thread_name_prefix="decode-heavy",
                                                   initializer=lowest_priority)
-        self._workers = ThreadPoolExecutor(workers, thread_name_prefix="encoder")
-        self._task: asyncio.Task | None = None
 
     @property
     def queued(self) -> int:
@@ -81,18 +86,24 @@ class Batcher:
         return len(self._queue)
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._loop(), name="batcher")
+        self._lanes = [threading.Thread(target=self._lane, args=(k,), name=f"encoder_{k}", daemon=True)
+                       for k in range(self.workers)]
+        for thread in self._lanes:
+            thread.start()
 
     async def stop(self) -> None:
-        tasks = [t for t in [self._task, *self._running] if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        fail([future for _, future in self._queue], shutting_down())
-        self._queue.clear()
-        self._decoders.shutdown(wait=False, cancel_futures=True)
+        with self._ready:
+            self._stopping = True
+            queued = [(future, loop) for _, future, loop in self._queue]
+            self._queue.clear()
+            self._ready.notify_all()
+        for future, loop in queued:
+            deliver(loop, future, shutting_down())
+        await asyncio.to_thread(lambda: [thread.join(5.0) for thread in self._lanes])
+        # Decodes already submitted still run and answer their requests (503): cancelling them would leave
+        # those requests waiting for ever.
+        self._decoders.shutdown(wait=False)
         self._heavy_decoders.shutdown(wait=False, cancel_futures=True)
-        self._workers.shutdown(wait=False, cancel_futures=True)
 
     async def predict(self, data: bytes):
         """One image -> its row of ``run_batch`` output; raises ImageError for a bad image, 503 when full."""
@@ -105,6 +116,8 @@ class Batcher:
     async def costs(self, payloads: list[bytes]) -> list[int | Exception]:
         """Each image's decode cost from its header (or the ImageError that its header gives)."""
         self.check_room(len(payloads))  # a flood is refused before even its headers are read
+        if sum(len(data) for data in payloads) <= INLINE_HEADERS_BYTES:
+            return self._costs(payloads)
         return await asyncio.get_running_loop().run_in_executor(self._decoders, self._costs, payloads)
 
     def _costs(self, payloads: list[bytes]) -> list[int | Exception]:
@@ -136,71 +149,130 @@ class Batcher:
     async def run_image(self, data: bytes, cost: int = 0):
         """Decode (in the heavy lane when costly) and encode one admitted image."""
         loop = asyncio.get_running_loop()
-        heavy = cost > self.heavy_work
-        # Only ordinary decodes are worth holding a batch open for: a heavy one arrives much later.
-        soon = 0 if heavy else 1
-        async with self._heavy_lane if heavy else contextlib.nullcontext():
-            self.decoding += soon
-            try:
-                pool = self._heavy_decoders if heavy else self._decoders
-                pixels = await loop.run_in_executor(pool, self.decode, data)
-            finally:
-                self.decoding -= soon
-                self._changed.set()
+        if cost > self.heavy_work:
+            async with self._heavy_lane:
+                pixels = await loop.run_in_executor(self._heavy_decoders, self.decode, data)
+            return await self._encoded(pixels, loop)
+        with self._ready:  # a lone image on an idle service: every encoder thread on it, at once
+            alone = not (self._queue or self.decoding or self.busy or self.solo)
+            self.solo += alone
+            self.decoding += not alone
+        if alone:
+            return await self._alone(data, loop)
         future = loop.create_future()
-        self._queue.append((pixels, future))
+        self._decoders.submit(self._decode_into_queue, data, future, loop)
         return await future
 
-    async def _loop(self) -> None:
+    async def _encoded(self, pixels: np.ndarray, loop: asyncio.AbstractEventLoop):
+        future = loop.create_future()
+        with self._ready:
+            self._queue.append((pixels, future, loop))
+            self._ready.notify()
+        return await future
+
+    async def _alone(self, data: bytes, loop: asyncio.AbstractEventLoop):
+        """Decode and encode in one pool call (one thread hop), on the low-latency path."""
+        try:
+            row, seconds = await loop.run_in_executor(self._decoders, self._decode_run, data)
+        finally:
+            with self._ready:
+                self.solo -= 1
+                self._ready.notify_all()
+        self._count(1, seconds)
+        return row
+
+    def _decode_run(self, data: bytes) -> tuple[object, float]:
+        pixels = self.decode(data)[None]
+        started = time.perf_counter()
+        return self.run_batch(pixels, None)[0], time.perf_counter() - started
+
+    def _decode_into_queue(self, data: bytes, future: asyncio.Future, loop: asyncio.AbstractEventLoop) -> None:
+        """In a decode thread: the image's pixels go straight onto the lanes' queue (its error to its request)."""
+        try:
+            pixels = self.decode(data)
+        except BaseException as error:  # noqa: BLE001 - ImageError or worse: this request's answer, nobody else's
+            with self._ready:
+                self.decoding -= 1
+                self._ready.notify_all()
+            deliver(loop, future, error)
+            return
+        with self._ready:
+            self.decoding -= 1
+            if not self._stopping:
+                self._queue.append((pixels, future, loop))
+                self._ready.notify_all()
+                return
+        deliver(loop, future, shutting_down())
+
+    def _lane(self, lane: int) -> None:
+        """An encoder thread: take a batch whenever one is queued, encode it, answer its requests."""
         while True:
-            if not self._queue:
-                self._changed.clear()
-                await self._changed.wait()
-                continue
-            await self._free_workers.acquire()
-            await self._wait_for_stragglers()
-            batch = [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
-            task = asyncio.get_running_loop().create_task(self._run(batch))
-            self._running.add(task)
-            task.add_done_callback(self._finished)
-
-    def _finished(self, task: asyncio.Task) -> None:
-        self._running.discard(task)
-        self._free_workers.release()
-
-    async def _wait_for_stragglers(self) -> None:
-        """Hold the batch open up to window_s while images are still being decoded."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.window_s
-        while len(self._queue) < self.max_batch and self.decoding > 0:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return
-            self._changed.clear()
+            with self._ready:
+                batch, alone = self._take()
+                if batch is None:
+                    return
+                self.busy += 1
             try:
-                await asyncio.wait_for(self._changed.wait(), remaining)
-            except TimeoutError:
-                return
+                self._encode(batch, None if alone else lane)
+            finally:
+                with self._ready:
+                    self.busy -= 1
+                    self._ready.notify_all()
 
-    async def _run(self, batch: list[Item]) -> None:
-        futures = [future for _, future in batch]
+    def _take(self) -> tuple[list | None, bool]:
+        """(the next batch, whether it runs alone), or (None, False) when stopping. Holds _ready's lock."""
+        while not self._queue and not self._stopping:
+            self._ready.wait()
+        if self._stopping:
+            return None, False
+        if not (self.busy or self.solo):  # every lane idle: images decoding now are a burst's, worth a wait
+            deadline = time.monotonic() + self.window_s
+            while len(self._queue) < self.max_batch and self.decoding and not self._stopping:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._ready.wait(remaining)
+        batch = [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
+        return batch, len(batch) == 1 and not (self.busy or self.solo)
+
+    def _encode(self, batch: list, lane: int | None) -> None:
         started = time.perf_counter()
         try:
-            pixels = np.stack([p for p, _ in batch])
-            rows = await asyncio.get_running_loop().run_in_executor(self._workers, self.run_batch, pixels)
-        except asyncio.CancelledError:
-            fail(futures, shutting_down())
-            raise
-        except Exception as error:  # noqa: BLE001 - the batch's requests get the error, the loop lives on
+            rows = self.run_batch(np.stack([pixels for pixels, _, _ in batch]), lane)
+        except Exception as error:  # noqa: BLE001 - the batch's requests get the error, the lane lives on
             log.exception("batch of %d images failed", len(batch))
-            fail(futures, error)
+            answer([(future, loop, None) for _, future, loop in batch], error)
             return
-        self.batches += 1
-        self.batched_images += len(batch)
-        self.on_batch(len(batch), time.perf_counter() - started)
-        for future, row in zip(futures, rows):
+        self._count(len(batch), time.perf_counter() - started)
+        answer([(future, loop, row) for (_, future, loop), row in zip(batch, rows)])
+
+    def _count(self, images: int, seconds: float) -> None:
+        with self._ready:
+            self.batches += 1
+            self.batched_images += images
+        self.on_batch(images, seconds)
+
+
+def answer(answers: list[tuple[asyncio.Future, asyncio.AbstractEventLoop, object]],
+           error: BaseException | None = None) -> None:
+    """Settle (future, loop, result) triples from any thread, one event-loop wake-up per loop: each future
+    gets its result, or ``error``; nothing happens to a future whose request is gone."""
+    by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+    for future, loop, result in answers:
+        by_loop.setdefault(loop, []).append((future, result))
+
+    def settle(items: list) -> None:
+        for future, result in items:
             if not future.done():
-                future.set_result(row)
+                future.set_result(result) if error is None else future.set_exception(error)
+
+    for loop, items in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, items)
+
+
+def deliver(loop: asyncio.AbstractEventLoop, future: asyncio.Future, error: BaseException) -> None:
+    answer([(future, loop, None)], error)
 
 
 def lowest_priority() -> None:
@@ -218,9 +290,3 @@ def overloaded() -> ApiError:
 
 def shutting_down() -> ApiError:
     return ApiError(503, "shutting_down", "the service is shutting down")
-
-
-def fail(futures: list[asyncio.Future], error: BaseException) -> None:
-    for future in futures:
-        if not future.done():
-            future.set_exception(error)

@@ -21,7 +21,8 @@ class Settings(_Settings):
     max_batch: int = 0  # images in one encoder call; 0 = auto: measured at start-up (service/tuning.py)
     batch_window_ms: float = -1.0  # how long a batch waits for images still being decoded; < 0 = auto (the
     # encoder's measured time for one image: waiting longer than that would cost more than it saves)
-    encoder_workers: int = 1  # encoder calls running at once, each on a session of its own
+    encoder_workers: int = 0  # encoder calls running at once; 0 = auto: one session, one worker per stream of
+    # it (each takes the next batch when its own is done); n > 0: n sessions, each taking whole batches
     encoder_threads: int = 0  # runtime threads per session; 0 = all cores
     max_pending: int = 256  # images queued or decoding at once; beyond it requests get 503 (memory stays bounded)
     decode_threads: int = 0  # image decode pool; 0 = all cores
@@ -43,10 +44,10 @@ class Settings(_Settings):
 
     @model_validator(mode="after")
     def _in_range(self):
-        positive = [self.max_file_mb, self.max_files, self.max_pending, self.encoder_workers,
+        positive = [self.max_file_mb, self.max_files, self.max_pending,
                     self.decode_max_megapixels, self.decode_max_mb, self.decode_max_frames, self.heavy_decodes,
                     self.max_heavy_pending, self.shutdown_timeout_s]
-        non_negative = [self.max_batch, self.encoder_threads, self.decode_threads]
+        non_negative = [self.max_batch, self.encoder_workers, self.encoder_threads, self.decode_threads]
         if min(positive) <= 0 or min(non_negative) < 0 or self.max_request_mb < self.max_file_mb:
             raise ValueError(f"settings out of range: {self!r}")
         return self

@@ -1,15 +1,23 @@
 """The batcher's limits, measured on this machine at start-up rather than tuned by hand on one CPU.
 
-With the model's encoder loaded and warm, ``measure`` times one image alone (the low-latency path) and
-batches of one, two and four times what fills the encoder's throughput streams. The batch limit is the
-smallest of those batches within ``GOOD_ENOUGH`` of the best per-image time (a bigger batch only adds latency),
-and the batch window is one image's encoding time: holding a batch open longer for images still being
-decoded would cost a lone straggler more than encoding it alone. A setting given explicitly wins.
+With the model's encoder loaded and warm, ``measure`` times one image alone (the low-latency path), then the
+batch sizes worth choosing between:
+
+- with lanes (the default), every lane encoding batches of 1, 2, 4 and 8 at once, as a loaded service does.
+  The batch limit is where doubling stops paying: the first size whose double saves less than
+  ``DOUBLING_GAIN`` of the time per image. A lane's batch is what every image in it waits for, so a doubling
+  that saves a few percent of throughput costs every image of the batch its whole encoding time again.
+- without lanes (whole batches on sessions of their own), batches of one, two and four times what fills the
+  encoder's throughput streams; the limit is the smallest within ``GOOD_ENOUGH`` of the best per-image time.
+
+The batch window is one image's encoding time: holding a batch open longer for images still being decoded
+would cost a lone straggler more than encoding it alone. A setting given explicitly wins.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 
@@ -17,7 +25,9 @@ import numpy as np
 
 log = logging.getLogger("service.tuning")
 GOOD_ENOUGH = 1.05  # a batch within 5% of the best per-image time is as good
+DOUBLING_GAIN = 0.10  # with lanes: a doubling of the batch must save 10% of the time per image
 REPEATS = 3  # timings per size (the fastest is kept): a few hundred ms at start-up on a small CPU
+LANE_BATCHES = (1, 2, 4, 8)
 
 
 @dataclass(frozen=True)
@@ -26,24 +36,62 @@ class Tuning:
     window_s: float
     batch1_ms: float  # the encoder's one-image time (fastest run)
     image_ms: dict[int, float]  # batch size -> encoder time per image (fastest run)
+    lanes: int = 0  # workers each on a lane of the encoder (0: whole batches on sessions of their own)
 
 
-def measure(encode, input_size: int, full: int, max_batch: int = 0, window_ms: float = -1.0) -> Tuning:
-    """Time ``encode`` (uint8 (n, S, S, 3) -> anything) and choose what ``max_batch`` / ``window_ms`` leave to
-    measurement (0 / negative: auto). ``full``: the smallest batch that fills every stream (0: none)."""
-    pixels = np.random.default_rng(0).integers(0, 256, (4 * max(full, 4), input_size, input_size, 3), np.uint8)
-    batch1_ms = timed(encode, pixels[:1], REPEATS * 3)
+def measure(encoder, full: int, max_batch: int = 0, window_ms: float = -1.0, lanes: int = 0) -> Tuning:
+    """Time ``encoder`` (embed.runtime.Encoder) and choose what ``max_batch`` / ``window_ms`` leave to
+    measurement (0 / negative: auto). ``full``: the smallest batch that fills every stream (0: none);
+    ``lanes``: how many lanes the batcher's workers run at once (0: none, whole batches)."""
+    size = encoder.spec.input_size
+    pixels = np.random.default_rng(0).integers(0, 256, (4 * max(full, 4, *LANE_BATCHES), size, size, 3), np.uint8)
+    batch1_ms = timed(encoder.encode, pixels[:1], REPEATS * 3)
     image_ms = {}
     if max_batch == 0:
-        for size in sorted({max(full, 4) * k for k in (1, 2, 4)}):
-            image_ms[size] = timed(encode, pixels[:size], REPEATS) / size
-        best = min(image_ms.values())
-        max_batch = min(size for size, ms in image_ms.items() if ms <= best * GOOD_ENOUGH)
+        sizes = LANE_BATCHES if lanes > 1 else sorted({max(full, 4) * k for k in (1, 2, 4)})
+        for n in sizes:
+            image_ms[n] = (on_lanes(encoder, pixels[:n], lanes) if lanes > 1 else
+                           timed(encoder.encode, pixels[:n], REPEATS) / n)
+        max_batch = doubling_limit(image_ms) if lanes > 1 else good_enough(image_ms)
     window_s = batch1_ms / 1000 if window_ms < 0 else window_ms / 1000
-    tuning = Tuning(max_batch, window_s, round(batch1_ms, 3), {k: round(v, 3) for k, v in image_ms.items()})
-    log.info("batching: one image %.2f ms; per image at batch %s ms; max batch %d, window %.2f ms",
-             batch1_ms, tuning.image_ms or "(set)", max_batch, window_s * 1000)
+    tuning = Tuning(max_batch, window_s, round(batch1_ms, 3), {k: round(v, 3) for k, v in image_ms.items()}, lanes)
+    log.info("batching: one image %.2f ms; per image at batch %s ms (%d lanes); max batch %d, window %.2f ms",
+             batch1_ms, tuning.image_ms or "(set)", lanes, max_batch, window_s * 1000)
     return tuning
+
+
+def good_enough(image_ms: dict[int, float]) -> int:
+    best = min(image_ms.values())
+    return min(n for n, ms in image_ms.items() if ms <= best * GOOD_ENOUGH)
+
+
+def doubling_limit(image_ms: dict[int, float]) -> int:
+    """The first batch size whose double (the next size measured) saves less than DOUBLING_GAIN per image."""
+    sizes = sorted(image_ms)
+    for n, double in zip(sizes, sizes[1:]):
+        if image_ms[double] > image_ms[n] * (1 - DOUBLING_GAIN):
+            return n
+    return sizes[-1]
+
+
+def on_lanes(encoder, pixels: np.ndarray, lanes: int) -> float:
+    """Milliseconds per image with every lane encoding ``pixels`` at once, ``REPEATS`` times each (timed from
+    when all lanes start: starting the threads is not the encoder's time)."""
+    barrier = threading.Barrier(lanes + 1)
+
+    def lane(k: int) -> None:
+        barrier.wait()
+        for _ in range(REPEATS):
+            encoder.encode_on(k, pixels)
+
+    threads = [threading.Thread(target=lane, args=(k,)) for k in range(lanes)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    return (time.perf_counter() - started) * 1000 / (lanes * REPEATS * len(pixels))
 
 
 def timed(encode, pixels: np.ndarray, repeats: int) -> float:

@@ -92,8 +92,8 @@ def test_concurrent_requests_are_each_answered_whole_or_refused_whole() -> None:
         return np.zeros((2, 2, 3), np.uint8)
 
     async def scenario():
-        batcher = Batcher(decode, lambda pixels: [1] * len(pixels), max_batch=4, window_s=0.001, max_pending=40,
-                          decode_threads=2)
+        batcher = Batcher(decode, lambda pixels, lane: [1] * len(pixels), max_batch=4, window_s=0.001,
+                          max_pending=40, decode_threads=2)
         batcher.start()
 
         async def request(n: int):
@@ -128,7 +128,7 @@ def test_heavy_lane_keeps_light_images_moving() -> None:
         return np.zeros((2, 2, 3), np.uint8)
 
     async def scenario():
-        batcher = Batcher(decode, lambda pixels: [0] * len(pixels), max_batch=1, window_s=0, max_pending=64,
+        batcher = Batcher(decode, lambda pixels, lane: [0] * len(pixels), max_batch=1, window_s=0, max_pending=64,
                           decode_threads=2, inspect=lambda data: 100 if data == b"heavy" else 1, heavy_work=10)
         batcher.start()
 

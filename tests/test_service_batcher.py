@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 
 import numpy as np
@@ -30,12 +29,12 @@ class Recorder:
 
     def __init__(self, delay: float = 0.01, fail: bool = False):
         self.sizes: list[int] = []
-        self.threads: set[str] = set()
+        self.lanes: list[int | None] = []  # each batch's lane (None: a lone image on the low-latency path)
         self.delay, self.fail = delay, fail
 
-    def __call__(self, pixels: np.ndarray) -> list[int]:
+    def __call__(self, pixels: np.ndarray, lane: int | None) -> list[int]:
         self.sizes.append(len(pixels))
-        self.threads.add(threading.current_thread().name)
+        self.lanes.append(lane)
         time.sleep(self.delay)
         if self.fail:
             raise RuntimeError("encoder exploded")
@@ -62,7 +61,7 @@ def test_concurrent_images_share_batches_and_get_their_own_answers() -> None:
     assert answers == list(range(20))
     assert sum(recorder.sizes) == 20
     assert max(recorder.sizes) > 1 and max(recorder.sizes) <= 8  # batched, never over max_batch
-    assert len(recorder.threads) == 1  # one encoder worker thread
+    assert set(recorder.lanes) <= {0, None}  # one lane (and the low-latency path for a lone image)
 
 
 def test_bad_image_fails_alone() -> None:
@@ -127,8 +126,42 @@ def test_several_workers_run_batches_at_once() -> None:
     answers = asyncio.run(serve(make(recorder, max_batch=1, workers=2), [b"1", b"2", b"3", b"4"]))
     elapsed = time.perf_counter() - started
     assert answers == [1, 2, 3, 4] and recorder.sizes == [1, 1, 1, 1]
-    assert len(recorder.threads) == 2
+    assert {0, 1} <= set(recorder.lanes)  # both lanes took batches
     assert elapsed < 4 * 0.05  # two at a time: about 2 x 50 ms, not 4 x 50 ms
+
+
+def test_a_lone_image_runs_alone_and_a_loaded_one_on_a_lane() -> None:
+    """Idle: one pool call on the low-latency path (lane None). While a lane is busy, the next images queue
+    and a free lane takes them together."""
+    recorder = Recorder(delay=0.05)
+
+    async def scenario() -> None:
+        batcher = make(recorder, workers=2)
+        batcher.start()
+        assert await batcher.predict(b"5") == 5 and recorder.lanes == [None]
+        answers = await asyncio.gather(*(batcher.predict(str(i).encode()) for i in range(6)))
+        await batcher.stop()
+        assert answers == list(range(6))
+
+    asyncio.run(scenario())
+    assert recorder.lanes[1:] and all(lane in (0, 1, None) for lane in recorder.lanes[1:])
+    assert max(recorder.sizes[1:]) > 1  # the queue built up while a lane was busy: batches, not one by one
+
+
+def test_stop_answers_every_waiting_image() -> None:
+    """Images queued or still decoding when the service stops get 503 shutting_down, never silence."""
+    async def scenario() -> list:
+        batcher = make(Recorder(delay=0.3), max_batch=1, workers=1)
+        batcher.start()
+        waiting = [asyncio.ensure_future(batcher.predict(str(i).encode())) for i in range(4)]
+        await asyncio.sleep(0.1)  # one image encoding, the others queued
+        await batcher.stop()
+        return await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), 5)
+
+    answers = asyncio.run(scenario())
+    refused = [a for a in answers if isinstance(a, ApiError)]
+    assert refused and all(a.status == 503 and a.code == "shutting_down" for a in refused)
+    assert len(answers) == 4
 
 
 def test_a_heavy_decode_does_not_hold_batches_open() -> None:
