@@ -125,8 +125,9 @@ finetune: setup
 # Adopt the encoder bench/results/finetune.json adopted (training/adopt.py): its fp16 weights, ONNX graph and
 # calibrated int8 copy into artifacts/encoders/, and it becomes the default encoder; refuses (exit 2) when the
 # bench adopted nothing or the weights are not the file it scored. Then: make model, predictions, notebook, bench.
+# ADOPT_ARGS: e.g. --sha256 <checksum> for a result written before the bench recorded encoder.weights_sha256.
 adopt: setup
-	$(BIN)/python -m training.adopt --images $(CLOTHING)/images.zip --ids $(CLOTHING)/data.parquet
+	$(BIN)/python -m training.adopt --images $(CLOTHING)/images.zip --ids $(CLOTHING)/data.parquet $(ADOPT_ARGS)
 
 serve: setup
 	$(BIN)/vinted-serve

@@ -131,7 +131,9 @@ def package_graph(spec, weights: Path, calibration: list, packaged: Path) -> Pat
     local = dataclasses.replace(spec, weights=str(weights.resolve()))  # same identity, this checkout's file
     with private_home():
         built = encoder_dir(local)  # exported here even when a packaged copy exists: it is being rebuilt
+        print(f"adopt: exporting the ONNX graph of {spec.name} ({spec.sha256[:12]})", file=sys.stderr)
         export_graph(local, built)
+        print(f"adopt: calibrating its int8 copy on a seeded sample of {len(calibration)} images", file=sys.stderr)
         calibrate(local, calibration)
         record = json.loads((built / "spec.json").read_text())
         write_json(built / "spec.json", {**record, "spec": spec.to_dict()})  # no temporary path is committed
@@ -193,7 +195,9 @@ def adopt(results_file: Path, root: Path, images: Path, ids: Path | None, expect
         seconds[name] = round(time.perf_counter() - clock, 1)
         clock = time.perf_counter()
 
-    variant, source, _ = candidate(json.loads(Path(results_file).read_text()), expected_sha)
+    results = json.loads(Path(results_file).read_text())
+    variant, source, _ = candidate(results, expected_sha)
+    recipe = results["variants"][variant]["encoder"].get("config")
     check_lines(root)
     refs = calibration_refs(images, ids)
     target = root / PACKAGED / Path(ENCODERS[ADOPTED].weights).name
@@ -204,7 +208,7 @@ def adopt(results_file: Path, root: Path, images: Path, ids: Path | None, expect
     step("export + calibrate")
     diff = edit_lines(root, sha)
     removed = remove_other_graphs(root / PACKAGED, folder.name)
-    return {"variant": variant, "sha256": sha, "weights": target, "bytes": target.stat().st_size,
+    return {"variant": variant, "recipe": recipe, "sha256": sha, "weights": target, "bytes": target.stat().st_size,
             "folder": folder, "diff": diff, "removed": removed, "seconds": seconds}
 
 
@@ -236,7 +240,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"adopt: {done['variant']} is the default encoder {ADOPTED} (sha256 {done['sha256'][:12]}, "
           f"{done['bytes'] / 1e6:.1f} MB fp16; graph + int8 in {done['folder'].relative_to(args.root)}; {steps}; "
           f"{time.perf_counter() - started:.0f} s in all)")
-    print("adopt: the comment above the table entry in embed/encoders.py describes the recipe: update it. Next:")
+    print(f"adopt: the comment above the table entry (embed/encoders.py) describes the recipe: make it say "
+          f"{done['variant']} ({json.dumps(done['recipe'], sort_keys=True)}). Next:")
     print("\n".join(f"  {line}" for line in NEXT))
     return 0
 
