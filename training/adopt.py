@@ -134,7 +134,8 @@ def package_graph(spec, weights: Path, calibration: list, packaged: Path) -> Pat
         built = encoder_dir(local)  # exported here even when a packaged copy exists: it is being rebuilt
         print(f"adopt: exporting the ONNX graph of {spec.name} ({spec.sha256[:12]})", file=sys.stderr)
         export_graph(local, built)
-        print(f"adopt: calibrating its int8 copy on a seeded sample of {len(calibration)} images", file=sys.stderr)
+        print(f"adopt: calibrating its int8 copy on a seeded sample of the {len(calibration)} training images",
+              file=sys.stderr)
         calibrate(local, calibration)
         record = json.loads((built / "spec.json").read_text())
         write_json(built / "spec.json", {**record, "spec": spec.to_dict()})  # no temporary path is committed
@@ -245,8 +246,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"adopt: {done['variant']} is the default encoder {ADOPTED} (sha256 {done['sha256'][:12]}, "
           f"{done['bytes'] / 1e6:.1f} MB fp16; graph + int8 in {done['folder'].relative_to(args.root)}; {steps}; "
           f"{time.perf_counter() - started:.0f} s in all)")
+    recipe = f" ({json.dumps(done['recipe'], sort_keys=True)})" if done["recipe"] else ""
     print(f"adopt: the comment above the table entry (embed/encoders.py) describes the recipe: make it say "
-          f"{done['variant']} ({json.dumps(done['recipe'], sort_keys=True)}). Next:")
+          f"{done['variant']}{recipe}. Next:")
     print("\n".join(f"  {line}" for line in NEXT))
     return 0
 
