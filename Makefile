@@ -9,14 +9,18 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_DATA := demo-data
 DEMO_OUT := demo-out
 CLOTHING ?= ../shared/data/clothing
-# Embedding cache of the stand-in images (outside the repo; resumable).
-CLOTHING_CACHE ?= $(HOME)/.cache/vinted-tagger/caches/clothing-efficientnet-lite2-openvino-bf16
+# Embedding cache of the stand-in images by the default encoder (outside the repo; resumable): named after
+# embed/pipeline.py's DEFAULT_ENCODER, so that adopting another encoder (make adopt) starts a cache of its own.
+# FROZEN_CACHE: the ImageNet encoder's, which make finetune compares the fine-tuned ones with.
+DEFAULT_ENCODER := $(shell sed -n 's/^DEFAULT_ENCODER = "\(.*\)"$$/\1/p' embed/pipeline.py)
+CLOTHING_CACHE ?= $(HOME)/.cache/vinted-tagger/caches/clothing-$(DEFAULT_ENCODER)-openvino-bf16
+FROZEN_CACHE ?= $(HOME)/.cache/vinted-tagger/caches/clothing-efficientnet-lite2-openvino-bf16
 
 # Fine-tuning runs (one folder per variant, resumable) and the adapted encoders' caches (outside the repo).
 FINETUNE_RUNS ?= $(HOME)/.cache/vinted-tagger/finetune
 
 .PHONY: setup test demo bench bench-embed bench-heads bench-service bench-page bench-variants bench-scale \
-	bench-runtime bench-formats calibrate notebook serve model predictions finetune page-screenshot docs clean
+	bench-runtime bench-formats calibrate notebook serve model predictions finetune adopt page-screenshot docs clean
 
 setup: $(STAMP)
 
@@ -115,8 +119,15 @@ finetune: setup
 			--out $(FINETUNE_RUNS)/$${variant%%:*} --epochs $(FINETUNE_EPOCHS) $$(echo $${variant#*:} | tr ',' ' ') \
 			|| exit 1; \
 	done
-	$(BIN)/python bench/finetune_bench.py --runs $(FINETUNE_RUNS) --data $(CLOTHING) --frozen-cache $(CLOTHING_CACHE) \
+	$(BIN)/python bench/finetune_bench.py --runs $(FINETUNE_RUNS) --data $(CLOTHING) --frozen-cache $(FROZEN_CACHE) \
 		--started $(FINETUNE_STARTED)
+
+# Adopt the encoder bench/results/finetune.json adopted (training/adopt.py): its fp16 weights, ONNX graph and
+# calibrated int8 copy into artifacts/encoders/, and it becomes the default encoder; refuses (exit 2) when the
+# bench adopted nothing or the weights are not the file it scored. Then: make model, predictions, notebook, bench.
+# ADOPT_ARGS: e.g. --sha256 <checksum> for a result written before the bench recorded encoder.weights_sha256.
+adopt: setup
+	$(BIN)/python -m training.adopt --images $(CLOTHING)/images.zip --ids $(CLOTHING)/data.parquet $(ADOPT_ARGS)
 
 serve: setup
 	$(BIN)/vinted-serve

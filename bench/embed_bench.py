@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 from embed.cache import read_manifest  # noqa: E402
 from embed.encoders import get_encoder  # noqa: E402
 from embed.images import DECODERS, load_pixels  # noqa: E402
+from embed.pipeline import DEFAULT_ENCODER  # noqa: E402
 from embed.sources import list_images  # noqa: E402
 from report import run_record, write_results  # noqa: E402  (bench/, this script's folder)
 
@@ -83,7 +84,7 @@ def decoder_ms(images: Path, count: int, size: int) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
-    parser.add_argument("--encoder", default="efficientnet-lite2")
+    parser.add_argument("--encoder", default=DEFAULT_ENCODER)
     parser.add_argument("--eager-images", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "embed.json")

@@ -39,7 +39,7 @@ from classifiers.evaluate import evaluate  # noqa: E402
 from classifiers.predict import Tagger  # noqa: E402
 from classifiers.train import train  # noqa: E402
 from embed.cache import read_cache  # noqa: E402
-from embed.encoders import ENCODERS, LITE2_WEIGHTS_PREFIX  # noqa: E402
+from embed.encoders import ENCODERS, LITE2_WEIGHTS_PREFIX, get_encoder  # noqa: E402
 from embed.variants import VARIANTS  # noqa: E402
 from embed.pipeline import EncoderChoice, embed_sources  # noqa: E402
 from embed.runtime import Encoder, encoder_home  # noqa: E402
@@ -314,7 +314,9 @@ def main() -> int:
     for name, scores in own.items():
         table[name]["own_heads"] = entry(scores, curves[name], extra["ms"][name], None)
     for v in variants:
-        table[v.name]["encoder"] = {"name": v.encoder, "config": v.curves.get("config")}
+        # the weights' checksum: what `make adopt` (training.adopt) checks the file it commits against
+        table[v.name]["encoder"] = {"name": v.encoder, "config": v.curves.get("config"),
+                                    "weights_sha256": get_encoder(v.encoder).sha256}
     best, adopted = adoption(table)
     result = {"variants": table, "candidate": best, "adopted": adopted, "wise_ft": extra["wise"],
               "default_encoder": best if adopted else "imagenet-frozen",

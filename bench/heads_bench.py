@@ -28,7 +28,7 @@ from classifiers.evaluate import bootstrap_intervals, evaluate  # noqa: E402
 from classifiers.predict import Tagger, predict_cache  # noqa: E402
 from classifiers.train import train  # noqa: E402
 from embed.cache import read_cache  # noqa: E402
-from embed.pipeline import embed_sources  # noqa: E402
+from embed.pipeline import DEFAULT_ENCODER, embed_sources  # noqa: E402
 from embed.runtime import encoder_home  # noqa: E402
 from report import machine, write_results  # noqa: E402  (bench/, this script's folder)
 
@@ -50,7 +50,7 @@ def heads_ms_per_image(tagger: Tagger, vectors, repeats: int = 20) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--cache", type=Path, default=encoder_home() / "caches" / "clothing-efficientnet-lite2-openvino-bf16")
+    parser.add_argument("--cache", type=Path, default=encoder_home() / "caches" / f"clothing-{DEFAULT_ENCODER}-openvino-bf16")
     parser.add_argument("--head", default="logreg")
     parser.add_argument("--model-out", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "heads.json")

@@ -47,14 +47,14 @@ from classifiers.train import train  # noqa: E402
 from embed.cache import Embeddings  # noqa: E402
 from embed.encoders import get_encoder  # noqa: E402
 from embed.images import load_pixels  # noqa: E402
-from embed.pipeline import BATCH_SIZE  # noqa: E402
+from embed.pipeline import BATCH_SIZE, DEFAULT_ENCODER  # noqa: E402
 from embed.runtime import Encoder, ensure_onnx, int8_dir  # noqa: E402
 from embed.variants import AGREEMENT_FILE, REFERENCE_VARIANT, VARIANTS, agreement_data  # noqa: E402
 from embed.sources import list_images  # noqa: E402
 from report import run_record, write_results  # noqa: E402  (bench/, this script's folder)
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "clothing"
-ENCODER = "efficientnet-lite2"
+ENCODER = DEFAULT_ENCODER  # the product's encoder (after `make adopt`, the adopted one)
 CHUNK = 256  # images decoded at once, then run through every variant
 LATENCY_IMAGES = 64
 

@@ -94,14 +94,15 @@ def ensure_onnx(spec: EncoderSpec, export: bool = True) -> tuple[Path, EncoderSp
             raise FileNotFoundError(
                 f"the ONNX file of encoder {spec.name!r} is not built here ({model} is missing); build it once "
                 f"with `embed --export-only --encoder {spec.name}` (needs the [export] extra)")
-        _export(spec, folder)
+        export_graph(spec, folder)
     recorded = json.loads(spec_file.read_text())
     if file_sha256(model) != recorded["onnx_sha256"]:
         raise EncoderError(f"{model} does not match its recorded checksum; {_redo(spec, folder, 'export')}")
     return model, EncoderSpec.from_dict(recorded["spec"])
 
 
-def _export(spec: EncoderSpec, folder: Path) -> None:
+def export_graph(spec: EncoderSpec, folder: Path) -> None:
+    """Export the encoder's graph into ``folder``: model.onnx and spec.json (the spec, the file's checksum)."""
     try:
         from embed.export import build_embedder, export_onnx
     except ImportError as error:

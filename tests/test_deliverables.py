@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from embed.pipeline import DEFAULT_ENCODER
+
 ROOT = Path(__file__).resolve().parents[1]
 PREDICTIONS = ROOT / "predictions.parquet"
 MODEL = ROOT / "artifacts" / "model"
@@ -27,7 +29,7 @@ LABELS = SHARED / "vinted-labels"
 EXAMPLE = LABELS / "example_predictions.parquet"
 # The cache `make predictions` reads (Makefile: CLOTHING_CACHE); outside VINTED_TAGGER_HOME, which tests redirect.
 CACHE = Path(os.environ.get("CLOTHING_CACHE")
-             or Path.home() / ".cache" / "vinted-tagger" / "caches" / "clothing-efficientnet-lite2-openvino-bf16")
+             or Path.home() / ".cache" / "vinted-tagger" / "caches" / f"clothing-{DEFAULT_ENCODER}-openvino-bf16")
 COLUMNS = ["uuid", "category1", "category2", "polka dot", "floral", "checker"]
 TAGS = COLUMNS[3:]
 SAMPLE = 48  # test images embedded when the stand-in cache is absent

@@ -15,12 +15,17 @@ import pytest
 
 from classifiers.predict import RAN_KEY
 from embed import runtime
-from embed.encoders import EncoderError, EncoderSpec, get_encoder
+from embed.encoders import EncoderError, EncoderSpec, get_encoder, identity
+from embed.pipeline import DEFAULT_ENCODER
 from embed.quantize import CALIBRATION_IMAGES, CALIBRATION_SEED
 from vinted_tagger.settings import DEFAULT_MODEL_DIR
 
-LITE2 = "efficientnet-lite2"
 SHIPPED = sorted(runtime.GRAPH_FILES + runtime.INT8_FILES)
+
+
+def model_encoder() -> EncoderSpec:
+    """The encoder the committed default model was trained on: the one whose graph ships."""
+    return EncoderSpec.from_dict(json.loads((DEFAULT_MODEL_DIR / "model.json").read_text())["encoder"])
 
 
 @pytest.fixture
@@ -34,9 +39,12 @@ def plain_install(tmp_path, monkeypatch) -> Path:
 
 
 def test_the_package_ships_the_default_models_encoder_graph_and_its_reproducible_int8() -> None:
-    model_spec = EncoderSpec.from_dict(json.loads((DEFAULT_MODEL_DIR / "model.json").read_text())["encoder"])
+    model_spec = model_encoder()
     folder = runtime.packaged_dir(model_spec)
     assert sorted(p.name for p in folder.iterdir()) == SHIPPED
+    # one graph ships (the default model's), and the model was trained on the product's default encoder
+    assert [p.name for p in folder.parent.iterdir() if p.is_dir()] == [folder.name]
+    assert identity(get_encoder(DEFAULT_ENCODER)) == identity(model_spec), "after `make adopt`, run `make model`"
     graph = json.loads((folder / "spec.json").read_text())
     int8 = json.loads((folder / runtime.INT8_RECORD).read_text())
     assert EncoderSpec.from_dict(graph["spec"]).slug == model_spec.slug == folder.name
@@ -56,7 +64,7 @@ def test_a_plain_install_predicts_with_the_packaged_graph_and_may_run_its_int8(p
         return {v.name: 9.0 if v.precision == "int8" else 1.0 for v in variants}
 
     monkeypatch.setattr(runtime, "time_variants", time_variants)
-    spec = get_encoder(LITE2)
+    spec = model_encoder()
     before = {p.name: p.stat().st_mtime_ns for p in runtime.packaged_dir(spec).iterdir()}
     image = write_image(tmp_path / "photo.jpg", 3, (200, 260))
     out = tmp_path / "p.parquet"
@@ -72,7 +80,7 @@ def test_a_plain_install_predicts_with_the_packaged_graph_and_may_run_its_int8(p
 
 @pytest.mark.parametrize("name", ["model.onnx", runtime.INT8_FILE])
 def test_a_tampered_packaged_file_is_refused_by_its_checksum(name, plain_install, tmp_path, monkeypatch) -> None:
-    spec = get_encoder(LITE2)
+    spec = model_encoder()
     copy = shutil.copytree(runtime.packaged_dir(spec), tmp_path / "package")
     data = bytearray((copy / name).read_bytes())
     data[-1] ^= 1

@@ -80,7 +80,8 @@ def test_installed_wheel_predicts_and_serves_with_its_default_model(installed, w
                             "import embed.runtime as r; "
                             "print(a.__file__); print(a.DEFAULT_MODEL_DIR); "
                             "print(e.weight_path(e.get_encoder('efficientnet-lite2-clothing'))); "
-                            "g = r.packaged_dir(e.get_encoder('efficientnet-lite2')); "
+                            "import json; m = json.loads((a.DEFAULT_MODEL_DIR / 'model.json').read_text()); "
+                            "g = r.packaged_dir(e.EncoderSpec.from_dict(m['encoder'])); "
                             "print(*(g / n for n in r.GRAPH_FILES + r.INT8_FILES))"], **run)
     module, model_dir, weights, *graph = where.stdout.split()
     assert len(graph) == 4, where.stderr
