@@ -221,19 +221,26 @@ class Batcher:
 
     def _take(self) -> tuple[list | None, bool]:
         """(the next batch, whether it runs alone), or (None, False) when stopping. Holds _ready's lock."""
-        while not self._queue and not self._stopping:
-            self._ready.wait()
-        if self._stopping:
-            return None, False
-        if not (self.busy or self.solo):  # every lane idle: images decoding now are a burst's, worth a wait
-            deadline = time.monotonic() + self.window_s
-            while len(self._queue) < self.max_batch and self.decoding and not self._stopping:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._ready.wait(remaining)
+        while True:
+            while not self._queue and not self._stopping:
+                self._ready.wait()
+            if self._stopping:
+                return None, False
+            if not (self.busy or self.solo):  # every lane idle: images decoding now are a burst's, worth a wait
+                self._wait_for_stragglers()
+            if self._queue:  # another lane, waiting too, may have taken them all
+                break
         batch = [self._queue.popleft() for _ in range(min(self.max_batch, len(self._queue)))]
         return batch, len(batch) == 1 and not (self.busy or self.solo)
+
+    def _wait_for_stragglers(self) -> None:
+        """Up to window_s while ordinary images are still decoding (holds _ready's lock, released while waiting)."""
+        deadline = time.monotonic() + self.window_s
+        while len(self._queue) < self.max_batch and self.decoding and not self._stopping:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._ready.wait(remaining)
 
     def _encode(self, batch: list, lane: int | None) -> None:
         started = time.perf_counter()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import numpy as np
@@ -184,3 +185,33 @@ def test_a_heavy_decode_does_not_hold_batches_open() -> None:
         return elapsed
 
     assert asyncio.run(scenario()) < 0.5
+
+
+def test_lanes_waiting_together_never_take_an_empty_batch() -> None:
+    """Two idle lanes both wait out a burst's window; the one that finds the queue emptied by the other waits
+    for more instead of running an empty batch."""
+    batcher = make(Recorder(), workers=2, window_s=1.0, max_batch=8)
+    taken: list = []
+
+    def lane() -> None:
+        with batcher._ready:
+            taken.append(batcher._take()[0])
+
+    with batcher._ready:  # one image queued, one still decoding: both lanes hold the batch open for it
+        batcher._queue.append((np.zeros((2, 2, 3), np.uint8), None, None))
+        batcher.decoding = 1
+    lanes = [threading.Thread(target=lane) for _ in range(2)]
+    for thread in lanes:
+        thread.start()
+    time.sleep(0.05)
+    with batcher._ready:  # the straggler arrives: one lane takes both, the other must keep waiting
+        batcher._queue.append((np.zeros((2, 2, 3), np.uint8), None, None))
+        batcher.decoding = 0
+        batcher._ready.notify_all()
+    time.sleep(0.05)
+    with batcher._ready:
+        batcher._stopping = True
+        batcher._ready.notify_all()
+    for thread in lanes:
+        thread.join(2)
+    assert sorted(len(batch) if batch is not None else -1 for batch in taken) == [-1, 2]
