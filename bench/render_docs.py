@@ -364,7 +364,7 @@ SETTINGS_HELP = {
     "max_request_mb": "a whole request body (MB): bounds the memory one request holds",
     "batch_window_ms": "how long a batch waits for images still being decoded (< 0: auto, the encoder's one-image time)",
     "max_batch": "images in one encoder call (0: auto, measured at start-up)",
-    "encoder_workers": "encoder calls running at once, each on its own session",
+    "encoder_workers": "encoder calls running at once (0: auto, one lane per encoder stream; N: N sessions)",
     "encoder_threads": "runtime threads per encoder session (0: all cores)",
     "max_pending": "images queued or decoding at once; beyond: 503 with Retry-After",
     "decode_threads": "image decode pool (0: all cores)",

@@ -269,16 +269,17 @@ ENCODERS: dict[str, EncoderSpec] = {
 }
 
 
-# EfficientNet-Lite2 adapted to the stand-in clothing photos once by the training package (``make finetune``'s
-# candidate, the variant best on the held-out groups: blocks 5 and 6 and the head convolution trained, multi-task),
-# then frozen like the others: same preprocessing and
-# embedding parts, its own weights (fp16 safetensors, in the repository). Whether it is the default is
-# decided by bench/finetune_bench.py (bench/results/finetune.json).
+# EfficientNet-Lite2 adapted to the stand-in clothing photos once by the training package, then frozen like the
+# others: same preprocessing and embedding parts, its own weights (fp16 safetensors, in the repository). These are
+# `make finetune`'s adopted variant blocks3-aug-wise: blocks 3-6 and the head convolution trained multi-task with
+# pixel augmentation (training/), then mixed with ImageNet's weights (WiSE-FT, alpha chosen on the held-out
+# groups); `make adopt` wrote them. bench/finetune_bench.py decides, on held-out groups, whether a fine-tuned
+# encoder is the default (bench/results/finetune.json); embed.pipeline.DEFAULT_ENCODER names it.
 ENCODERS["efficientnet-lite2-clothing"] = dataclasses.replace(
     ENCODERS["efficientnet-lite2"],
     name="efficientnet-lite2-clothing",
     weights="artifacts/encoders/efficientnet-lite2-clothing.safetensors",
-    sha256="268ec231c2961ace48ae1983f4eea623125bc4ee0c90258885ac5156708e7d8a",
+    sha256="b7e24c36c910fc225aa1aef20d2779248a27cea42ec439793fc049881054a604",
 )
 
 

@@ -24,7 +24,7 @@ from embed.runtime import BATCH_SIZE, Encoder, versions
 from embed.sources import ImageRef, Skipped, list_sources, select
 from embed.summary import EmbedSummary, save_failures
 
-DEFAULT_ENCODER = "efficientnet-lite2"
+DEFAULT_ENCODER = "efficientnet-lite2-clothing"
 
 
 @dataclass(frozen=True)
