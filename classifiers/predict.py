@@ -52,7 +52,9 @@ class Tagger:
     @classmethod
     def load(cls, model_dir: str | Path | None = None) -> Tagger:
         folder = default_model_dir() if model_dir is None else Path(model_dir)
-        return cls(load_model(folder), folder)
+        tagger = cls(load_model(folder), folder)
+        tagger.model_id  # noqa: B018 - read now, beside the files just loaded (cached: the id of what was loaded)
+        return tagger
 
     @functools.cached_property
     def model_id(self) -> str | None:

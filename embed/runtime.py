@@ -536,6 +536,8 @@ class Encoder:
         """``encode`` on one lane (0 <= lane < ``lanes``): lanes run at once, each on its share of the threads."""
         if len(pixels) == 0:
             return np.zeros((0, self.spec.dim), np.float32)
+        if not getattr(self.runner, "lane_requests", None):  # no requests of the lanes' own: the shared ones
+            return self.encode(pixels)
         with self._lane_locks[lane]:
             return self.runner.on_lane(lane, np.ascontiguousarray(pixels, dtype=np.uint8))
 

@@ -234,6 +234,7 @@ async def predict(
     request.state.images = len(uploads)
     k = min(k, len(tagger.classes))
     batcher: Batcher = request.app.state.batcher
+    request.state.tagger = tagger  # the model this request started with, even if shutdown unsets app.state's
     # Every image's decode cost from its header, then the request is admitted whole or refused whole (503).
     costs = await batcher.costs([u.data for u in uploads if u.error is None])
     by_upload = iter(costs)
@@ -256,7 +257,7 @@ async def predict_one(request: Request, upload: Upload, cost, index: int, k: int
     except ImageError as error:
         request.app.state.metrics.decode_failures.labels(error.code).inc()
         raise image_error(error) from None
-    described = request.app.state.tagger.describe(*row)
+    described = request.state.tagger.describe(*row)
     request.app.state.metrics.prediction(described)
     return image_prediction(described, k, index, upload.filename)
 

@@ -149,6 +149,8 @@ class Batcher:
     async def run_image(self, data: bytes, cost: int = 0):
         """Decode (in the heavy lane when costly) and encode one admitted image."""
         loop = asyncio.get_running_loop()
+        if self._stopping:
+            raise shutting_down()
         if cost > self.heavy_work:
             async with self._heavy_lane:
                 pixels = await loop.run_in_executor(self._heavy_decoders, self.decode, data)
@@ -166,6 +168,8 @@ class Batcher:
     async def _encoded(self, pixels: np.ndarray, loop: asyncio.AbstractEventLoop):
         future = loop.create_future()
         with self._ready:
+            if self._stopping:  # a heavy decode that finished after stop(): no lane reads the queue any more
+                raise shutting_down()
             self._queue.append((pixels, future, loop))
             self._ready.notify()
         return await future
@@ -214,6 +218,8 @@ class Batcher:
                 self.busy += 1
             try:
                 self._encode(batch, None if alone else lane)
+            except Exception:  # noqa: BLE001 - never lose a lane: its requests are answered in _encode
+                log.exception("lane %d: a batch of %d images went wrong", lane, len(batch))
             finally:
                 with self._ready:
                     self.busy -= 1
@@ -246,12 +252,14 @@ class Batcher:
         started = time.perf_counter()
         try:
             rows = self.run_batch(np.stack([pixels for pixels, _, _ in batch]), lane)
+            if len(rows) != len(batch):
+                raise RuntimeError(f"the encoder answered {len(rows)} rows for {len(batch)} images")
         except Exception as error:  # noqa: BLE001 - the batch's requests get the error, the lane lives on
             log.exception("batch of %d images failed", len(batch))
             answer([(future, loop, None) for _, future, loop in batch], error)
             return
+        answer([(future, loop, row) for (_, future, loop), row in zip(batch, rows)])  # answers first, then counts
         self._count(len(batch), time.perf_counter() - started)
-        answer([(future, loop, row) for (_, future, loop), row in zip(batch, rows)])
 
     def _count(self, images: int, seconds: float) -> None:
         with self._ready:
