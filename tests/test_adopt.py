@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -63,6 +64,9 @@ def checkout_copy(folder: Path) -> Path:
     for name in ("embed/encoders.py", "embed/pipeline.py"):
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(ROOT / name, folder / name)
+    pipeline = folder / "embed" / "pipeline.py"  # the state before an adoption: ImageNet's the default
+    pipeline.write_text(re.sub(r'(?m)^DEFAULT_ENCODER = ".*"$', 'DEFAULT_ENCODER = "efficientnet-lite2"',
+                               pipeline.read_text()))
     old = folder / "artifacts" / "encoders" / "efficientnet-lite2-tf_efficientnet_lite2-old"
     old.mkdir(parents=True)
     (old / "spec.json").write_text("{}")

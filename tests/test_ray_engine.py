@@ -222,8 +222,8 @@ def test_two_node_cluster_both_nodes_encode(tmp_path, source, local_run, tagger_
         wait_for_nodes(netns, address, env, 2, time.monotonic() + 90, nodes)
         out = tmp_path / "cache"
         done = subprocess.run([*netns, str(Path(sys.executable).with_name("embed")), str(source), "--out", str(out),
-                               "--engine", "ray", "--address", address, "--workers", "2", "--batch-size", "2",
-                               "--quiet"], env=env, capture_output=True, timeout=150)
+                               "--encoder", LITE2, "--engine", "ray", "--address", address, "--workers", "2",
+                               "--batch-size", "2", "--quiet"], env=env, capture_output=True, timeout=150)
         assert done.returncode == 0, done.stderr.decode()[-3000:]
     finally:  # tear down the worker node then the head: their whole process groups, even on failure
         for node in reversed(nodes):
