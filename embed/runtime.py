@@ -316,9 +316,6 @@ class OrtRunner:
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         return self.session.run(None, {"pixels": pixels})[0]
 
-    def on_lane(self, lane: int, pixels: np.ndarray) -> np.ndarray:
-        return self(pixels)
-
 
 class OpenVinoRunner:
     """OpenVINO on static shapes (they measured faster than a dynamic one), compiled once.
@@ -384,17 +381,13 @@ class OpenVinoRunner:
         """``pixels`` on lane ``lane`` alone: one stream's threads, chunk after chunk, on requests of the lane's
         own (never the ones ``__call__`` uses), so that each lane takes a new batch the moment it is free
         instead of every stream waiting for the slowest of one batch."""
-        if not self.lane_requests:
-            return self(pixels)
         largest = max(self.lane_requests)
         out = np.empty((len(pixels), self._dim), np.float32)
         for start in range(0, len(pixels), largest):
             chunk = pixels[start : start + largest]
             rows, size = len(chunk), min(s for s in self.lane_requests if s >= len(chunk))
-            if rows < size:  # padded with zeros to the compiled size
-                chunk = np.concatenate([chunk, np.zeros((size - rows, *pixels.shape[1:]), pixels.dtype)])
             request = self.lane_requests[size][lane]
-            request.infer({0: chunk}, share_inputs=True)
+            request.infer({0: padded(chunk, size)}, share_inputs=True)
             out[start : start + rows] = request.get_output_tensor(0).data[:rows]
         return out
 
@@ -445,9 +438,7 @@ class OpenVinoRunner:
                 slot = k % self.width
                 if slot in running:
                     self._collect(*running.pop(slot), out)
-                chunk = pixels[start : start + rows]
-                if rows < size:  # padded with zeros to the compiled size
-                    chunk = np.concatenate([chunk, np.zeros((size - rows, *pixels.shape[1:]), pixels.dtype)])
+                chunk = padded(pixels[start : start + rows], size)
                 request = self.requests[size][slot]
                 request.start_async({0: chunk}, share_inputs=True)
                 running[slot] = (request, start, rows, chunk)
@@ -463,6 +454,13 @@ class OpenVinoRunner:
     def _collect(request, start: int, rows: int, chunk: np.ndarray, out: np.ndarray) -> None:
         request.wait()
         out[start : start + rows] = request.get_output_tensor(0).data[:rows]
+
+
+def padded(chunk: np.ndarray, size: int) -> np.ndarray:
+    """``chunk`` with rows of zeros added up to ``size``, the compiled batch size it runs on."""
+    if len(chunk) == size:
+        return chunk
+    return np.concatenate([chunk, np.zeros((size - len(chunk), *chunk.shape[1:]), chunk.dtype)])
 
 
 RUNNERS = {"onnxruntime": OrtRunner, "openvino": OpenVinoRunner}
@@ -536,7 +534,7 @@ class Encoder:
         """``encode`` on one lane (0 <= lane < ``lanes``): lanes run at once, each on its share of the threads."""
         if len(pixels) == 0:
             return np.zeros((0, self.spec.dim), np.float32)
-        if not getattr(self.runner, "lane_requests", None):  # no requests of the lanes' own: the shared ones
+        if self.lanes == 1:  # no requests of the lanes' own: the shared ones, under encode's lock
             return self.encode(pixels)
         with self._lane_locks[lane]:
             return self.runner.on_lane(lane, np.ascontiguousarray(pixels, dtype=np.uint8))

@@ -35,7 +35,6 @@ import numpy as np
 from service.errors import ApiError
 
 log = logging.getLogger("service.batcher")
-Item = tuple[np.ndarray, asyncio.Future]
 # Uploads this small have their headers read on the event loop: reading a header takes microseconds, bounded
 # by the bytes there are, and a thread hop would cost more than the work it moves.
 INLINE_HEADERS_BYTES = 256 * 1024
