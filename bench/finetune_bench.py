@@ -46,7 +46,7 @@ from embed.runtime import Encoder, encoder_home  # noqa: E402
 from training.labels import heldout_mask  # noqa: E402
 from training.robust import ALPHAS, choose_alpha, wise_encoder  # noqa: E402
 from vinted_tagger.files import file_sha256  # noqa: E402
-from report import write_results  # noqa: E402  (bench/, this script's folder)
+from report import machine, write_results  # noqa: E402  (bench/, this script's folder)
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "clothing"
 RESULTS = ROOT / "bench" / "results"
@@ -342,7 +342,8 @@ def main() -> int:
                                 "and thresholds tuned on the held-out groups; the same for every encoder",
               "heldout_rows": int(train_labels["uuid"].isin(set(held)).sum()), "test_rows": len(test),
               "runtime": CACHE_VARIANT, "bench_seconds": {**extra["seconds"],
-                                                          "total": round(time.perf_counter() - started, 1)}}
+                                                          "total": round(time.perf_counter() - started, 1)},
+              "machine": machine()}  # encode_ms is a speed: the docs name the machine it came from
     if args.started is not None:  # `make finetune` passes when it started: fine-tuning included
         result["make_finetune_seconds"] = round(time.time() - args.started, 1)
     write_results(args.out, result)

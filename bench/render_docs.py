@@ -203,9 +203,10 @@ def service_table() -> str:
          f"p99 <= 60 ms: {met(d['c8_p99_ms'], 60, False)}"],
     ]
     if "encoder_batch_images_per_s" in d:  # the encoder alone, same run and process: what the service is held to
-        c32_5xx = d["c32_503"] + d["c32_5xx_other"]
         rows += [
-            ["the encoder alone (same run, after the server stopped): batch-1 ms / batch-16 images/s",
+            ["the encoder alone (same run, " + ("before concurrency 1 and after concurrency 8, mean"
+                                                  if "host_speed_drift" in d else "after the server stopped")
+             + "): batch-1 ms / batch-16 images/s",
              f"{num(d['encoder_batch1_ms'], 2)} ms / {num(d['encoder_batch_images_per_s'], 1)}", ""],
             ["one image: p50 minus the encoder's batch-1 time" + (", of which decoding the upload (median)"
                                                                    if "decode_ms" in d else ""),
@@ -214,6 +215,30 @@ def service_table() -> str:
              f"<= 2.5 ms: {met(d['p50_over_encoder_batch1_ms'], 2.5, False)}"],
             ["concurrency 8 over the encoder's batch-16 rate", num(d["c8_over_encoder"], 2),
              f">= 0.6: {met(d['c8_over_encoder'], 0.6)}"],
+        ]
+    if "targets" in d:  # the two millisecond targets in units of this run's encoder (bench/service_bench.py)
+        t = d["targets"]
+        rows += [
+            ["one image: that overhead over the encoder's batch-1 time (2.5 ms over the "
+             f"{num(t['issue_encoder_batch1_ms'], 2)} ms where issue 24 was measured)", num(d["p50_overhead_share"], 2),
+             f"<= {num(t['p50_overhead_share'], 2)}: {met(d['p50_overhead_share'], t['p50_overhead_share'], False)}"],
+            ["one image: the encoder's batch-1 time after the machine idled 5 ms, as a lone request finds it; "
+             "p50 minus that (what the service itself adds)",
+             f"{num(d['encoder_batch1_after_idle_ms'], 2)} ms; {num(d['p50_over_encoder_batch1_after_idle_ms'], 2)} ms",
+             ""],
+            ["concurrency 8: p99 times the encoder's batch-16 rate, in images (60 ms x "
+             f"{num(t['issue_encoder_images_per_s'], 0)} images/s there)",
+             num(d["c8_p99_encoder_images"], 1),
+             f"<= {num(t['c8_p99_encoder_images'], 1)}: "
+             f"{met(d['c8_p99_encoder_images'], t['c8_p99_encoder_images'], False)}"],
+            ["the encoder's batch-16 rate before concurrency 1 / after concurrency 8: drift",
+             f"{num(d['encoder_alone']['before']['images_per_s'], 1)} / "
+             f"{num(d['encoder_alone']['after']['images_per_s'], 1)}: {num(d['host_speed_drift'], 2)}",
+             f"<= {num(t['host_speed_drift'], 2)}: {met(d['host_speed_drift'], t['host_speed_drift'], False)}"],
+        ]
+    if "encoder_batch_images_per_s" in d:
+        c32_5xx = d["c32_503"] + d["c32_5xx_other"]
+        rows += [
             ["concurrency 8: mean images per encoder call", num(c8["mean_batch"], 1), ""],
             ["concurrency 32: images/s / p99 / 503 / other 5xx",
              f"{num(d['c32_images_per_s'], 1)} / {num(d['c32_p99_ms'], 1)} ms / {d['c32_503']} / {d['c32_5xx_other']}",
@@ -233,6 +258,20 @@ def service_table() -> str:
          f"{num(d['attack_normal_p99_ms'], 1)} ms", f"<= 100 ms: {met(d['attack_normal_p99_ms'], 100, False)}"],
     ]
     return table(["measure", "value", "target"], rows) + source("service.json", "make bench-service", d)
+
+
+def service_speed_text() -> str:
+    """Why the two millisecond targets move with the host (docs/service.md), in the committed run's figures."""
+    d = load("service.json")
+    rate, c8 = d["encoder_batch_images_per_s"], d["c8_images_per_s"]
+    return (f"In the committed run the encoder alone ran {num(rate, 1)} images/s at batch 16. Even a service "
+            f"delivering all of it would average 8 / {num(rate, 1)} s = {num(8000 / rate, 1)} ms at concurrency 8; "
+            f"at the {num(c8, 1)} images/s delivered the mean is {num(8000 / c8, 1)} ms (p99 {num(d['c8_p99_ms'], 1)} "
+            f"ms, target 60). The one image's {num(d['p50_over_encoder_batch1_ms'], 2)} ms over the encoder holds "
+            f"decoding the upload, {num(d['decode_ms'], 2)} ms (the same preprocessing as training), and the "
+            f"encoder's slower start after the machine idled between requests: "
+            f"{num(d['encoder_batch1_after_idle_ms'], 2)} ms at batch 1 after 5 ms idle against "
+            f"{num(d['encoder_batch1_ms'], 2)} ms in a tight loop." + source("service.json", "make bench-service", d))
 
 
 def page_table() -> str:
@@ -404,6 +443,7 @@ def settings_table() -> str:
 TABLES: dict[str, Callable[[], str]] = {
     "heads": heads_table, "runtime": runtime_table, "runtime-pairs": runtime_pairs_table,
     "runtime-summary": runtime_summary, "formats": formats_table, "embed": embed_table, "service": service_table,
+    "service-speed": service_speed_text,
     "page": page_table, "scale": scale_table, "variants": variants_table, "finetune": finetune_table,
     "finetune-curves": finetune_curves_table,
     "notebook": notebook_table, "encoders": encoders_table, "settings": settings_table,

@@ -7,9 +7,16 @@ separate process) with the standard library's http.client: one keep-alive connec
 request bodies built in advance, so the load generator steals as little CPU as possible from the server on
 a small machine. Every phase is bounded in requests and seconds.
 
+0. encoder: in this process, while the server idles, the model's encoder (the variant the server runs, from
+   /v1/model) on decoded pixels in memory: its batch-16 rate and its batch-1 time, right before c=1 and again
+   right after c=8. Their mean is ``encoder_batch_images_per_s`` / ``encoder_batch1_ms``; how far the two
+   rates are apart is ``host_speed_drift`` (over 0.15: the host changed speed during the run, rerun it).
 1. c=1: 300 single-image requests, one at a time (p50/p99 latency). Their answers are the reference.
+   ``p50_over_encoder_batch1_ms`` = p50 minus the encoder's batch-1 time (target <= 2.5 ms).
 2. c=8: eight clients for 20 s (images/s, p50/p99 latency), while a scraper reads GET /metrics every second
    (as Prometheus would, more often): the scrape's own time is recorded, and its cost shows in the p99.
+   ``c8_over_encoder`` = c8 images/s over the encoder's batch-16 rate: how much of what the machine can encode
+   the service delivers under load (target >= 0.6); p99 target 60 ms.
 2b. c=32: thirty-two clients for 15 s (images/s, p99, 503 and other 5xx answers).
 3. soak: eight clients for 60 s mixing valid images, a multi-file request with one corrupt file, corrupt
    files, oversize files, non-images, a wrong content type and empty bodies. Counts 5xx answers, valid
@@ -19,11 +26,9 @@ a small machine. Every phase is bounded in requests and seconds.
    just under the decode budget, a 108 MP JPEG, an 80 MP 16-bit PNG that the budget refuses from its
    header) and oversize files, for 30 s. The ordinary requests' p99 is ``attack_normal_p99_ms`` (target
    <= 100 ms); attack files are generated here, in memory.
-5. encoder: after the server stops, in this process, the model's encoder (the variant the server ran, from
-   /v1/model) on decoded pixels in memory: its batch-16 rate (``encoder_batch_images_per_s``) and its batch-1
-   time (``encoder_batch1_ms``). ``c8_over_encoder`` = c8 images/s over that rate: how much of what the machine
-   can encode the service delivers under load (target >= 0.6); the one-image p50 target is
-   ``encoder_batch1_ms`` + 2.5 ms.
+The two targets in milliseconds of the encoder's own speed are also written in units of this run's encoder
+(``TARGETS``): ``p50_overhead_share`` (the overhead over the batch-1 time) and ``c8_p99_encoder_images`` (the
+p99 times the batch-16 rate).
 Writes bench/results/service.json and prints a table.
 """
 
@@ -58,6 +63,26 @@ from embed.pipeline import BATCH_SIZE  # noqa: E402  the encoder's own batch: em
 DEFAULT_MODEL = ROOT / "artifacts" / "model"
 DEFAULT_IMAGES = ROOT.parent / "shared" / "data" / "clothing" / "images.zip"
 MB = 1024 * 1024
+# Issue 24's targets, set on a machine whose encoder ran 396 images/s at batch 16 and 4.59 ms at batch 1. A
+# target in milliseconds moves with the machine's speed (this shared host's has changed by half within an
+# hour), so each is also judged in units of this run's own encoder: the same bound on the issue's machine.
+ISSUE_ENCODER_IMAGES_PER_S, ISSUE_ENCODER_BATCH1_MS = 396.0, 4.59
+# Between two c=1 requests the server idles for a few ms (the answer and the next request cross loopback), and an
+# encode after an idle spell is slower than one in a tight loop (threads asleep, caches cold): the probe also
+# times that, so the one-image overhead can be split into what the service adds and what idling costs.
+IDLE_GAP_S = 0.005
+TARGETS = {
+    "c8_over_encoder": 0.6,  # at least
+    "p50_over_encoder_batch1_ms": 2.5,  # at most, and the rest at most:
+    "c8_p99_ms": 60.0,
+    "p50_overhead_share": round(2.5 / ISSUE_ENCODER_BATCH1_MS, 3),  # the 2.5 ms over the encoder's batch-1 time
+    "c8_p99_encoder_images": round(60.0 * ISSUE_ENCODER_IMAGES_PER_S / 1000, 1),  # 60 ms of batch-16 encoding
+    "attack_normal_p99_ms": 100.0,
+    "soak_rss_growth_mb": 50.0,
+    "host_speed_drift": 0.15,  # the encoder's rate before c=1 and after c=8: further apart, the run is void
+    "issue_encoder_images_per_s": ISSUE_ENCODER_IMAGES_PER_S,  # (not targets: what the two above derive from)
+    "issue_encoder_batch1_ms": ISSUE_ENCODER_BATCH1_MS,
+}
 SAMPLE_IMAGES = 50
 
 
@@ -416,29 +441,54 @@ class Scraper:
                 "max_ms": round(max(self.ms), 2) if self.ms else float("nan")}
 
 
-def encoder_phase(model: Path, served: dict, images: list[bytes], seconds: float = 5.0) -> dict:
-    """The encoder alone, in this process, on decoded pixels: batch-16 images/s and batch-1 ms (median)."""
-    tagger = Tagger.load(model)
-    encoder = tagger.load_encoder(served["runtime"], served["precision"], batches=(1, BATCH_SIZE))
-    encoder.warm()
-    pixels = np.stack([encoder.pixels(image) for image in images])
-    batches = [pixels[i : i + BATCH_SIZE] for i in range(0, len(pixels) - BATCH_SIZE + 1, BATCH_SIZE)]
-    done, runs, started = 0, 0, time.perf_counter()
-    while time.perf_counter() - started < seconds or runs < 3:
-        done += len(encoder.encode(batches[runs % len(batches)]))
-        runs += 1
-    rate = done / (time.perf_counter() - started)
-    one, decode = [], []
-    for k in range(max(100, len(pixels))):
-        tick = time.perf_counter()
-        encoder.encode(pixels[k % len(pixels)][None])
-        one.append((time.perf_counter() - tick) * 1000)
-        tick = time.perf_counter()
-        encoder.pixels(images[k % len(images)])  # what the service does to an upload before encoding it
-        decode.append((time.perf_counter() - tick) * 1000)
-    return {"variant": encoder.variant.name, "batch": BATCH_SIZE, "images_per_s": round(rate, 1),
-            "batch1_ms": round(float(np.median(one)), 3), "batch1_p99_ms": percentile(one, 99),
-            "decode_ms": round(float(np.median(decode)), 3)}
+class EncoderProbe:
+    """The model's encoder alone, in this process, on decoded pixels (the variant the server runs, from
+    /v1/model): its batch-16 rate and batch-1 time (median, each encode after a decode as in the service).
+
+    Measured right before c=1 and right after c=8 while the server idles, so that the ratios of those phases
+    to the encoder are taken within one stretch of time: on a shared host the machine's speed can change by
+    half within minutes, and a probe minutes away from the phase it divides would measure another machine.
+    """
+
+    def __init__(self, model: Path, served: dict, images: list[bytes]):
+        tagger = Tagger.load(model)
+        self.encoder = tagger.load_encoder(served["runtime"], served["precision"], batches=(1, BATCH_SIZE))
+        self.encoder.warm()
+        self.images = images
+        self.pixels = np.stack([self.encoder.pixels(image) for image in images])
+
+    def measure(self, seconds: float = 4.0, singles: int = 100) -> dict:
+        pixels, encoder = self.pixels, self.encoder
+        batches = [pixels[i : i + BATCH_SIZE] for i in range(0, len(pixels) - BATCH_SIZE + 1, BATCH_SIZE)]
+        done, runs, started = 0, 0, time.perf_counter()
+        while time.perf_counter() - started < seconds or runs < 3:
+            done += len(encoder.encode(batches[runs % len(batches)]))
+            runs += 1
+        rate = done / (time.perf_counter() - started)
+        one, decode, rested = [], [], []
+        for k in range(max(singles, len(pixels))):
+            tick = time.perf_counter()
+            encoder.encode(pixels[k % len(pixels)][None])
+            one.append((time.perf_counter() - tick) * 1000)
+            tick = time.perf_counter()
+            encoder.pixels(self.images[k % len(self.images)])  # what the service does to an upload before encoding it
+            decode.append((time.perf_counter() - tick) * 1000)
+        for k in range(singles // 2):  # as a lone request finds it: the machine idle a few ms, then one decode
+            time.sleep(IDLE_GAP_S)
+            encoder.pixels(self.images[k % len(self.images)])
+            tick = time.perf_counter()
+            encoder.encode(pixels[k % len(pixels)][None])
+            rested.append((time.perf_counter() - tick) * 1000)
+        return {"images_per_s": round(rate, 1), "batch1_ms": round(float(np.median(one)), 3),
+                "batch1_p99_ms": percentile(one, 99), "decode_ms": round(float(np.median(decode)), 3),
+                "batch1_after_idle_ms": round(float(np.median(rested)), 3)}
+
+    def summary(self, before: dict, after: dict) -> dict:
+        """The two probes, their mean (what the phases between them are divided by) and how far apart they are."""
+        mean = {key: round((before[key] + after[key]) / 2, 3) for key in before}
+        drift = abs(after["images_per_s"] - before["images_per_s"]) / min(after["images_per_s"], before["images_per_s"])
+        return {"variant": self.encoder.variant.name, "batch": BATCH_SIZE, **mean, "before": before, "after": after,
+                "host_speed_drift": round(drift, 3)}
 
 
 def soak_phase(server: Server, mix: list[tuple[Request, int]], reference: dict, seconds: float) -> dict:
@@ -543,8 +593,7 @@ def main() -> int:
         return 1
     images = sample_images(args.images, SAMPLE_IMAGES)
     phases = server_phases(args, images)
-    encoder = encoder_phase(args.model, phases["model"]["encoder"], images)  # the server has stopped
-    result = summary(phases, encoder)
+    result = summary(phases, phases["encoder"])
     write_results(args.out, result)
     print_table(result)
     return 0
@@ -574,9 +623,12 @@ def server_phases(args: argparse.Namespace, images: list[bytes]) -> dict:
             server.wait_ready()
             out["startup_s"] = round(time.perf_counter() - started, 2)
             out["model"] = server.get_json("/v1/model")
+            probe = EncoderProbe(args.model, out["model"]["encoder"], images)
             phases = {
+                "encoder_before": probe.measure,
                 "c1": lambda: latency_phase(server, valid, args.c1_requests),
                 "c8": lambda: scraped(server, lambda: throughput_phase(server, valid, reference, args.c8_seconds)),
+                "encoder_after": probe.measure,
                 "c32": lambda: throughput_phase(server, valid, reference, args.c32_seconds, concurrency=32),
                 "soak": lambda: soak_phase(server, soak_requests(images), reference, args.soak_seconds),
                 "attack": lambda: attack_phase(server, valid, reference, args.attack_seconds),
@@ -588,6 +640,7 @@ def server_phases(args: argparse.Namespace, images: list[bytes]) -> dict:
                 out["load"][f"after_{name}"] = os.getloadavg()
                 if name == "c1":
                     out["c1"], reference = out["c1"]
+            out["encoder"] = probe.summary(out.pop("encoder_before"), out.pop("encoder_after"))
             out["tuning"] = tuning_of(server)
             out["alive"] = server.get_json("/healthz")["status"] == "ok"
         finally:
@@ -616,6 +669,12 @@ def summary(phases: dict, encoder: dict) -> dict:
         "c8_over_encoder": round(c8["images_per_s"] / encoder["images_per_s"], 3),
         "p50_over_encoder_batch1_ms": round(c1["p50_ms"] - encoder["batch1_ms"], 2),
         "decode_ms": encoder["decode_ms"],  # median decode + resize of the sample uploads: part of that overhead
+        "encoder_batch1_after_idle_ms": encoder["batch1_after_idle_ms"],
+        "p50_over_encoder_batch1_after_idle_ms": round(c1["p50_ms"] - encoder["batch1_after_idle_ms"], 2),
+        "p50_overhead_share": round((c1["p50_ms"] - encoder["batch1_ms"]) / encoder["batch1_ms"], 3),
+        "c8_p99_encoder_images": round(c8["p99_ms"] * encoder["images_per_s"] / 1000, 1),
+        "host_speed_drift": encoder["host_speed_drift"],
+        "targets": TARGETS,
         "c32_images_per_s": c32["images_per_s"],
         "c32_p99_ms": c32["p99_ms"],
         "c32_503": c32["answers_503"],
@@ -652,10 +711,16 @@ def print_table(result: dict) -> None:
         ("c=1 p50 / p99 latency (ms)", f"{c1['p50_ms']} / {c1['p99_ms']}", "<= 20 / <= 50"),
         ("encoder alone: batch-1 ms", result["encoder_batch1_ms"], ""),
         ("c=1 p50 over encoder batch-1 (ms)", result["p50_over_encoder_batch1_ms"], "<= 2.5"),
+        ("  the same, over encoder batch-1", result["p50_overhead_share"], f"<= {TARGETS['p50_overhead_share']}"),
+        ("  p50 over batch-1 after idle (ms)", result["p50_over_encoder_batch1_after_idle_ms"], ""),
         ("encoder alone: batch-16 images/s", result["encoder_batch_images_per_s"], ""),
         ("c=8 images/s", c8["images_per_s"], ""),
         ("c=8 over encoder batch rate", result["c8_over_encoder"], ">= 0.6"),
         ("c=8 p50 / p99 latency (ms)", f"{c8['p50_ms']} / {c8['p99_ms']}", "p99 <= 60"),
+        ("  p99 in encoder images (x rate)", result["c8_p99_encoder_images"], f"<= {TARGETS['c8_p99_encoder_images']}"),
+        ("encoder rate before c1 / after c8", "{} / {}".format(result["encoder_alone"]["before"]["images_per_s"],
+                                                           result["encoder_alone"]["after"]["images_per_s"]),
+         f"drift <= {TARGETS['host_speed_drift']}"),
         ("c=8 mean batch", c8["mean_batch"], ""),
         ("c=32 images/s / p99 (ms)", f"{result['c32_images_per_s']} / {result['c32_p99_ms']}", ""),
         ("c=32 503 / other 5xx", f"{result['c32_503']} / {result['c32_5xx_other']}", "- / 0"),

@@ -45,9 +45,15 @@ def macro(value) -> float:
     return math.nan if value is None else float(value)
 
 
-def _row(entry: dict, heads: str, frozen: str) -> dict:
+def frozen_of(data) -> str | None:
+    """The frozen ImageNet encoder's entry, by its name. Never ``default_encoder``: after an adoption that names
+    the adopted, fine-tuned one."""
+    return next((e["variant"] for e in entries(data) if e.get("variant") in FROZEN), None)
+
+
+def _row(entry: dict, heads: str, frozen: str | None) -> dict:
     variant = str(entry.get("variant"))
-    name = "ImageNet, frozen" if variant == frozen or variant in FROZEN else f"fine-tuned `{variant}`"
+    name = "ImageNet, frozen" if variant == frozen else f"fine-tuned `{variant}`"
     row = {"label": f"{name} ({heads})", "variant": variant, "heads": heads}
     for split in ("heldout", "test"):
         for k in ("top1", "top2"):
@@ -64,7 +70,7 @@ def _row(entry: dict, heads: str, frozen: str) -> dict:
 
 def comparison(data: dict) -> pd.DataFrame:
     """One row per encoder and heads (logistic heads on its embedding; the network's own heads where recorded)."""
-    frozen = str(data.get("default_encoder", FROZEN[0])) if isinstance(data, dict) else FROZEN[0]
+    frozen = frozen_of(data)
     rows = []
     for entry in entries(data):
         rows.append(_row(entry, "logistic heads", frozen))
@@ -107,7 +113,7 @@ def decision(data: dict) -> str:
     """The adoption decision in words, from the file's own fields and figures (no figure typed by hand)."""
     table = comparison(data)
     logistic = table[table["heads"] == "logistic heads"].set_index("variant")
-    frozen = next((v for v in logistic.index if v == data.get("default_encoder") or v in FROZEN), None)
+    frozen = frozen_of(data)
     candidate = data.get("candidate")
     if frozen is None or candidate not in logistic.index:
         return f"Adopted: {'yes' if data.get('adopted') else 'no'} (the file names no candidate to compare)."

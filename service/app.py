@@ -224,7 +224,7 @@ async def predict(
     request: Request,
     tagger: ReadyTagger,
     k: int = Query(5, ge=1, le=100, description="how many category probabilities to return (at most the classes)"),
-) -> PredictResponse:
+) -> Response:
     """Predict every image of the request: multipart field ``files`` (one or more), or one raw image body.
 
     With several images, a bad one gets its own ``status: "error"`` entry and the others are answered;
@@ -244,7 +244,10 @@ async def predict(
             results = [await predict_one(request, *jobs[0], 0, k)]
         else:
             results = await asyncio.gather(*(predict_item(request, u, c, i, k) for i, (u, c) in enumerate(jobs)))
-    return PredictResponse(model_id=tagger.model_id, results=results)
+    # Dumped once, here: returned as a model, FastAPI would validate it again before dumping it
+    # (response_model still documents it).
+    body = PredictResponse(model_id=tagger.model_id, results=results).model_dump_json()
+    return Response(body, media_type="application/json")
 
 
 async def predict_one(request: Request, upload: Upload, cost, index: int, k: int):

@@ -178,9 +178,8 @@ class Batcher:
         try:
             row, seconds = await loop.run_in_executor(self._decoders, self._decode_run, data)
         finally:
-            with self._ready:
+            with self._ready:  # no notify: a lane waits for the queue, never for a lone image to finish
                 self.solo -= 1
-                self._ready.notify_all()
         self._count(1, seconds)
         return row
 
@@ -220,9 +219,8 @@ class Batcher:
             except Exception:  # noqa: BLE001 - never lose a lane: its requests are answered in _encode
                 log.exception("lane %d: a batch of %d images went wrong", lane, len(batch))
             finally:
-                with self._ready:
+                with self._ready:  # no notify: the other lanes wait for the queue, never for this one
                     self.busy -= 1
-                    self._ready.notify_all()
 
     def _take(self) -> tuple[list | None, bool]:
         """(the next batch, whether it runs alone), or (None, False) when stopping. Holds _ready's lock."""
