@@ -51,10 +51,17 @@ def cpu_identity() -> dict:
     return {"cores": os.cpu_count(), "machine": platform.machine(), **cpu_record()}
 
 
+# How variants are timed: a new number when that changes, so that figures kept from the old way are measured
+# again. 2: OpenVINO no longer pads a batch smaller than its chunk (batch 2 timed at 40% of its speed, so auto
+# chose ONNX Runtime for a service with VINTED_TAGGER_MAX_BATCH 1 or 2).
+TIMING = 2
+
+
 def speed_key(encoder: tuple[str, str], versions: dict, batch: int) -> dict:
-    """The key a measurement is kept under: encoder identity, CPU identity, runtime versions, batch size."""
+    """The key a measurement is kept under: encoder identity, CPU identity, runtime versions, batch size and
+    the timing method."""
     runtimes = {name: versions.get(name) for name in ("onnxruntime", "openvino")}
-    return {"encoder": list(encoder), "cpu": cpu_identity(), "versions": runtimes, "batch": batch}
+    return {"encoder": list(encoder), "cpu": cpu_identity(), "versions": runtimes, "batch": batch, "timing": TIMING}
 
 
 def measured_speeds(key: dict, names: Iterable[str], measure: Callable[[list[str]], dict[str, float]],

@@ -225,6 +225,9 @@ def test_the_timing_is_kept_and_measured_again_when_the_cpu_or_versions_change(t
     assert speed.measured_speeds(key, ["openvino-bf16"], measure, remeasure=True) == {"openvino-bf16": 40.0}
     (tmp_path / speed.SPEED_FILE).write_text("not json")  # a damaged cache is measured again, not an error
     assert speed.measured_speeds(key, ["openvino-bf16"], measure) == {"openvino-bf16": 50.0}
+    monkeypatch.setattr(speed, "TIMING", speed.TIMING + 1)  # the timing method changed: kept figures are stale
+    changed = speed.speed_key(("abc", "def"), {"openvino": "1", "onnxruntime": "2"}, 16)
+    assert speed.measured_speeds(changed, ["openvino-bf16"], measure) == {"openvino-bf16": 60.0}
 
 
 def test_the_real_timing_ranks_the_runnable_variants_and_is_kept(int8, monkeypatch) -> None:

@@ -68,6 +68,20 @@ def test_each_lane_answers_as_the_image_alone_while_the_other_runs(openvino_enco
         np.testing.assert_allclose(out, alone[start : start + len(batch)], rtol=1e-4, atol=1e-4)
 
 
+def test_a_small_batch_timed_alone_is_not_padded(lite2_encoder, picture) -> None:
+    """embed.speed times each variant compiled for the timed batch only: a batch of 2 must run as two chunks of
+    one, not one chunk padded to STREAM_BATCH (measured at 40% of its speed, it lost auto to ONNX Runtime)."""
+    pytest.importorskip("openvino", reason="pip install 'vinted-tagger[fast]'")
+    from embed.runtime import Encoder
+
+    encoder = Encoder.load("efficientnet-lite2", runtime="openvino", precision="fp32", batches=(2,), export=False)
+    runner = encoder.runner
+    assert all(rows == size for rows, size in runner.chunks(2)) and sorted(runner.requests) == [1, 2]
+    pixels = np.stack([encoder.pixels(picture(seed)) for seed in range(2)])
+    np.testing.assert_allclose(encoder.encode(pixels), np.concatenate([encoder.encode(pixels[:1]), encoder.encode(
+        pixels[1:])]), rtol=1e-4, atol=1e-4)
+
+
 def test_embeds_batches_keep_whole_chunks(lite2_encoder) -> None:
     pytest.importorskip("openvino", reason="pip install 'vinted-tagger[fast]'")
     from embed.runtime import Encoder
