@@ -3,7 +3,8 @@
 With the model's encoder loaded and warm, ``measure`` times one image alone (the low-latency path), then the
 batch sizes worth choosing between:
 
-- with lanes (the default), every lane encoding batches of 1, 2, 4 and 8 at once, as a loaded service does.
+- with lanes (the default), every lane encoding batches of 1, 2, 4 and 8 at once, as a loaded service does,
+  the sizes in turn round after round (the fastest of each kept).
   The batch limit is where doubling stops paying: the first size whose double saves less than
   ``DOUBLING_GAIN`` of the time per image. A lane's batch is what every image in it waits for, so a doubling
   that saves a few percent of throughput costs every image of the batch its whole encoding time again.
@@ -26,7 +27,7 @@ import numpy as np
 log = logging.getLogger("service.tuning")
 GOOD_ENOUGH = 1.05  # a batch within 5% of the best per-image time is as good
 DOUBLING_GAIN = 0.10  # with lanes: a doubling of the batch must save 10% of the time per image
-REPEATS = 3  # timings per size (the fastest is kept): a few hundred ms at start-up on a small CPU
+REPEATS = 5  # rounds over the sizes (each size's fastest is kept): under a second at start-up on a small CPU
 LANE_BATCHES = (1, 2, 4, 8)
 
 
@@ -49,9 +50,14 @@ def measure(encoder, full: int, max_batch: int = 0, window_ms: float = -1.0, lan
     image_ms = {}
     if max_batch == 0:
         sizes = LANE_BATCHES if lanes > 1 else sorted({max(full, 4) * k for k in (1, 2, 4)})
-        for n in sizes:
-            image_ms[n] = (on_lanes(encoder, pixels[:n], lanes) if lanes > 1 else
-                           timed(encoder.encode, pixels[:n], REPEATS) / n)
+        run = (lambda n: on_lanes(encoder, pixels[:n], lanes)) if lanes > 1 else (
+            lambda n: timed(encoder.encode, pixels[:n], 1) / n)
+        # Round after round, each size in turn, the fastest of each kept: when the machine's speed drifts
+        # during the timing, every size sees the same drift (sizes timed one after the other did not, and the
+        # choice flipped between runs).
+        for _ in range(REPEATS):
+            for n in sizes:
+                image_ms[n] = min(image_ms.get(n, float("inf")), run(n))
         max_batch = doubling_limit(image_ms) if lanes > 1 else good_enough(image_ms)
     window_s = batch1_ms / 1000 if window_ms < 0 else window_ms / 1000
     tuning = Tuning(max_batch, window_s, round(batch1_ms, 3), {k: round(v, 3) for k, v in image_ms.items()}, lanes)
@@ -75,25 +81,22 @@ def doubling_limit(image_ms: dict[int, float]) -> int:
 
 
 def on_lanes(encoder, pixels: np.ndarray, lanes: int) -> float:
-    """Milliseconds per image with every lane encoding ``pixels`` at once: the fastest of ``REPEATS`` rounds,
-    each timed from when all lanes start (starting threads is not the encoder's time), as ``timed`` does."""
-    rounds = []
-    for _ in range(REPEATS):
-        barrier = threading.Barrier(lanes + 1)
+    """Milliseconds per image with every lane encoding ``pixels`` at once, timed from when all lanes start
+    (starting threads is not the encoder's time)."""
+    barrier = threading.Barrier(lanes + 1)
 
-        def lane(k: int, barrier=barrier) -> None:
-            barrier.wait()
-            encoder.encode_on(k, pixels)
-
-        threads = [threading.Thread(target=lane, args=(k,)) for k in range(lanes)]
-        for thread in threads:
-            thread.start()
+    def lane(k: int) -> None:
         barrier.wait()
-        started = time.perf_counter()
-        for thread in threads:
-            thread.join()
-        rounds.append((time.perf_counter() - started) * 1000 / (lanes * len(pixels)))
-    return min(rounds)
+        encoder.encode_on(k, pixels)
+
+    threads = [threading.Thread(target=lane, args=(k,)) for k in range(lanes)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    return (time.perf_counter() - started) * 1000 / (lanes * len(pixels))
 
 
 def timed(encode, pixels: np.ndarray, repeats: int) -> float:

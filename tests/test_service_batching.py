@@ -125,6 +125,29 @@ def test_lanes_batch_limit_is_where_doubling_stops_paying() -> None:
     assert tuning.max_batch == 2 and tuning.lanes == 2  # 2 -> 4 saves little per image: not worth the wait
 
 
+class DriftingEncoder(FakeEncoder):
+    """Lanes on a machine that slows down while it is timed: each call 1.2x slower than the last. At one
+    moment, batches of 2 cost 25% less per image than batches of 1, and 4 hardly less than 2."""
+
+    LANE = {1: 2.4, 2: 1.8, 4: 1.74, 8: 1.71}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.slowdown = 1.0
+
+    def encode_on(self, lane: int, pixels: np.ndarray) -> None:
+        time.sleep(len(pixels) * self.LANE[len(pixels)] * self.slowdown / 1000)
+        if lane == 0:
+            self.slowdown *= 1.2
+
+
+def test_lanes_are_timed_size_after_size_round_after_round() -> None:
+    """Timed one size after the other, a machine slowing down makes the later sizes look dear (batch 2 dearer
+    than batch 1, so a limit of 1); timed in turn, each size's fastest comes from the same first round."""
+    tuning = measure(DriftingEncoder(), full=8, lanes=2)
+    assert tuning.image_ms[2] < tuning.image_ms[1] and tuning.max_batch == 2
+
+
 def test_settings_given_win_over_measurement() -> None:
     encoder = FakeEncoder()
     tuning = measure(encoder, full=8, max_batch=4, window_ms=3)
