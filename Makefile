@@ -19,7 +19,7 @@ FROZEN_CACHE ?= $(HOME)/.cache/vinted-tagger/caches/clothing-efficientnet-lite2-
 # Fine-tuning runs (one folder per variant, resumable) and the adapted encoders' caches (outside the repo).
 FINETUNE_RUNS ?= $(HOME)/.cache/vinted-tagger/finetune
 
-.PHONY: setup test demo bench bench-embed bench-heads bench-service bench-page bench-variants bench-scale \
+.PHONY: setup test demo bench bench-embed bench-heads bench-service bench-service-baseline bench-page bench-variants bench-scale \
 	bench-runtime bench-formats calibrate notebook serve model predictions finetune adopt page-screenshot docs clean
 
 setup: $(STAMP)
@@ -44,7 +44,7 @@ demo: setup
 	@echo "demo: predictions for $(DEMO_DATA)/test.parquet are in $(DEMO_OUT)/predictions.parquet"
 
 # Every bench, then the README's and docs/' tables re-rendered from bench/results (bench/render_docs.py).
-bench: bench-runtime bench-embed bench-heads bench-service bench-page
+bench: bench-runtime bench-embed bench-heads bench-service bench-service-baseline bench-page
 	$(BIN)/python bench/render_docs.py
 
 # Only re-render the tables (after any single bench, or `make finetune` / `make notebook`).
@@ -59,6 +59,10 @@ bench-heads: setup
 
 bench-service: setup
 	$(BIN)/python bench/service_bench.py
+
+# This service beside the commit issue 24 measured (a git worktree), c=1 and c=8 in alternating rounds.
+bench-service-baseline: setup
+	$(BIN)/python bench/service_baseline.py
 
 # Every encoder runtime x precision on the same images, interleaved (bench/results/runtime.json).
 bench-runtime: setup

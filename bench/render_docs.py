@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 import sys
 from collections.abc import Callable
 from decimal import ROUND_HALF_UP, Decimal
@@ -191,62 +192,73 @@ def embed_table() -> str:
     return table(["measure", "value", "target"], rows) + source("embed.json", "make bench-embed", d)
 
 
-def service_table() -> str:
-    """The service's figures against issue 24's targets (the ``targets`` service.json records): ratios to the
-    encoder measured around the phases, the two millisecond targets also in units of that encoder, absolute
+def service_rows() -> dict[str, list[str]]:
+    """The service's figures against issue 24's targets (the ``targets`` service.json records), by key: ratios to
+    the encoder measured around the phases, the two millisecond targets also in units of that encoder, absolute
     bounds for errors and memory."""
     d = load("service.json")
     c8, t, encoder = d["c8"], d["targets"], d["encoder_alone"]
     c32_5xx = d["c32_503"] + d["c32_5xx_other"]
-    rows = [
-        ["one image, concurrency 1: p50 / p99", f"{num(d['p50_ms'], 1)} / {num(d['p99_ms'], 1)} ms", ""],
-        ["concurrency 8: throughput", f"{num(d['c8_images_per_s'], 1)} images/s", ""],
-        ["concurrency 8: p50 / p99", f"{num(c8['p50_ms'], 1)} / {num(d['c8_p99_ms'], 1)} ms",
-         f"p99 <= {t['c8_p99_ms']:g} ms: {met(d['c8_p99_ms'], t['c8_p99_ms'], False)}"],
-        ["the encoder alone (same run, before concurrency 1 and after concurrency 8, mean): batch-1 ms / batch-16 "
-         "images/s", f"{num(d['encoder_batch1_ms'], 2)} ms / {num(d['encoder_batch_images_per_s'], 1)}", ""],
-        ["one image: p50 minus the encoder's batch-1 time, of which decoding the upload (median)",
-         f"{num(d['p50_over_encoder_batch1_ms'], 2)} ms, {num(d['decode_ms'], 2)} ms",
-         f"<= {t['p50_over_encoder_batch1_ms']:g} ms: "
-         f"{met(d['p50_over_encoder_batch1_ms'], t['p50_over_encoder_batch1_ms'], False)}"],
-        ["concurrency 8 over the encoder's batch-16 rate", num(d["c8_over_encoder"], 2),
-         f">= {t['c8_over_encoder']:g}: {met(d['c8_over_encoder'], t['c8_over_encoder'])}"],
-        [f"one image: that overhead over the encoder's batch-1 time ({t['p50_over_encoder_batch1_ms']:g} ms over the "
-         f"{num(t['issue_encoder_batch1_ms'], 2)} ms where issue 24 was measured)", num(d["p50_overhead_share"], 2),
-         f"<= {num(t['p50_overhead_share'], 2)}: {met(d['p50_overhead_share'], t['p50_overhead_share'], False)}"],
-        [f"one image: the encoder's batch-1 time after the machine idled {encoder['idle_gap_ms']:g} ms, as a lone "
-         "request finds it; p50 minus that (what the service itself adds)",
-         f"{num(d['encoder_batch1_after_idle_ms'], 2)} ms; {num(d['p50_over_encoder_batch1_after_idle_ms'], 2)} ms",
-         ""],
-        [f"concurrency 8: p99 times the encoder's batch-16 rate, in images ({t['c8_p99_ms']:g} ms x "
-         f"{num(t['issue_encoder_images_per_s'], 0)} images/s there)", num(d["c8_p99_encoder_images"], 1),
-         f"<= {num(t['c8_p99_encoder_images'], 1)}: "
-         f"{met(d['c8_p99_encoder_images'], t['c8_p99_encoder_images'], False)}"],
-        ["the encoder's batch-16 rate before concurrency 1 / after concurrency 8: drift",
-         f"{num(encoder['before']['images_per_s'], 1)} / {num(encoder['after']['images_per_s'], 1)}: "
-         f"{num(d['host_speed_drift'], 2)}",
-         f"<= {num(t['host_speed_drift'], 2)}: {met(d['host_speed_drift'], t['host_speed_drift'], False)}"],
-        ["concurrency 8: mean images per encoder call", num(c8["mean_batch"], 1), ""],
-        ["concurrency 32: images/s / p99 / 503 / other 5xx",
-         f"{num(d['c32_images_per_s'], 1)} / {num(d['c32_p99_ms'], 1)} ms / {d['c32_503']} / {d['c32_5xx_other']}",
-         f"no 5xx: {met(-c32_5xx, 0)}"],
-    ]
+    rows = {
+        "c1": ["one image, concurrency 1: p50 / p99", f"{num(d['p50_ms'], 1)} / {num(d['p99_ms'], 1)} ms", ""],
+        "c8": ["concurrency 8: throughput", f"{num(d['c8_images_per_s'], 1)} images/s", ""],
+        "c8_p99": ["concurrency 8: p50 / p99", f"{num(c8['p50_ms'], 1)} / {num(d['c8_p99_ms'], 1)} ms",
+                   f"p99 <= {t['c8_p99_ms']:g} ms: {met(d['c8_p99_ms'], t['c8_p99_ms'], False)}"],
+        "encoder": ["the encoder alone (same run, before concurrency 1 and after concurrency 8, mean): batch-1 ms / "
+                    "batch-16 images/s", f"{num(d['encoder_batch1_ms'], 2)} ms / {num(d['encoder_batch_images_per_s'], 1)}",
+                    ""],
+        "overhead": ["one image: p50 minus the encoder's batch-1 time, of which decoding the upload (median)",
+                     f"{num(d['p50_over_encoder_batch1_ms'], 2)} ms, {num(d['decode_ms'], 2)} ms",
+                     f"<= {t['p50_over_encoder_batch1_ms']:g} ms: "
+                     f"{met(d['p50_over_encoder_batch1_ms'], t['p50_over_encoder_batch1_ms'], False)}"],
+        "c8_over_encoder": ["concurrency 8 over the encoder's batch-16 rate", num(d["c8_over_encoder"], 2),
+                            f">= {t['c8_over_encoder']:g}: {met(d['c8_over_encoder'], t['c8_over_encoder'])}"],
+        "share": [f"one image: that overhead over the encoder's batch-1 time ({t['p50_over_encoder_batch1_ms']:g} ms "
+                  f"over the {num(t['issue_encoder_batch1_ms'], 2)} ms where issue 24 was measured)",
+                  num(d["p50_overhead_share"], 2),
+                  f"<= {num(t['p50_overhead_share'], 2)}: {met(d['p50_overhead_share'], t['p50_overhead_share'], False)}"],
+        "after_idle": [f"one image: the encoder's batch-1 time after the machine idled {encoder['idle_gap_ms']:g} ms, "
+                       "as a lone request finds it; p50 minus that (what the service itself adds)",
+                       f"{num(d['encoder_batch1_after_idle_ms'], 2)} ms; "
+                       f"{num(d['p50_over_encoder_batch1_after_idle_ms'], 2)} ms", ""],
+        "p99_images": [f"concurrency 8: p99 times the encoder's batch-16 rate, in images ({t['c8_p99_ms']:g} ms x "
+                       f"{num(t['issue_encoder_images_per_s'], 0)} images/s there)", num(d["c8_p99_encoder_images"], 1),
+                       f"<= {num(t['c8_p99_encoder_images'], 1)}: "
+                       f"{met(d['c8_p99_encoder_images'], t['c8_p99_encoder_images'], False)}"],
+        "drift": ["the encoder's batch-16 rate before concurrency 1 / after concurrency 8: drift",
+                  f"{num(encoder['before']['images_per_s'], 1)} / {num(encoder['after']['images_per_s'], 1)}: "
+                  f"{num(d['host_speed_drift'], 2)}",
+                  f"<= {num(t['host_speed_drift'], 2)}: {met(d['host_speed_drift'], t['host_speed_drift'], False)}"],
+        "batch": ["concurrency 8: mean images per encoder call", num(c8["mean_batch"], 1), ""],
+        "c32": ["concurrency 32: images/s / p99 / 503 / other 5xx",
+                f"{num(d['c32_images_per_s'], 1)} / {num(d['c32_p99_ms'], 1)} ms / {d['c32_503']} / "
+                f"{d['c32_5xx_other']}", f"no 5xx: {met(-c32_5xx, 0)}"],
+    }
     if "metrics_scrapes" in c8:
         scrapes = c8["metrics_scrapes"]
-        rows.append(["`GET /metrics` every second during concurrency 8: scrapes / failed / p50 / max",
-                     f"{scrapes['scrapes']} / {scrapes['failures']} / {num(scrapes['p50_ms'], 2)} / "
-                     f"{num(scrapes['max_ms'], 2)} ms", ""])
-    rows += [
-        ["60 s mixed soak (valid, corrupt, oversize, non-image): requests / 5xx / lost",
-         f"{d['soak']['requests']:,} / {d['soak_5xx']} / {d['soak_lost']}",
-         f"0 / 0: {met(-(d['soak_5xx'] + d['soak_lost']), 0)}"],
-        ["soak RSS growth", f"{num(d['soak_rss_growth_mb'], 1)} MB",
-         f"< {t['soak_rss_growth_mb']:g} MB: {met(d['soak_rss_growth_mb'], t['soak_rss_growth_mb'], False)}"],
-        ["ordinary requests' p99 while other clients send decode-heavy and oversize files",
-         f"{num(d['attack_normal_p99_ms'], 1)} ms",
-         f"<= {t['attack_normal_p99_ms']:g} ms: {met(d['attack_normal_p99_ms'], t['attack_normal_p99_ms'], False)}"],
-    ]
-    return table(["measure", "value", "target"], rows) + source("service.json", "make bench-service", d)
+        rows["scrapes"] = ["`GET /metrics` every second during concurrency 8: scrapes / failed / p50 / max",
+                           f"{scrapes['scrapes']} / {scrapes['failures']} / {num(scrapes['p50_ms'], 2)} / "
+                           f"{num(scrapes['max_ms'], 2)} ms", ""]
+    rows["soak"] = ["60 s mixed soak (valid, corrupt, oversize, non-image): requests / 5xx / lost",
+                    f"{d['soak']['requests']:,} / {d['soak_5xx']} / {d['soak_lost']}",
+                    f"0 / 0: {met(-(d['soak_5xx'] + d['soak_lost']), 0)}"]
+    rows["rss"] = ["soak RSS growth", f"{num(d['soak_rss_growth_mb'], 1)} MB",
+                   f"< {t['soak_rss_growth_mb']:g} MB: {met(d['soak_rss_growth_mb'], t['soak_rss_growth_mb'], False)}"]
+    rows["attack"] = ["ordinary requests' p99 while other clients send decode-heavy and oversize files",
+                      f"{num(d['attack_normal_p99_ms'], 1)} ms",
+                      f"<= {t['attack_normal_p99_ms']:g} ms: "
+                      f"{met(d['attack_normal_p99_ms'], t['attack_normal_p99_ms'], False)}"]
+    return rows
+
+
+SERVICE_SUMMARY = ("c1", "c8", "c8_p99", "overhead", "c8_over_encoder", "c32", "soak", "rss", "attack")
+
+
+def service_table(keys: tuple[str, ...] | None = None) -> str:
+    """Every row of service_rows (docs/results.md), or those ``keys`` (the README's summary)."""
+    rows = service_rows()
+    chosen = [rows[key] for key in keys] if keys else list(rows.values())
+    return table(["measure", "value", "target"], chosen) + source("service.json", "make bench-service", load("service.json"))
 
 
 def service_speed_text() -> str:
@@ -262,6 +274,36 @@ def service_speed_text() -> str:
             f"{num(d['encoder_batch1_after_idle_ms'], 2)} ms at batch 1 after {d['encoder_alone']['idle_gap_ms']:g} "
             "ms idle against "
             f"{num(d['encoder_batch1_ms'], 2)} ms in a tight loop." + source("service.json", "make bench-service", d))
+
+
+def service_baseline_table() -> str:
+    """This service beside the commit issue 24 measured, on one host in one run, and what the ratios make of the
+    issue's own figures for that commit (docs/service.md)."""
+    d = load("service_baseline.json")
+    issue, there, t = d["issue_baseline"], d["projected_on_issue_machine"], d["targets"]
+    ratio = {key: num(value, 3) for key, value in d["median_ratio"].items()}
+
+    def here(key: str) -> str:
+        values = [[r[name][key] for r in d["rounds"]] for name in ("current", "baseline")]
+        return " / ".join(num(statistics.median(v), 1) for v in values)
+
+    rows = [
+        ["one image, concurrency 1: p50 (ms)", here("p50_ms"), ratio["p50_ms"],
+         f"{num(issue['p50_ms'], 2)} x {ratio['p50_ms']} = {num(there['p50_ms'], 2)}; minus the encoder's "
+         f"{num(issue['encoder_batch1_ms'], 2)}: {num(there['p50_over_encoder_batch1_ms'], 2)}",
+         f"<= {t['p50_over_encoder_batch1_ms']:g} ms over: {met(there['p50_over_encoder_batch1_ms'], t['p50_over_encoder_batch1_ms'], False)}"],
+        ["concurrency 8: images/s", here("c8_images_per_s"), ratio["c8_images_per_s"],
+         f"{num(issue['c8_images_per_s'], 0)} x {ratio['c8_images_per_s']} = "
+         f"{num(there['c8_images_per_s'], 1)}; over the encoder's {num(issue['encoder_batch_images_per_s'], 0)}: "
+         f"{num(there['c8_over_encoder'], 2)}",
+         f">= {t['c8_over_encoder']:g}: {met(there['c8_over_encoder'], t['c8_over_encoder'])}"],
+        ["concurrency 8: p99 (ms)", here("c8_p99_ms"), ratio["c8_p99_ms"],
+         f"{num(issue['c8_p99_ms'], 0)} x {ratio['c8_p99_ms']} = {num(there['c8_p99_ms'], 1)}",
+         f"<= {t['c8_p99_ms']:g} ms: {met(there['c8_p99_ms'], t['c8_p99_ms'], False)}"],
+    ]
+    header = ["measure", f"here: this tree / baseline (median of {len(d['rounds'])} rounds)", "ratio (median)",
+              f"on issue 24's machine (baseline `{d['baseline_commit'][:7]}` as the issue measured it)", "target"]
+    return table(header, rows) + source("service_baseline.json", "make bench-service-baseline", d)
 
 
 def page_table() -> str:
@@ -433,7 +475,8 @@ def settings_table() -> str:
 TABLES: dict[str, Callable[[], str]] = {
     "heads": heads_table, "runtime": runtime_table, "runtime-pairs": runtime_pairs_table,
     "runtime-summary": runtime_summary, "formats": formats_table, "embed": embed_table, "service": service_table,
-    "service-speed": service_speed_text,
+    "service-summary": lambda: service_table(SERVICE_SUMMARY),
+    "service-speed": service_speed_text, "service-baseline": service_baseline_table,
     "page": page_table, "scale": scale_table, "variants": variants_table, "finetune": finetune_table,
     "finetune-curves": finetune_curves_table,
     "notebook": notebook_table, "encoders": encoders_table, "settings": settings_table,
