@@ -258,7 +258,8 @@ def service_table(keys: tuple[str, ...] | None = None) -> str:
     """Every row of service_rows (docs/results.md), or those ``keys`` (the README's summary)."""
     rows = service_rows()
     chosen = [rows[key] for key in keys] if keys else list(rows.values())
-    return table(["measure", "value", "target"], chosen) + source("service.json", "make bench-service", load("service.json"))
+    return (table(["measure", "value", "target"], chosen)
+            + source("service.json", "make bench-service", load("service.json")))
 
 
 def service_speed_text() -> str:
@@ -277,32 +278,32 @@ def service_speed_text() -> str:
 
 
 def service_baseline_table() -> str:
-    """This service beside the commit issue 24 measured, on one host in one run, and what the ratios make of the
-    issue's own figures for that commit (docs/service.md)."""
+    """This service beside the commit issue 24 measured, on one host in one run, and the issue's own figures for
+    that commit projected through the ratios (docs/service.md)."""
     d = load("service_baseline.json")
     issue, there, t = d["issue_baseline"], d["projected_on_issue_machine"], d["targets"]
-    ratio = {key: num(value, 3) for key, value in d["median_ratio"].items()}
 
-    def here(key: str) -> str:
-        values = [[r[name][key] for r in d["rounds"]] for name in ("current", "baseline")]
-        return " / ".join(num(statistics.median(v), 1) for v in values)
+    def ratio(key: str) -> str:
+        pairs = d["pair_ratios"][key]
+        return f"{num(d['median_ratio'][key], 3)} ({num(min(pairs), 3)} - {num(max(pairs), 3)})"
 
+    over, rate = there["p50_over_encoder_batch1_ms"], there["c8_over_encoder"]
     rows = [
-        ["one image, concurrency 1: p50 (ms)", here("p50_ms"), ratio["p50_ms"],
-         f"{num(issue['p50_ms'], 2)} x {ratio['p50_ms']} = {num(there['p50_ms'], 2)}; minus the encoder's "
-         f"{num(issue['encoder_batch1_ms'], 2)}: {num(there['p50_over_encoder_batch1_ms'], 2)}",
-         f"<= {t['p50_over_encoder_batch1_ms']:g} ms over: {met(there['p50_over_encoder_batch1_ms'], t['p50_over_encoder_batch1_ms'], False)}"],
-        ["concurrency 8: images/s", here("c8_images_per_s"), ratio["c8_images_per_s"],
-         f"{num(issue['c8_images_per_s'], 0)} x {ratio['c8_images_per_s']} = "
-         f"{num(there['c8_images_per_s'], 1)}; over the encoder's {num(issue['encoder_batch_images_per_s'], 0)}: "
-         f"{num(there['c8_over_encoder'], 2)}",
-         f">= {t['c8_over_encoder']:g}: {met(there['c8_over_encoder'], t['c8_over_encoder'])}"],
-        ["concurrency 8: p99 (ms)", here("c8_p99_ms"), ratio["c8_p99_ms"],
-         f"{num(issue['c8_p99_ms'], 0)} x {ratio['c8_p99_ms']} = {num(there['c8_p99_ms'], 1)}",
+        ["one image, concurrency 1: p50", ratio("p50_ms"),
+         f"{num(issue['p50_ms'], 2)} ms x ratio = {num(there['p50_ms'], 2)} ms: "
+         f"{num(over, 2)} ms over the encoder's {num(issue['encoder_batch1_ms'], 2)}",
+         f"<= {t['p50_over_encoder_batch1_ms']:g} ms over: {met(over, t['p50_over_encoder_batch1_ms'], False)}"],
+        ["concurrency 8: images/s", ratio("c8_images_per_s"),
+         f"{num(issue['c8_images_per_s'], 0)} x ratio = {num(there['c8_images_per_s'], 1)}: {num(rate, 2)} of "
+         f"the encoder's {num(issue['encoder_batch_images_per_s'], 0)}",
+         f">= {t['c8_over_encoder']:g}: {met(rate, t['c8_over_encoder'])}"],
+        ["concurrency 8: p99", ratio("c8_p99_ms"),
+         f"{num(issue['c8_p99_ms'], 0)} ms x ratio = {num(there['c8_p99_ms'], 1)} ms",
          f"<= {t['c8_p99_ms']:g} ms: {met(there['c8_p99_ms'], t['c8_p99_ms'], False)}"],
     ]
-    header = ["measure", f"here: this tree / baseline (median of {len(d['rounds'])} rounds)", "ratio (median)",
-              f"on issue 24's machine (baseline `{d['baseline_commit'][:7]}` as the issue measured it)", "target"]
+    pairs = len(d["rounds"]) // 2
+    header = ["measure", f"this tree / baseline `{d['baseline_commit'][:7]}`: median of {pairs} pairs of rounds "
+              "(range)", "projected onto issue 24's machine (the issue's figure for the baseline x ratio)", "target"]
     return table(header, rows) + source("service_baseline.json", "make bench-service-baseline", d)
 
 

@@ -1,26 +1,30 @@
 """The service against the commit issue 24 measured, side by side on this host, in one run.
 
-    python bench/service_baseline.py [--baseline COMMIT] [--rounds 4]
+    python bench/service_baseline.py [--baseline COMMIT] [--rounds 6]
 
 Issue 24's millisecond targets were set on one machine, from this service as it was at ``BASELINE_COMMIT``
 (main when the issue was filed): one image p50 7.31 ms against an encoder batch-1 time of 4.59 ms, concurrency 8
 at 170 images/s with p99 57 ms. This host's speed is another and moves within minutes (bench/service_bench.py
 divides by the encoder measured around its phases for that reason), so a millisecond figure from here says
-little about that machine. What does carry over is how much faster or slower this tree is than the baseline on
-the same host at the same time.
+little about that machine. What this run measures is how much faster or slower this tree is than the baseline
+on the same host at the same time; assuming that ratio carries over to the issue's machine, it projects this
+tree's figures there.
 
-The baseline is checked out in a temporary git worktree and served with its own committed model (same encoder
-network and input size as today's), next to a server of this tree. Round after round, each server in turn (the
-order alternating, so a host slowing down during a round favours neither) gets bench/service_bench.py's c=1
-phase (``--c1-requests`` single images) and c=8 phase (``--c8-seconds``). Each round gives this tree's figure
-over the baseline's; the median ratio times the baseline's figure on the issue's machine is this tree's figure
-there, judged against the issue's targets. Writes bench/results/service_baseline.json and prints a table.
+The baseline is checked out in a temporary git worktree and served with its own committed model, which must run
+the same encoder network, input size, runtime and precision as this tree's; both servers start one after the
+other (each measures its batching limits at start-up on an idle machine) with the service settings at their
+defaults. Round after round, each server in turn gets bench/service_bench.py's c=1 phase (``--c1-requests``
+single images) and c=8 phase (``--c8-seconds``), the order alternating: two rounds in a row make a pair whose
+geometric-mean ratio cancels a host that drifts steadily. The median pair ratio times the baseline's figure on
+the issue's machine is the projection, judged against the issue's targets. A run with any wrong or missing
+answer is void. Writes bench/results/service_baseline.json and prints a table.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import statistics
 import subprocess
@@ -41,6 +45,7 @@ from service_bench import (
     sample_images,
     single,
     throughput_phase,
+    tuning_of,
 )
 
 # main when issue 24 was filed; the service it measured (micro-batching on the latency request, no /metrics).
@@ -48,6 +53,14 @@ BASELINE_COMMIT = "a42a526fbffcb5c7e01eaa101535c643dff55f6b"
 # What issue 24 measured of that commit on its machine (the encoder figures are service_bench's).
 ISSUE_BASELINE = {"p50_ms": 7.31, "c8_images_per_s": 170.0, "c8_p99_ms": 57.0}
 FIGURES = ("p50_ms", "c8_images_per_s", "c8_p99_ms")
+# What both servers must serve alike for their ratio to be about the service, not the encoder.
+SAME_ENCODER = ("input_size", "dim", "runtime", "precision")
+# The service settings stay at each tree's defaults (where exported encoders live is not a service setting).
+KEPT_SETTINGS = ("VINTED_TAGGER_HOME",)
+
+
+class Void(Exception):
+    """The run cannot be compared: one line saying why."""
 
 
 def run_round(servers: dict[str, Server], order: list[str], valid: list, references: dict, args) -> dict:
@@ -56,43 +69,59 @@ def run_round(servers: dict[str, Server], order: list[str], valid: list, referen
     for name in order:
         c1, _ = latency_phase(servers[name], valid, args.c1_requests)
         c8 = throughput_phase(servers[name], valid, references[name], args.c8_seconds)
-        out[name] = {"p50_ms": c1["p50_ms"], "c1_non_200": c1["non_200"], "c8_images_per_s": c8["images_per_s"],
-                     "c8_p50_ms": c8["p50_ms"], "c8_p99_ms": c8["p99_ms"], "c8_not_correct": c8["not_correct"],
-                     "c8_mean_batch": c8["mean_batch"]}
+        if c1["non_200"] or c8["not_correct"]:
+            raise Void(f"{name}: {c1['non_200']} c=1 and {c8['not_correct']} c=8 answers wrong or missing")
+        out[name] = {"p50_ms": c1["p50_ms"], "c8_images_per_s": c8["images_per_s"], "c8_p50_ms": c8["p50_ms"],
+                     "c8_p99_ms": c8["p99_ms"], "c8_mean_batch": c8["mean_batch"]}
     return out
 
 
 def compare(rounds: list[dict]) -> dict:
-    """Per-round ratios (this tree over the baseline), their medians, and this tree projected onto the issue's
-    machine (the baseline's figures there times the median ratio), with each target met or not."""
+    """Pair ratios (this tree over the baseline; the geometric mean of two rounds in a row, which ran in opposite
+    orders), their median, and this tree projected onto the issue's machine (the baseline's figures there times
+    that median), with each target met or not."""
     ratios = {key: [r["current"][key] / r["baseline"][key] for r in rounds] for key in FIGURES}
-    median = {key: round(statistics.median(values), 3) for key, values in ratios.items()}
-    there = {key: round(ISSUE_BASELINE[key] * median[key], 2) for key in FIGURES}
+    pairs = {key: [math.sqrt(a * b) for a, b in zip(values[::2], values[1::2])] for key, values in ratios.items()}
+    median = {key: statistics.median(values) for key, values in pairs.items()}
+    there = {key: ISSUE_BASELINE[key] * median[key] for key in FIGURES}
     projected = {
-        **there,
+        **{key: round(value, 2) for key, value in there.items()},
         "p50_over_encoder_batch1_ms": round(there["p50_ms"] - ISSUE_ENCODER_BATCH1_MS, 2),
         "c8_over_encoder": round(there["c8_images_per_s"] / ISSUE_ENCODER_IMAGES_PER_S, 3),
     }
     met = {
-        "p50_over_encoder_batch1_ms": projected["p50_over_encoder_batch1_ms"] <= TARGETS["p50_over_encoder_batch1_ms"],
-        "c8_over_encoder": projected["c8_over_encoder"] >= TARGETS["c8_over_encoder"],
-        "c8_p99_ms": projected["c8_p99_ms"] <= TARGETS["c8_p99_ms"],
+        "p50_over_encoder_batch1_ms": there["p50_ms"] - ISSUE_ENCODER_BATCH1_MS <= TARGETS["p50_over_encoder_batch1_ms"],
+        "c8_over_encoder": there["c8_images_per_s"] / ISSUE_ENCODER_IMAGES_PER_S >= TARGETS["c8_over_encoder"],
+        "c8_p99_ms": there["c8_p99_ms"] <= TARGETS["c8_p99_ms"],
     }
-    return {"ratios": {key: [round(v, 3) for v in values] for key, values in ratios.items()},
-            "median_ratio": median, "projected_on_issue_machine": projected, "met": met}
+    rounded = {key: [round(v, 3) for v in values] for key, values in pairs.items()}
+    return {"round_ratios": {key: [round(v, 3) for v in values] for key, values in ratios.items()},
+            "pair_ratios": rounded, "median_ratio": {key: round(v, 3) for key, v in median.items()},
+            "projected_on_issue_machine": projected, "met": met}
+
+
+def check_same_encoder(models: dict[str, dict]) -> None:
+    """Void unless both servers run the same encoder network, input, runtime and precision."""
+    served = {name: {key: model["encoder"].get(key) for key in SAME_ENCODER} for name, model in models.items()}
+    if served["current"] != served["baseline"]:
+        raise Void(f"the two trees serve different encoders: {served}")
 
 
 @contextlib.contextmanager
-def worktree(commit: str):
-    """The baseline checked out (detached) in a temporary git worktree, removed afterwards."""
+def worktree(repository: Path, commit: str):
+    """``commit`` checked out (detached) in a temporary git worktree of ``repository``, removed afterwards."""
     with tempfile.TemporaryDirectory(prefix="baseline-") as temp:
         path = Path(temp) / "tree"
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(path), commit], check=True,
-                       capture_output=True)
+        added = subprocess.run(["git", "-C", str(repository), "worktree", "add", "--detach", str(path), commit],
+                               capture_output=True, text=True)
+        if added.returncode:
+            raise Void(f"git worktree add failed: {added.stderr.strip().splitlines()[-1:]}")
         try:
             yield path
         finally:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(path)], capture_output=True)
+            subprocess.run(["git", "-C", str(repository), "worktree", "remove", "--force", str(path)],
+                           capture_output=True)
+            subprocess.run(["git", "-C", str(repository), "worktree", "prune"], capture_output=True)
 
 
 def resolve(commit: str) -> str | None:
@@ -100,6 +129,45 @@ def resolve(commit: str) -> str | None:
     found = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}"],
                            capture_output=True, text=True)
     return found.stdout.strip() or None
+
+
+def this_tree() -> dict:
+    """The commit measured as "current", and whether the checkout had changes on top of it."""
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    changed = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                             capture_output=True, text=True).stdout.strip()
+    return {"commit": head, "uncommitted_changes": bool(changed)}
+
+
+def default_settings_env() -> dict:
+    return {k: v for k, v in os.environ.items() if not k.startswith("VINTED_TAGGER_") or k in KEPT_SETTINGS}
+
+
+def measure(tree: Path, args, valid: list, logs: Path) -> dict:
+    """Both servers started one after the other, then the alternating rounds."""
+    servers: dict[str, Server] = {}
+    try:
+        for name, path in (("current", ROOT), ("baseline", tree)):
+            (logs / name).mkdir()
+            servers[name] = Server(path / "artifacts" / "model", logs / name, tree=path, env=default_settings_env())
+            servers[name].wait_ready()
+        models = {name: server.get_json("/v1/model") for name, server in servers.items()}
+        check_same_encoder(models)
+        # Each model's own answers are the reference its c=8 answers are checked against.
+        references = {name: latency_phase(server, valid, len(valid))[1] for name, server in servers.items()}
+        rounds = []
+        for k in range(args.rounds):
+            order = ["current", "baseline"] if k % 2 == 0 else ["baseline", "current"]
+            rounds.append(run_round(servers, order, valid, references, args))
+            print(f"round {k + 1}/{args.rounds}: " + "; ".join(
+                f"{name} {r['p50_ms']} ms, {r['c8_images_per_s']} images/s, p99 {r['c8_p99_ms']} ms"
+                for name, r in rounds[-1].items()), flush=True)
+        encoders = {name: {key: model["encoder"].get(key) for key in ("name", *SAME_ENCODER)}
+                    for name, model in models.items()}
+        return {"rounds": rounds, "encoders": encoders, "current_tuning": tuning_of(servers["current"])}
+    finally:
+        for server in servers.values():
+            server.stop()
 
 
 def main() -> int:
@@ -113,49 +181,41 @@ def main() -> int:
         print(f"service_baseline: {args.images} not found (needs ../shared/data)", file=sys.stderr)
         return 1
     valid = [single(i, image) for i, image in enumerate(sample_images(args.images, SAMPLE_IMAGES))]
-    with worktree(commit) as tree, tempfile.TemporaryDirectory() as logs:
-        trees = {"current": ROOT, "baseline": tree}
-        servers = {}
-        try:
-            for name, path in trees.items():
-                (Path(logs) / name).mkdir()
-                servers[name] = Server(path / "artifacts" / "model", Path(logs) / name, tree=path)
-            for server in servers.values():
-                server.wait_ready()
-            # Each model's own answers are the reference its c=8 answers are checked against.
-            references = {name: latency_phase(server, valid, len(valid))[1] for name, server in servers.items()}
-            rounds = []
-            for k in range(args.rounds):
-                order = ["current", "baseline"] if k % 2 == 0 else ["baseline", "current"]
-                rounds.append(run_round(servers, order, valid, references, args))
-                print(f"round {k + 1}/{args.rounds}: " + "; ".join(
-                    f"{name} {r['p50_ms']} ms, {r['c8_images_per_s']} images/s, p99 {r['c8_p99_ms']} ms"
-                    for name, r in rounds[-1].items()), flush=True)
-        finally:
-            for server in servers.values():
-                server.stop()
+    try:
+        with worktree(ROOT, commit) as tree, tempfile.TemporaryDirectory() as logs:
+            measured = measure(tree, args, valid, Path(logs))
+    except Void as why:
+        print(f"service_baseline: void run, nothing written: {why}", file=sys.stderr)
+        return 1
     result = {
         "baseline_commit": commit,
+        "current": this_tree(),
         "issue_baseline": {**ISSUE_BASELINE, "encoder_batch1_ms": ISSUE_ENCODER_BATCH1_MS,
                            "encoder_batch_images_per_s": ISSUE_ENCODER_IMAGES_PER_S},
-        **compare(rounds),
+        **compare(measured["rounds"]),
         "targets": {key: TARGETS[key] for key in ("p50_over_encoder_batch1_ms", "c8_over_encoder", "c8_p99_ms")},
-        "rounds": rounds,
+        **measured,
         "c1_requests": args.c1_requests,
         "c8_seconds": args.c8_seconds,
         "machine": machine(),
-        "server_env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("VINTED_TAGGER_")},
     }
     write_results(args.out, result)
     print_table(result)
     return 0
 
 
+def even_rounds(text: str) -> int:
+    """--rounds: a positive even number (rounds are paired)."""
+    if not text.isdigit() or int(text) == 0 or int(text) % 2:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive even number (rounds run in pairs)")
+    return int(text)
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", default=BASELINE_COMMIT, help="the commit to compare with (default: issue 24's)")
     parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES)
-    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--rounds", type=even_rounds, default=6)
     parser.add_argument("--c1-requests", type=int, default=200)
     parser.add_argument("--c8-seconds", type=float, default=10.0)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "service_baseline.json")
@@ -168,15 +228,15 @@ def print_table(result: dict) -> None:
         ("c=1 p50: this tree / baseline", ratio["p50_ms"], ""),
         ("c=8 images/s: this tree / baseline", ratio["c8_images_per_s"], ""),
         ("c=8 p99: this tree / baseline", ratio["c8_p99_ms"], ""),
-        ("there: c=1 p50 over batch-1 (ms)", there["p50_over_encoder_batch1_ms"],
+        ("projected: c=1 p50 over batch-1 (ms)", there["p50_over_encoder_batch1_ms"],
          f"<= {targets['p50_over_encoder_batch1_ms']:g} {'met' if met['p50_over_encoder_batch1_ms'] else 'NOT met'}"),
-        ("there: c=8 over encoder", there["c8_over_encoder"],
+        ("projected: c=8 over encoder", there["c8_over_encoder"],
          f">= {targets['c8_over_encoder']:g} {'met' if met['c8_over_encoder'] else 'NOT met'}"),
-        ("there: c=8 p99 (ms)", there["c8_p99_ms"],
+        ("projected: c=8 p99 (ms)", there["c8_p99_ms"],
          f"<= {targets['c8_p99_ms']:g} {'met' if met['c8_p99_ms'] else 'NOT met'}"),
     ]
     for name, value, target in rows:
-        print(f"| {name:<36} | {value!s:>8} | {target:>14} |")
+        print(f"| {name:<38} | {value!s:>8} | {target:>14} |")
 
 
 if __name__ == "__main__":

@@ -184,14 +184,14 @@ def free_port() -> int:
 
 class Server:
     """``python -m service`` in a subprocess, run from ``tree`` (a checkout: this one, or another commit's for
-    bench/service_baseline.py); its log goes to a temporary file."""
+    bench/service_baseline.py) with ``env`` (None: this process's); its log goes to a temporary file."""
 
-    def __init__(self, model: Path, log_dir: Path, tree: Path = ROOT):
+    def __init__(self, model: Path, log_dir: Path, tree: Path = ROOT, env: dict | None = None):
         self.port = free_port()
         self.log_path = log_dir / "server.log"
         command = [sys.executable, "-m", "service", "--model", str(model), "--port", str(self.port)]
         with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(command, cwd=tree, stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(command, cwd=tree, env=env, stdout=log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 180.0) -> None:
         deadline = time.monotonic() + timeout

@@ -5,9 +5,12 @@ batch sizes worth choosing between:
 
 - with lanes (the default), every lane encoding batches of 1, 2, 4 and 8 at once, as a loaded service does,
   the sizes in turn round after round (the fastest of each kept).
-  The batch limit is where doubling stops paying: the first size whose double saves less than
-  ``DOUBLING_GAIN`` of the time per image. A lane's batch is what every image in it waits for, so a doubling
-  that saves a few percent of throughput costs every image of the batch its whole encoding time again.
+  A lane's batch is what every image in it waits for, so the batch limit is a latency budget: the largest size
+  that, like every smaller one, encodes in at most ``BATCH_TIME_BUDGET`` one-image times. An image that lands
+  in a batch then waits at most one more image-time than alone, and batches grow past two only where four
+  images encode in the time of two alone (a wide accelerator). A threshold on the saving per image flipped
+  between start-ups on a CPU whose saving sat near it, and the larger batch served concurrency 8 worse
+  (docs/service.md, "Batches under load").
 - without lanes (whole batches on sessions of their own), batches of one, two and four times what fills the
   encoder's throughput streams; the limit is the smallest within ``GOOD_ENOUGH`` of the best per-image time.
 
@@ -26,7 +29,7 @@ import numpy as np
 
 log = logging.getLogger("service.tuning")
 GOOD_ENOUGH = 1.05  # a batch within 5% of the best per-image time is as good
-DOUBLING_GAIN = 0.10  # with lanes: a doubling of the batch must save 10% of the time per image
+BATCH_TIME_BUDGET = 2.0  # with lanes: a batch may take as long as this many images alone
 REPEATS = 5  # rounds over the sizes (each size's fastest is kept): under a second at start-up on a small CPU
 LANE_BATCHES = (1, 2, 4, 8)
 
@@ -58,7 +61,7 @@ def measure(encoder, full: int, max_batch: int = 0, window_ms: float = -1.0, lan
         for _ in range(REPEATS):
             for n in sizes:
                 image_ms[n] = min(image_ms.get(n, float("inf")), run(n))
-        max_batch = doubling_limit(image_ms) if lanes > 1 else good_enough(image_ms)
+        max_batch = latency_limit(image_ms) if lanes > 1 else good_enough(image_ms)
     window_s = batch1_ms / 1000 if window_ms < 0 else window_ms / 1000
     tuning = Tuning(max_batch, window_s, round(batch1_ms, 3), {k: round(v, 3) for k, v in image_ms.items()}, lanes)
     log.info("batching: one image %.2f ms; per image at batch %s ms (%d lanes); max batch %d, window %.2f ms",
@@ -71,13 +74,15 @@ def good_enough(image_ms: dict[int, float]) -> int:
     return min(n for n, ms in image_ms.items() if ms <= best * GOOD_ENOUGH)
 
 
-def doubling_limit(image_ms: dict[int, float]) -> int:
-    """The first batch size whose double (the next size measured) saves less than DOUBLING_GAIN per image."""
-    sizes = sorted(image_ms)
-    for n, double in zip(sizes, sizes[1:]):
-        if image_ms[double] > image_ms[n] * (1 - DOUBLING_GAIN):
-            return n
-    return sizes[-1]
+def latency_limit(image_ms: dict[int, float]) -> int:
+    """The largest batch size that, like every smaller one, takes at most BATCH_TIME_BUDGET times the one-image
+    time (``image_ms``: batch size -> time per image, batch 1 included)."""
+    limit = 1
+    for n in sorted(image_ms):
+        if n * image_ms[n] > BATCH_TIME_BUDGET * image_ms[1]:
+            break
+        limit = n
+    return limit
 
 
 def on_lanes(encoder, pixels: np.ndarray, lanes: int) -> float:

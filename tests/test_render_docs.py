@@ -47,7 +47,8 @@ def test_every_table_is_shown_and_every_marker_known() -> None:
 
 
 def test_measurement_tables_name_their_machine() -> None:
-    for name in ("heads", "runtime", "runtime-pairs", "formats", "embed", "service", "page", "scale"):
+    for name in ("heads", "runtime", "runtime-pairs", "formats", "embed", "service", "service-summary",
+                 "service-baseline", "page", "scale"):
         assert "measured on: " in render_docs.TABLES[name](), name
     assert render_docs.machine_text({"cores": 2, "cpu": {"model_name": "X", "family": 26, "model": 2,
                                                           "flags": ["amx_bf16"]}}) == \
