@@ -131,11 +131,13 @@ def resolve(commit: str) -> str | None:
     return found.stdout.strip() or None
 
 
-def this_tree() -> dict:
-    """The commit measured as "current", and whether the checkout had changes on top of it."""
-    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    changed = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-                             capture_output=True, text=True).stdout.strip()
+def this_tree(repository: Path = ROOT) -> dict:
+    """The commit measured as "current", and whether the checkout had changes on top of it (results aside)."""
+    head = subprocess.run(["git", "-C", str(repository), "rev-parse", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+    # Results files change as benches run; any other tracked change means the tree measured is not that commit.
+    changed = subprocess.run(["git", "-C", str(repository), "status", "--porcelain", "--untracked-files=no", "--", ".",
+                              ":!bench/results"], capture_output=True, text=True).stdout.strip()
     return {"commit": head, "uncommitted_changes": bool(changed)}
 
 

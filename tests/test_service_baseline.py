@@ -68,14 +68,29 @@ def test_service_settings_do_not_reach_the_servers(monkeypatch):
     assert "VINTED_TAGGER_MAX_BATCH" not in env and env["VINTED_TAGGER_HOME"] == "/encoders"
 
 
-def test_the_baseline_worktree_is_gone_afterwards_even_when_the_run_fails(tmp_path):
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+def repository(path: Path) -> Path:
+    """A git repository with one commit: f.txt = "old" and bench/results/r.json."""
+    path.mkdir()
+    git = ["git", "-C", str(path), "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run([*git[:3], "init", "-q"], check=True)
-    (repo / "f.txt").write_text("old")
-    subprocess.run([*git, "add", "f.txt"], check=True)
+    (path / "f.txt").write_text("old")
+    (path / "bench" / "results").mkdir(parents=True)
+    (path / "bench" / "results" / "r.json").write_text("{}")
+    subprocess.run([*git, "add", "."], check=True)
     subprocess.run([*git, "commit", "-qm", "old"], check=True)
+    return path
+
+
+def test_the_tree_measured_is_its_commit_unless_code_changed(tmp_path):
+    repo = repository(tmp_path / "repo")
+    (repo / "bench" / "results" / "r.json").write_text('{"new": 1}')  # a bench wrote its results
+    assert sb.this_tree(repo)["uncommitted_changes"] is False
+    (repo / "f.txt").write_text("new")
+    assert sb.this_tree(repo)["uncommitted_changes"] is True
+
+
+def test_the_baseline_worktree_is_gone_afterwards_even_when_the_run_fails(tmp_path):
+    repo = repository(tmp_path / "repo")
     (repo / "f.txt").write_text("new")
     with pytest.raises(RuntimeError), sb.worktree(repo, "HEAD") as tree:
         assert (tree / "f.txt").read_text() == "old"  # the commit, not the working tree
