@@ -74,6 +74,7 @@ def repository(path: Path) -> Path:
     git = ["git", "-C", str(path), "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run([*git[:3], "init", "-q"], check=True)
     (path / "f.txt").write_text("old")
+    (path / "README.md").write_text("tables")
     (path / "bench" / "results").mkdir(parents=True)
     (path / "bench" / "results" / "r.json").write_text("{}")
     subprocess.run([*git, "add", "."], check=True)
@@ -84,6 +85,7 @@ def repository(path: Path) -> Path:
 def test_the_tree_measured_is_its_commit_unless_code_changed(tmp_path):
     repo = repository(tmp_path / "repo")
     (repo / "bench" / "results" / "r.json").write_text('{"new": 1}')  # a bench wrote its results
+    (repo / "README.md").write_text("rendered again")
     assert sb.this_tree(repo)["uncommitted_changes"] is False
     (repo / "f.txt").write_text("new")
     assert sb.this_tree(repo)["uncommitted_changes"] is True
