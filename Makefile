@@ -44,7 +44,7 @@ demo: setup
 	@echo "demo: predictions for $(DEMO_DATA)/test.parquet are in $(DEMO_OUT)/predictions.parquet"
 
 # Every bench, then the README's and docs/' tables re-rendered from bench/results (bench/render_docs.py).
-bench: bench-runtime bench-embed bench-heads bench-service bench-service-baseline bench-page
+bench: bench-runtime bench-embed bench-heads bench-service bench-page bench-service-baseline
 	$(BIN)/python bench/render_docs.py
 
 # Only re-render the tables (after any single bench, or `make finetune` / `make notebook`).

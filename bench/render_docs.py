@@ -287,12 +287,18 @@ def service_baseline_table() -> str:
         pairs = d["pair_ratios"][key]
         return f"{num(d['median_ratio'][key], 3)} ({num(min(pairs), 3)} - {num(max(pairs), 3)})"
 
-    over, rate = there["p50_over_encoder_batch1_ms"], there["c8_over_encoder"]
+    scaled, over, rate = (there[k] for k in ("p50_scaled_over_encoder_batch1_ms", "p50_over_encoder_batch1_ms",
+                                              "c8_over_encoder"))
+    issue_over = issue["p50_ms"] - issue["encoder_batch1_ms"]
     rows = [
         ["one image, concurrency 1: p50", ratio("p50_ms"),
          f"{num(issue['p50_ms'], 2)} ms x ratio = {num(there['p50_ms'], 2)} ms: "
-         f"{num(over, 2)} ms over the encoder's {num(issue['encoder_batch1_ms'], 2)}",
-         f"<= {t['p50_over_encoder_batch1_ms']:g} ms over: {met(over, t['p50_over_encoder_batch1_ms'], False)}"],
+         f"{num(scaled, 2)} ms over the encoder's {num(issue['encoder_batch1_ms'], 2)}",
+         f"<= {t['p50_over_encoder_batch1_ms']:g} ms over: {met(scaled, t['p50_over_encoder_batch1_ms'], False)}"],
+        [f"one image: p50 minus the encoder's batch-1 time (here {num(d['batch1_ms_here'], 2)} ms, probed before and "
+         "after the rounds)", ratio("p50_over_encoder_batch1_ms"),
+         f"{num(issue_over, 2)} ms x ratio = {num(over, 2)} ms",
+         f"<= {t['p50_over_encoder_batch1_ms']:g} ms: {met(over, t['p50_over_encoder_batch1_ms'], False)}"],
         ["concurrency 8: images/s", ratio("c8_images_per_s"),
          f"{num(issue['c8_images_per_s'], 0)} x ratio = {num(there['c8_images_per_s'], 1)}: {num(rate, 2)} of "
          f"the encoder's {num(issue['encoder_batch_images_per_s'], 0)}",
