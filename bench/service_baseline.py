@@ -78,34 +78,49 @@ def run_round(servers: dict[str, Server], order: list[str], valid: list, referen
     return out
 
 
-def compare(rounds: list[dict], batch1_ms: float) -> dict:
+def compare(rounds: list[dict]) -> dict:
     """Pair ratios (this tree over the baseline; the geometric mean of two rounds in a row, which ran in opposite
     orders), their median, and this tree projected onto the issue's machine (the baseline's figures there times
-    that median), with each target met or not. ``batch1_ms``: the encoder's batch-1 time on this host; the
-    one-image overhead (p50 minus it) is compared too, and projected from the baseline's overhead there."""
-    def figure(tree: dict, key: str) -> float:
-        return tree["p50_ms"] - batch1_ms if key == OVERHEAD else tree[key]
+    that median, and times the lowest and highest pair ratio), with each target met or not at the median. The
+    one-image overhead (p50 minus the round's ``batch1_ms``, the encoder alone probed around its pair) is compared
+    too, and projected from the baseline's overhead there."""
+    if any(r[tree]["p50_ms"] <= r["batch1_ms"] for r in rounds for tree in ("current", "baseline")):
+        raise Void("a p50 at or under the encoder's own batch-1 time: the host changed speed between the probes")
 
-    if min(r[tree]["p50_ms"] for r in rounds for tree in r) <= batch1_ms:
-        raise Void(f"a p50 at or under the encoder's batch-1 time ({batch1_ms:.2f} ms): the host changed speed")
+    def figure(r: dict, tree: str, key: str) -> float:
+        return r[tree]["p50_ms"] - r["batch1_ms"] if key == OVERHEAD else r[tree][key]
+
     issue = {**ISSUE_BASELINE, OVERHEAD: ISSUE_BASELINE["p50_ms"] - ISSUE_ENCODER_BATCH1_MS}
-    ratios = {key: [figure(r["current"], key) / figure(r["baseline"], key) for r in rounds] for key in issue}
+    ratios = {key: [figure(r, "current", key) / figure(r, "baseline", key) for r in rounds] for key in issue}
     pairs = {key: [math.sqrt(a * b) for a, b in zip(values[::2], values[1::2])] for key, values in ratios.items()}
     median = {key: statistics.median(values) for key, values in pairs.items()}
-    there = {key: value * median[key] for key, value in issue.items()}
-    rate = there["c8_images_per_s"] / ISSUE_ENCODER_IMAGES_PER_S
-    scaled = there["p50_ms"] - ISSUE_ENCODER_BATCH1_MS  # the whole p50 scaled, then the encoder's time taken off
-    projected = {**{key: round(value, 2) for key, value in there.items()},
-                 "p50_scaled_over_encoder_batch1_ms": round(scaled, 2), "c8_over_encoder": round(rate, 3)}
-    met = {"p50_scaled_over_encoder_batch1_ms": scaled <= TARGETS[OVERHEAD],
-           OVERHEAD: there[OVERHEAD] <= TARGETS[OVERHEAD],
-           "c8_over_encoder": rate >= TARGETS["c8_over_encoder"],
-           "c8_p99_ms": there["c8_p99_ms"] <= TARGETS["c8_p99_ms"]}
-    return {"batch1_ms_here": round(batch1_ms, 3),
-            "round_ratios": {key: [round(v, 3) for v in values] for key, values in ratios.items()},
+
+    def judged(ratio: dict[str, float]) -> dict[str, float]:
+        """The issue's figures times ``ratio``, in the targets' terms."""
+        there = {key: value * ratio[key] for key, value in issue.items()}
+        return {**there, "p50_scaled_over_encoder_batch1_ms": there["p50_ms"] - ISSUE_ENCODER_BATCH1_MS,
+                "c8_over_encoder": there["c8_images_per_s"] / ISSUE_ENCODER_IMAGES_PER_S}
+
+    there = judged(median)
+    ends = [judged({key: bound(values) for key, values in pairs.items()}) for bound in (min, max)]
+    bounds = {"p50_scaled_over_encoder_batch1_ms": OVERHEAD, OVERHEAD: OVERHEAD, "c8_over_encoder": "c8_over_encoder",
+              "c8_p99_ms": "c8_p99_ms"}
+    met = {key: there[key] >= TARGETS[target] if key == "c8_over_encoder" else there[key] <= TARGETS[target]
+           for key, target in bounds.items()}
+    return {"round_ratios": {key: [round(v, 3) for v in values] for key, values in ratios.items()},
             "pair_ratios": {key: [round(v, 3) for v in values] for key, values in pairs.items()},
             "median_ratio": {key: round(v, 3) for key, v in median.items()},
-            "projected_on_issue_machine": projected, "met": met}
+            "projected_on_issue_machine": {key: round(v, 3) for key, v in there.items()},
+            "projected_range": {key: sorted(round(end[key], 3) for end in ends) for key in bounds},
+            "met": met}
+
+
+def check_steady(probes: list[dict]) -> None:
+    """Void when the encoder's rate moved more than the service bench allows between two probes in a row."""
+    for before, after in zip(probes, probes[1:]):
+        rates = before["images_per_s"], after["images_per_s"]
+        if abs(rates[0] - rates[1]) / min(rates) > TARGETS["host_speed_drift"]:
+            raise Void(f"the encoder alone went from {rates[0]} to {rates[1]} images/s between two probes")
 
 
 def check_same_encoder(models: dict[str, dict]) -> None:
@@ -123,7 +138,7 @@ def worktree(repository: Path, commit: str):
         added = subprocess.run(["git", "-C", str(repository), "worktree", "add", "--detach", str(path), commit],
                                capture_output=True, text=True)
         if added.returncode:
-            raise Void(f"git worktree add failed: {added.stderr.strip().splitlines()[-1:]}")
+            raise Void(f"git worktree add failed: {(added.stderr.strip().splitlines() or ['(no message)'])[-1]}")
         try:
             yield path
         finally:
@@ -171,21 +186,27 @@ def serving(tree: Path, logs: Path):
 
 
 def measure(servers: dict[str, Server], args, images: list[bytes]) -> dict:
-    """The alternating rounds, between two probes of the encoder alone (its batch-1 time: the mean of both)."""
+    """The alternating rounds, the encoder alone probed around each pair of them."""
     valid = [single(i, image) for i, image in enumerate(images)]
     models = {name: server.get_json("/v1/model") for name, server in servers.items()}
     check_same_encoder(models)
     # Each model's own answers are the reference its c=8 answers are checked against.
     references = {name: latency_phase(server, valid, len(valid))[1] for name, server in servers.items()}
+    # The encoder alone, before each pair and after the last: each round's batch-1 time is its pair's two probes.
     probe = EncoderProbe(ROOT / "artifacts" / "model", models["current"]["encoder"], images)
-    probes, rounds = [probe.measure(seconds=1.0)], []
+    probes, rounds = [], []
     for k in range(args.rounds):
+        if k % 2 == 0:
+            probes.append(probe.measure(seconds=1.0))
         order = ["current", "baseline"] if k % 2 == 0 else ["baseline", "current"]
         rounds.append(run_round(servers, order, valid, references, args))
         print(f"round {k + 1}/{args.rounds}: " + "; ".join(
             f"{name} {r['p50_ms']} ms, {r['c8_images_per_s']} images/s, p99 {r['c8_p99_ms']} ms"
             for name, r in rounds[-1].items()), flush=True)
     probes.append(probe.measure(seconds=1.0))
+    check_steady(probes)
+    for k, r in enumerate(rounds):
+        r["batch1_ms"] = round(statistics.mean(p["batch1_ms"] for p in probes[k // 2 : k // 2 + 2]), 3)
     encoders = {name: {key: model["encoder"].get(key) for key in ("name", *SAME_ENCODER)}
                 for name, model in models.items()}
     return {"rounds": rounds, "encoder_probes": probes, "encoders": encoders,
@@ -207,6 +228,7 @@ def main() -> int:
         with worktree(ROOT, commit) as tree, tempfile.TemporaryDirectory() as logs:
             with serving(tree, Path(logs)) as servers:
                 measured = measure(servers, args, images)
+        compared = compare(measured["rounds"])
     except Void as why:
         print(f"service_baseline: void run, nothing written: {why}", file=sys.stderr)
         return 1
@@ -215,7 +237,7 @@ def main() -> int:
         "current": this_tree(),
         "issue_baseline": {**ISSUE_BASELINE, "encoder_batch1_ms": ISSUE_ENCODER_BATCH1_MS,
                            "encoder_batch_images_per_s": ISSUE_ENCODER_IMAGES_PER_S},
-        **compare(measured["rounds"], statistics.mean(p["batch1_ms"] for p in measured["encoder_probes"])),
+        **compared,
         "targets": {key: TARGETS[key] for key in ("p50_over_encoder_batch1_ms", "c8_over_encoder", "c8_p99_ms")},
         **measured,
         "c1_requests": args.c1_requests,

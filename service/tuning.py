@@ -6,10 +6,11 @@ batch sizes worth choosing between:
 - with lanes (the default), every lane encoding batches of 1, 2, 4 and 8 at once, as a loaded service does,
   the sizes in turn round after round (the fastest of each kept).
   A lane's batch is what every image in it waits for, so the batch limit is a latency budget: the largest size
-  that, like every smaller one, encodes in at most ``BATCH_TIME_BUDGET`` one-image times. An image that lands
-  in a batch then waits at most one more image-time than alone, and batches grow past two only where four
-  images encode in the time of two alone (a wide accelerator). A threshold on the saving per image flipped
-  between start-ups on a CPU whose saving sat near it, and the larger batch served concurrency 8 worse
+  that, like every smaller one, takes a busy lane at most ``BATCH_TIME_BUDGET`` times its batch of one, and
+  costs at least ``MIN_SAVING`` less per image than the size before (batching that saves nothing only adds
+  waiting). A batch then finishes within two batches of one on a busy lane, and batches grow past two only
+  where four images encode in the time of two alone (a wide accelerator). A threshold on the saving per image
+  alone flipped between 2 and 4 on a CPU whose saving sat near it, and 4 served concurrency 8 worse
   (docs/service.md, "Batches under load").
 - without lanes (whole batches on sessions of their own), batches of one, two and four times what fills the
   encoder's throughput streams; the limit is the smallest within ``GOOD_ENOUGH`` of the best per-image time.
@@ -29,9 +30,10 @@ import numpy as np
 
 log = logging.getLogger("service.tuning")
 GOOD_ENOUGH = 1.05  # a batch within 5% of the best per-image time is as good
-BATCH_TIME_BUDGET = 2.0  # with lanes: a batch may take as long as this many images alone
+BATCH_TIME_BUDGET = 2.0  # with lanes: a batch may take as long as this many batches of one
+MIN_SAVING = 0.05  # with lanes: a bigger batch must cost 5% less per image than the size before
 REPEATS = 5  # rounds over the sizes (each size's fastest is kept): under a second at start-up on a small CPU
-LANE_BATCHES = (1, 2, 4, 8)
+LANE_BATCHES = (1, 2, 4, 8)  # from 1: the budget counts in the batch of one's time
 
 
 @dataclass(frozen=True)
@@ -75,11 +77,13 @@ def good_enough(image_ms: dict[int, float]) -> int:
 
 
 def latency_limit(image_ms: dict[int, float]) -> int:
-    """The largest batch size that, like every smaller one, takes at most BATCH_TIME_BUDGET times the one-image
-    time (``image_ms``: batch size -> time per image, batch 1 included)."""
-    limit = 1
-    for n in sorted(image_ms):
-        if n * image_ms[n] > BATCH_TIME_BUDGET * image_ms[1]:
+    """The largest batch size that, like every smaller one, takes at most BATCH_TIME_BUDGET times the batch of
+    one and saves MIN_SAVING per image over the size before (``image_ms``: batch size -> time per image on a
+    busy lane, batch 1 included)."""
+    sizes = sorted(image_ms)
+    limit = sizes[0]
+    for smaller, n in zip(sizes, sizes[1:]):
+        if n * image_ms[n] > BATCH_TIME_BUDGET * image_ms[1] or image_ms[n] > image_ms[smaller] * (1 - MIN_SAVING):
             break
         limit = n
     return limit

@@ -131,6 +131,9 @@ def test_lanes_batch_limit_is_measured_on_every_lane() -> None:
     ({1: 4.715, 2: 4.033, 4: 3.617, 8: 3.432}, 2),
     ({1: 4.0, 2: 2.0, 4: 1.0, 8: 1.2}, 4),  # a wide accelerator: 4 images in one image's time, 8 in 2.4
     ({1: 4.0, 2: 4.4, 4: 1.0, 8: 0.5}, 1),  # a batch of 2 over the budget: none bigger, however cheap
+    ({1: 4.0, 2: 3.9, 4: 3.8, 8: 3.7}, 1),  # batching saves 2.5% per image: within the budget, but only waiting
+    ({1: 4.0, 2: 3.8, 4: 2.0, 8: 1.0}, 8),  # bounds included: 2 saves 5%, 4 and 8 take two batches of one
+    ({1: 4.0, 2: 3.0, 4: 2.9, 8: 1.0}, 2),  # 4 saves too little over 2: 8 is not reached, however cheap
 ])
 def test_lanes_batch_limit_is_the_largest_batch_within_two_image_times(image_ms, limit) -> None:
     assert latency_limit(image_ms) == limit
