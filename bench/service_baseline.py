@@ -10,8 +10,8 @@ little about that machine. What this run measures is how much faster or slower t
 on the same host at the same time; assuming that ratio carries over to the issue's machine, it projects this
 tree's figures there.
 
-The baseline is checked out in a temporary git worktree and served with its own committed model, which must run
-the same encoder network, input size, runtime and precision as this tree's; both servers start one after the
+The baseline is checked out in a temporary git worktree and served with its own committed model, which must have
+the same input and embedding size, runtime and precision as this tree's; both servers start one after the
 other (each measures its batching limits at start-up on an idle machine) with the service settings at their
 defaults. Round after round, each server in turn gets bench/service_bench.py's c=1 phase (``--c1-requests``
 single images) and c=8 phase (``--c8-seconds``), the order alternating: two rounds in a row make a pair whose
@@ -45,6 +45,7 @@ from service_bench import (
     latency_phase,
     sample_images,
     single,
+    speed_drift,
     throughput_phase,
     tuning_of,
 )
@@ -53,7 +54,6 @@ from service_bench import (
 BASELINE_COMMIT = "a42a526fbffcb5c7e01eaa101535c643dff55f6b"
 # What issue 24 measured of that commit on its machine (the encoder figures are service_bench's).
 ISSUE_BASELINE = {"p50_ms": 7.31, "c8_images_per_s": 170.0, "c8_p99_ms": 57.0}
-FIGURES = ("p50_ms", "c8_images_per_s", "c8_p99_ms")
 OVERHEAD = "p50_over_encoder_batch1_ms"  # p50 minus the encoder's batch-1 time (both trees run the same encoder)
 # What both servers must serve alike for their ratio to be about the service, not the encoder.
 SAME_ENCODER = ("input_size", "dim", "runtime", "precision")
@@ -118,13 +118,13 @@ def compare(rounds: list[dict]) -> dict:
 def check_steady(probes: list[dict]) -> None:
     """Void when the encoder's rate moved more than the service bench allows between two probes in a row."""
     for before, after in zip(probes, probes[1:]):
-        rates = before["images_per_s"], after["images_per_s"]
-        if abs(rates[0] - rates[1]) / min(rates) > TARGETS["host_speed_drift"]:
-            raise Void(f"the encoder alone went from {rates[0]} to {rates[1]} images/s between two probes")
+        if speed_drift(before, after) > TARGETS["host_speed_drift"]:
+            raise Void(f"the encoder alone went from {before['images_per_s']} to {after['images_per_s']} images/s "
+                       "between two probes")
 
 
 def check_same_encoder(models: dict[str, dict]) -> None:
-    """Void unless both servers run the same encoder network, input, runtime and precision."""
+    """Void unless both servers' encoders have the same input and embedding size, runtime and precision."""
     served = {name: {key: model["encoder"].get(key) for key in SAME_ENCODER} for name, model in models.items()}
     if served["current"] != served["baseline"]:
         raise Void(f"the two trees serve different encoders: {served}")
